@@ -1,0 +1,348 @@
+//! Who the caller is: argon2id password hashes, HS256 access tokens (JWT) with the algorithm
+//! pinned, the [`AuthUser`] extractor that makes a handler authenticated, and the per-username
+//! throttle on failed logins.
+use std::collections::{HashMap, VecDeque};
+use std::future::{Ready, ready};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May act on itself only.
+    User,
+    /// May send to and read for any user.
+    Admin,
+}
+
+impl Role {
+    /// The value stored in `users.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Reads `users.role`; anything unknown gets the least privilege.
+    pub fn from_db(s: &str) -> Self {
+        if s == "admin" {
+            Self::Admin
+        } else {
+            Self::User
+        }
+    }
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string). CPU-heavy: call it on
+/// the blocking pool.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// Checks a password against a stored PHC hash. CPU-heavy: call it on the blocking pool.
+pub fn verify_password(password: &str, stored_hash: &str) -> bool {
+    PasswordHash::new(stored_hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Verifies against a fixed hash so that an unknown username costs as much as a wrong
+/// password: timing does not reveal which usernames exist.
+pub fn verify_dummy(password: &str) {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let hash = DUMMY.get_or_init(|| {
+        hash_password("wxbind-dummy-password").unwrap_or_else(|_| String::from("$invalid"))
+    });
+    let _ = verify_password(password, hash);
+}
+
+/// The claims of an access token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id, as a string (RFC 7519).
+    pub sub: String,
+    /// The user's role when the token was issued.
+    pub role: Role,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+    /// Always [`ISSUER`].
+    pub iss: String,
+    /// Always [`AUDIENCE`].
+    pub aud: String,
+}
+
+/// `iss` of every token.
+pub const ISSUER: &str = "wxbind";
+/// `aud` of every token.
+pub const AUDIENCE: &str = "wxbind-api";
+
+/// Keys and rules for issuing and checking access tokens; created once per process.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+/// A freshly issued token.
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl JwtKeys {
+    /// Keys from the configured secret.
+    pub fn new(secret: &SecretString, ttl: Duration) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        // Only HS256 is accepted: no `none`, no algorithm switching.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            ttl,
+        }
+    }
+
+    /// Issues a token for `user_id`.
+    pub fn issue(&self, user_id: i64, role: Role) -> Result<IssuedToken, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let ttl = self.ttl.as_secs();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            role,
+            iat: now,
+            exp: now + i64::try_from(ttl).unwrap_or(i64::MAX / 2),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("signing a JWT")))?;
+        Ok(IssuedToken {
+            token,
+            expires_in: ttl,
+        })
+    }
+
+    /// Checks signature, algorithm, issuer, audience and expiry.
+    pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("access token expired; log in again")
+                }
+                _ => ApiError::Unauthorized("invalid access token"),
+            })?;
+        let id = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::Unauthorized("invalid access token"))?;
+        Ok(AuthUser {
+            id,
+            role: data.claims.role,
+        })
+    }
+}
+
+/// The authenticated caller. Taking it as a handler argument is what makes the route
+/// require `Authorization: Bearer <jwt>`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    /// The caller's user id.
+    pub id: i64,
+    /// The caller's role.
+    pub role: Role,
+}
+
+impl AuthUser {
+    /// True for admins.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// May the caller act for `user_id`?
+    pub fn may_act_for(&self, user_id: i64) -> bool {
+        self.is_admin() || self.id == user_id
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let keys = req
+        .app_data::<web::Data<JwtKeys>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("JwtKeys missing from app data")))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer token",
+        ))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized(
+            "Authorization must be 'Bearer <token>'",
+        ))?;
+    keys.verify(token)
+}
+
+/// Counts failed logins per username in a sliding one-minute window.
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    limit: usize,
+    window: Duration,
+}
+
+/// Above this many tracked usernames, stale entries are pruned on the next failure.
+const THROTTLE_PRUNE_AT: usize = 10_000;
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new(10, Duration::from_secs(60))
+    }
+}
+
+impl LoginThrottle {
+    /// At most `limit` failures per `window` for one username.
+    pub fn new(limit: usize, window: Duration) -> Self {
+        Self {
+            failures: Mutex::new(HashMap::new()),
+            limit,
+            window,
+        }
+    }
+
+    /// Refuses the attempt when the username already had `limit` failures in the window.
+    pub fn check(&self, username: &str) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let Some(times) = map.get_mut(username) else {
+            return Ok(());
+        };
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            times.pop_front();
+        }
+        if times.len() >= self.limit {
+            return Err(ApiError::TooManyAttempts);
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt.
+    pub fn record_failure(&self, username: &str) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= THROTTLE_PRUNE_AT {
+            map.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            });
+        }
+        let times = map.entry(username.to_owned()).or_default();
+        times.push_back(now);
+        if times.len() > self.limit {
+            times.pop_front();
+        }
+    }
+
+    /// Forgets the failures of a username after a successful login.
+    pub fn record_success(&self, username: &str) {
+        self.lock().remove(username);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
+        // A panic while holding this lock cannot leave the map inconsistent; keep serving.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &str) -> JwtKeys {
+        JwtKeys::new(
+            &SecretString::from(secret.to_owned()),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn password_hash_round_trip() {
+        let h = hash_password("correct horse").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("x", "not a phc string"));
+    }
+
+    #[test]
+    fn tokens_verify_only_with_the_same_key() {
+        let k = keys("test-secret-test-secret-test-secret!");
+        let t = k.issue(7, Role::Admin).expect("issue");
+        let u = k.verify(&t.token).expect("valid");
+        assert_eq!((u.id, u.role), (7, Role::Admin));
+        let other = keys("another-secret-another-secret-12345");
+        assert!(other.verify(&t.token).is_err());
+    }
+
+    #[test]
+    fn throttle_refuses_after_the_limit_and_forgets_on_success() {
+        let t = LoginThrottle::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(t.check("bob").is_ok());
+            t.record_failure("bob");
+        }
+        assert!(matches!(t.check("bob"), Err(ApiError::TooManyAttempts)));
+        assert!(t.check("alice").is_ok());
+        t.record_success("bob");
+        assert!(t.check("bob").is_ok());
+    }
+}

@@ -1,0 +1,375 @@
+//! Runtime configuration: read from the environment (and `.env`) once at start, validated into
+//! typed values. A bad value stops start-up with one line per problem naming the variable.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// The whole validated configuration of one wxbind process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Postgres connection URL (may carry a password, hence secret).
+    pub database_url: SecretString,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Public base URL; the OAuth `redirect_uri` is this plus `/api/callback`.
+    pub public_url: Url,
+    /// HS256 key for access tokens.
+    pub jwt_secret: SecretString,
+    /// True when no `JWT_SECRET` was given and a random per-process key is in use.
+    pub jwt_secret_generated: bool,
+    /// Lifetime of an issued JWT.
+    pub jwt_ttl: Duration,
+    /// The official account; `None` means WeChat-dependent routes answer `wechat_not_configured`.
+    pub wechat: Option<WechatCredentials>,
+    /// Base of WeChat's server API (`https://api.weixin.qq.com`).
+    pub wechat_api_base: Url,
+    /// Base of WeChat's OAuth pages (`https://open.weixin.qq.com`).
+    pub wechat_oauth_base: Url,
+    /// Timeout of every call to WeChat.
+    pub wechat_timeout: Duration,
+    /// Template used when a message names none.
+    pub default_template_id: Option<String>,
+    /// SPA page the OAuth callback redirects to; `None` renders a small HTML page instead.
+    pub bind_result_url: Option<Url>,
+    /// How queued messages are delivered.
+    pub delivery: DeliveryConfig,
+    /// Maximum connections in the Postgres pool.
+    pub db_pool_size: u32,
+    /// HTTP worker threads; `None` means one per core.
+    pub http_workers: Option<usize>,
+}
+
+/// App id and secret of the official account.
+#[derive(Clone, Debug)]
+pub struct WechatCredentials {
+    /// `appid`, public.
+    pub app_id: String,
+    /// `secret`, never logged.
+    pub app_secret: SecretString,
+}
+
+/// Tuning of the delivery worker.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Sends in flight at once per process.
+    pub concurrency: usize,
+    /// Attempts before a message with transient failures ends `failed`.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt (with jitter).
+    pub retry_base: Duration,
+    /// Upper bound of one retry delay.
+    pub retry_max: Duration,
+    /// How long a claim is held before another worker may take the message again.
+    pub lease: Duration,
+    /// How often the worker looks for due messages when nobody woke it.
+    pub poll_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            max_attempts: 8,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Every problem found in the environment, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Default database: created on first start if it does not exist.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wxbind";
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads `.env` (if present) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variables it fails to set.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Builds the configuration from any key lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut p = Parser {
+            get: &get,
+            errors: &mut errors,
+        };
+
+        let database_url = p
+            .string("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let listen = p.parsed("WXBIND_LISTEN", "an address like 127.0.0.1:8080");
+        let public_url = p.url("WXBIND_PUBLIC_URL");
+        let jwt_ttl = p
+            .seconds("JWT_TTL_SECONDS")
+            .unwrap_or(Duration::from_secs(3600));
+
+        let app_id = p.string("WECHAT_APP_ID");
+        let app_secret = p.string("WECHAT_APP_SECRET");
+        let wechat = match (app_id, app_secret) {
+            (Some(app_id), Some(secret)) => Some(WechatCredentials {
+                app_id,
+                app_secret: secret.into(),
+            }),
+            (Some(_), None) => {
+                p.fail("WECHAT_APP_SECRET", "is required when WECHAT_APP_ID is set");
+                None
+            }
+            (None, Some(_)) => {
+                p.fail("WECHAT_APP_ID", "is required when WECHAT_APP_SECRET is set");
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(w) = &wechat {
+            if !w.app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                p.fail(
+                    "WECHAT_APP_ID",
+                    "must be letters and digits (like wx1234567890abcdef)",
+                );
+            }
+        }
+
+        let (jwt_secret, jwt_secret_generated) = match p.string("JWT_SECRET") {
+            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                p.fail(
+                    "JWT_SECRET",
+                    &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                );
+                (SecretString::from(String::new()), false)
+            }
+            Some(s) => (SecretString::from(s), false),
+            None if wechat.is_some() => {
+                p.fail(
+                    "JWT_SECRET",
+                    "is required when WECHAT_APP_ID is set (at least 32 random bytes)",
+                );
+                (SecretString::from(String::new()), false)
+            }
+            None => (SecretString::from(random_secret()), true),
+        };
+
+        let wechat_api_base = p.url("WECHAT_API_BASE");
+        let wechat_oauth_base = p.url("WECHAT_OAUTH_BASE");
+        let wechat_timeout = p
+            .millis("WECHAT_TIMEOUT_MS")
+            .unwrap_or(Duration::from_secs(10));
+        let default_template_id = p.string("WECHAT_TEMPLATE_ID");
+        if let Some(t) = &default_template_id {
+            if crate::domain::TemplateId::parse(t).is_err() {
+                p.fail("WECHAT_TEMPLATE_ID", "is not a valid template id");
+            }
+        }
+        let bind_result_url = p.url("BIND_RESULT_URL");
+
+        let defaults = DeliveryConfig::default();
+        let delivery = DeliveryConfig {
+            concurrency: p
+                .parsed_positive("WXBIND_DELIVERY_CONCURRENCY")
+                .unwrap_or(defaults.concurrency),
+            max_attempts: p
+                .parsed_positive("WXBIND_MAX_ATTEMPTS")
+                .unwrap_or(defaults.max_attempts),
+            retry_base: p
+                .millis("WXBIND_RETRY_BASE_MS")
+                .unwrap_or(defaults.retry_base),
+            retry_max: p
+                .millis("WXBIND_RETRY_MAX_MS")
+                .unwrap_or(defaults.retry_max),
+            lease: p.seconds("WXBIND_LEASE_SECONDS").unwrap_or(defaults.lease),
+            poll_interval: p
+                .millis("WXBIND_POLL_INTERVAL_MS")
+                .unwrap_or(defaults.poll_interval),
+        };
+        let db_pool_size = p.parsed_positive("WXBIND_DB_POOL_SIZE").unwrap_or(16);
+        let http_workers = p.parsed_positive("WXBIND_HTTP_WORKERS");
+
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        Ok(Self {
+            database_url: database_url.into(),
+            listen,
+            public_url: public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080")),
+            jwt_secret,
+            jwt_secret_generated,
+            jwt_ttl,
+            wechat,
+            wechat_api_base: wechat_api_base
+                .unwrap_or_else(|| url_or_panic("https://api.weixin.qq.com")),
+            wechat_oauth_base: wechat_oauth_base
+                .unwrap_or_else(|| url_or_panic("https://open.weixin.qq.com")),
+            wechat_timeout,
+            default_template_id,
+            bind_result_url,
+            delivery,
+            db_pool_size,
+            http_workers,
+        })
+    }
+
+    /// `redirect_uri` of the OAuth flow.
+    pub fn callback_url(&self) -> String {
+        format!(
+            "{}/api/callback",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// The database URL, for the pool and migrations only.
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}
+
+/// A 48-character alphanumeric secret for a process that was given none.
+fn random_secret() -> String {
+    crate::domain::random_alphanumeric(48)
+}
+
+/// Parses one of this module's literal defaults.
+fn url_or_panic(s: &str) -> Url {
+    #[expect(clippy::unwrap_used, reason = "literal, checked by the config tests")]
+    Url::parse(s).unwrap()
+}
+
+struct Parser<'a, F: Fn(&str) -> Option<String>> {
+    get: &'a F,
+    errors: &'a mut Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Parser<'_, F> {
+    fn fail(&mut self, key: &str, what: &str) {
+        self.errors.push(format!("{key} {what}"));
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        (self.get)(key).map(|v| v.trim().to_owned())
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, key: &str, expected: &str) -> Option<T> {
+        let raw = self.string(key)?;
+        match raw.parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail(key, &format!("must be {expected}, got {raw:?}"));
+                None
+            }
+        }
+    }
+
+    fn parsed_positive<T: std::str::FromStr + PartialOrd + Default>(
+        &mut self,
+        key: &str,
+    ) -> Option<T> {
+        let v: T = self.parsed(key, "a positive whole number")?;
+        if v <= T::default() {
+            self.fail(key, "must be a positive whole number");
+            return None;
+        }
+        Some(v)
+    }
+
+    fn seconds(&mut self, key: &str) -> Option<Duration> {
+        self.parsed_positive::<u64>(key).map(Duration::from_secs)
+    }
+
+    fn millis(&mut self, key: &str) -> Option<Duration> {
+        self.parsed_positive::<u64>(key).map(Duration::from_millis)
+    }
+
+    fn url(&mut self, key: &str) -> Option<Url> {
+        let raw = self.string(key)?;
+        match Url::parse(&raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            _ => {
+                self.fail(key, &format!("must be an http(s) URL, got {raw:?}"));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = config(&[]).expect("empty environment is valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.callback_url(), "http://127.0.0.1:8080/api/callback");
+        assert_eq!(c.wechat_api_base.as_str(), "https://api.weixin.qq.com/");
+        assert_eq!(c.wechat_oauth_base.as_str(), "https://open.weixin.qq.com/");
+        assert!(c.wechat.is_none());
+        assert!(c.jwt_secret_generated);
+        assert!(c.jwt_secret.expose_secret().len() >= 32);
+        assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn jwt_secret_is_required_with_wechat_credentials() {
+        let err = config(&[("WECHAT_APP_ID", "wx123"), ("WECHAT_APP_SECRET", "s")])
+            .expect_err("must refuse");
+        assert!(err.to_string().contains("JWT_SECRET is required"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_once_with_its_variable() {
+        let err = config(&[
+            ("JWT_SECRET", "short"),
+            ("WXBIND_LISTEN", "nowhere"),
+            ("WECHAT_API_BASE", "ftp://x"),
+            ("WECHAT_APP_ID", "wx1"),
+            ("WXBIND_MAX_ATTEMPTS", "0"),
+        ])
+        .expect_err("must refuse");
+        let lines = &err.0;
+        for key in [
+            "JWT_SECRET",
+            "WXBIND_LISTEN",
+            "WECHAT_API_BASE",
+            "WECHAT_APP_SECRET",
+            "WXBIND_MAX_ATTEMPTS",
+        ] {
+            assert_eq!(
+                lines.iter().filter(|l| l.starts_with(key)).count(),
+                1,
+                "{key} in {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let c = config(&[
+            ("WECHAT_APP_ID", "wx123"),
+            ("WECHAT_APP_SECRET", "app-secret-value"),
+            ("JWT_SECRET", "jwt-secret-value-that-is-long-enough-32"),
+        ])
+        .expect("valid");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("app-secret-value"));
+        assert!(!debug.contains("jwt-secret-value"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The `messages` table, which is also the delivery queue: `queued` → `sending` (claimed under
+//! a lease) → `sent` | `failed`. Every outcome write is fenced by the attempt number of the
+//! claim, so a worker whose lease ran out cannot overwrite a newer claim's result.
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Int4, Int8, Jsonb, Nullable, Text};
+use uuid::Uuid;
+
+use super::schema::messages;
+
+/// One message as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
+pub struct Message {
+    pub id: Uuid,
+    pub sender_id: i64,
+    pub user_id: i64,
+    pub template_id: String,
+    pub url: Option<String>,
+    pub data: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub msgid: Option<i64>,
+    pub errcode: Option<i32>,
+    pub errmsg: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// A message to queue.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = messages)]
+pub struct NewMessage<'a> {
+    pub id: Uuid,
+    pub sender_id: i64,
+    pub user_id: i64,
+    pub template_id: &'a str,
+    pub url: Option<&'a str>,
+    pub data: &'a serde_json::Value,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Queues `new`, or returns the message the same sender already queued under the same
+/// idempotency key. The flag is true when this call created the row.
+pub fn insert_or_existing(
+    conn: &mut PgConnection,
+    new: &NewMessage<'_>,
+) -> QueryResult<(Message, bool)> {
+    let inserted = diesel::insert_into(messages::table)
+        .values(new)
+        .on_conflict((messages::sender_id, messages::idempotency_key))
+        .do_nothing()
+        .returning(Message::as_returning())
+        .get_result(conn)
+        .optional()?;
+    if let Some(m) = inserted {
+        return Ok((m, true));
+    }
+    // ON CONFLICT waited for any concurrent insert of the key to commit, so the row is visible.
+    let existing = messages::table
+        .filter(messages::sender_id.eq(new.sender_id))
+        .filter(messages::idempotency_key.eq(new.idempotency_key))
+        .select(Message::as_select())
+        .first(conn)?;
+    Ok((existing, false))
+}
+
+/// The message with `id`, if any.
+pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<Message>> {
+    messages::table
+        .find(id)
+        .select(Message::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A message claimed for delivery, with the recipient's current openid.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Claimed {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Int8)]
+    pub user_id: i64,
+    #[diesel(sql_type = Text)]
+    pub template_id: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub url: Option<String>,
+    #[diesel(sql_type = Jsonb)]
+    pub data: serde_json::Value,
+    /// The attempt number of this claim; outcome writes are fenced by it.
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub openid: Option<String>,
+}
+
+/// Claims up to `limit` due messages (queued and due, or `sending` with an expired lease),
+/// skipping rows another worker is claiming right now.
+pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryResult<Vec<Claimed>> {
+    diesel::sql_query(
+        "WITH due AS (
+             SELECT id FROM messages
+             WHERE (status = 'queued' AND next_attempt_at <= now())
+                OR (status = 'sending' AND lease_until <= now())
+             ORDER BY next_attempt_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE messages m
+         SET status = 'sending',
+             attempts = m.attempts + 1,
+             lease_until = now() + $2 * interval '1 millisecond'
+         FROM due, users u
+         WHERE m.id = due.id AND u.id = m.user_id
+         RETURNING m.id, m.user_id, m.template_id, m.url, m.data, m.attempts, u.openid",
+    )
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(lease_ms)
+    .load(conn)
+}
+
+/// The row as this claim left it: still `sending` and still at this claim's attempt number.
+fn still_claimed(
+    id: Uuid,
+    attempt: i32,
+) -> Box<dyn BoxableExpression<messages::table, diesel::pg::Pg, SqlType = Bool>> {
+    Box::new(
+        messages::id
+            .eq(id)
+            .and(messages::attempts.eq(attempt))
+            .and(messages::status.eq("sending")),
+    )
+}
+
+/// Records a successful send. Returns false when the claim was lost.
+pub fn mark_sent(conn: &mut PgConnection, id: Uuid, attempt: i32, msgid: i64) -> QueryResult<bool> {
+    diesel::update(messages::table.filter(still_claimed(id, attempt)))
+        .set((
+            messages::status.eq("sent"),
+            messages::msgid.eq(msgid),
+            messages::sent_at.eq(diesel::dsl::now),
+            messages::lease_until.eq(None::<DateTime<Utc>>),
+            messages::errcode.eq(None::<i32>),
+            messages::errmsg.eq(None::<String>),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// Records a final failure. Returns false when the claim was lost.
+pub fn mark_failed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+    errcode: Option<i32>,
+    errmsg: &str,
+) -> QueryResult<bool> {
+    diesel::update(messages::table.filter(still_claimed(id, attempt)))
+        .set((
+            messages::status.eq("failed"),
+            messages::lease_until.eq(None::<DateTime<Utc>>),
+            messages::errcode.eq(errcode),
+            messages::errmsg.eq(errmsg),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// Puts the message back in the queue, due at `next_attempt_at`, keeping the last error.
+/// Returns false when the claim was lost.
+pub fn reschedule(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+    next_attempt_at: DateTime<Utc>,
+    errcode: Option<i32>,
+    errmsg: &str,
+) -> QueryResult<bool> {
+    diesel::update(messages::table.filter(still_claimed(id, attempt)))
+        .set((
+            messages::status.eq("queued"),
+            messages::next_attempt_at.eq(next_attempt_at),
+            messages::lease_until.eq(None::<DateTime<Utc>>),
+            messages::errcode.eq(errcode),
+            messages::errmsg.eq(errmsg),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}

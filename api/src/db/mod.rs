@@ -1,0 +1,116 @@
+//! Postgres access: the r2d2 pool, the embedded migrations and [`run`], the one way request
+//! and worker code touches the database (synchronous diesel on the blocking thread pool).
+pub mod bind_states;
+pub mod messages;
+pub mod schema;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::ApiError;
+
+/// The connection pool shared by the HTTP workers and the delivery worker.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+/// One checked-out connection.
+pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// The migrations in `../migrations`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// Builds the pool without connecting, so a down database shows in `/api/ready`
+/// instead of a crash loop.
+pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
+    Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        // r2d2's default of 30 s would hide an outage behind hanging requests.
+        .connection_timeout(Duration::from_secs(5))
+        .build_unchecked(ConnectionManager::new(database_url))
+}
+
+/// Runs `f` with a pooled connection on the blocking thread pool, inside the caller's span.
+/// Checkout blocks too, so it happens inside the closure as well.
+pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    let span = tracing::Span::current();
+    actix_web::web::block(move || {
+        let _entered = span.enter();
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await?
+}
+
+/// Applies every pending migration.
+pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// True when every embedded migration has been applied.
+pub fn migrations_applied(conn: &mut PgConnection) -> anyhow::Result<bool> {
+    let pending = conn
+        .has_pending_migration(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("reading migration state failed: {e}"))?;
+    Ok(!pending)
+}
+
+/// Connects to `database_url`, creating the database first if the server exists but the
+/// database does not. Errors explain how to get a Postgres when none answers.
+pub fn connect_creating(database_url: &str) -> anyhow::Result<PgConnection> {
+    match PgConnection::establish(database_url) {
+        Ok(conn) => Ok(conn),
+        Err(e) if e.to_string().contains("does not exist") => {
+            let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+            let name = url.path().trim_start_matches('/').to_owned();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                anyhow::bail!(
+                    "database in DATABASE_URL does not exist and {name:?} is not a name wxbind will create"
+                );
+            }
+            url.set_path("/postgres");
+            let mut admin = PgConnection::establish(url.as_str())
+                .with_context(|| unreachable_hint(database_url))?;
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .with_context(|| format!("creating database {name}"))?;
+            tracing::info!(db.name = %name, "created database");
+            PgConnection::establish(database_url).context("connecting to the new database")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(unreachable_hint(database_url))),
+    }
+}
+
+fn unreachable_hint(database_url: &str) -> String {
+    let shown = url::Url::parse(database_url)
+        .map(|mut u| {
+            let _ = u.set_password(None);
+            u.to_string()
+        })
+        .unwrap_or_else(|_| "DATABASE_URL".into());
+    format!(
+        "cannot connect to PostgreSQL at {shown}. Start one with `docker compose up -d db`, \
+         or install it (`apt-get install postgresql`), or point DATABASE_URL at yours"
+    )
+}
+
+/// True when a diesel error is a unique-constraint violation.
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}

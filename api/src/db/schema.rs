@@ -1,0 +1,57 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    bind_states (state_hash) {
+        state_hash -> Text,
+        user_id -> Int8,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Uuid,
+        sender_id -> Int8,
+        user_id -> Int8,
+        template_id -> Text,
+        url -> Nullable<Text>,
+        data -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
+        msgid -> Nullable<Int8>,
+        errcode -> Nullable<Int4>,
+        errmsg -> Nullable<Text>,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Int8,
+        username -> Text,
+        password_hash -> Text,
+        role -> Text,
+        openid -> Nullable<Text>,
+        bound_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    wechat_tokens (app_id) {
+        app_id -> Text,
+        access_token -> Text,
+        expires_at -> Timestamptz,
+        fetched_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(bind_states -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(bind_states, messages, users, wechat_tokens,);

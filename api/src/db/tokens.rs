@@ -1,0 +1,64 @@
+//! The `wechat_tokens` table: the global access token, shared across processes.
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use super::schema::wechat_tokens;
+
+/// A stored token.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = wechat_tokens, check_for_backend(diesel::pg::Pg))]
+pub struct StoredToken {
+    pub access_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The stored token of `app_id`, if any.
+pub fn find(conn: &mut PgConnection, app_id: &str) -> QueryResult<Option<StoredToken>> {
+    wechat_tokens::table
+        .find(app_id)
+        .select(StoredToken::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Replaces the stored token of `app_id`.
+pub fn upsert(
+    conn: &mut PgConnection,
+    app_id: &str,
+    access_token: &str,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::insert_into(wechat_tokens::table)
+        .values((
+            wechat_tokens::app_id.eq(app_id),
+            wechat_tokens::access_token.eq(access_token),
+            wechat_tokens::expires_at.eq(expires_at),
+        ))
+        .on_conflict(wechat_tokens::app_id)
+        .do_update()
+        .set((
+            wechat_tokens::access_token.eq(access_token),
+            wechat_tokens::expires_at.eq(expires_at),
+            wechat_tokens::fetched_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Session-level advisory lock serialising token refreshes of one app id across processes.
+/// Held while the refresh talks to WeChat, so it must always be paired with [`unlock`].
+pub fn lock(conn: &mut PgConnection, app_id: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_lock(hashtext('wxbind.token.' || $1))::text")
+        .bind::<Text, _>(app_id)
+        .execute(conn)
+        .map(drop)
+}
+
+/// Releases [`lock`].
+pub fn unlock(conn: &mut PgConnection, app_id: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_unlock(hashtext('wxbind.token.' || $1))::text")
+        .bind::<Text, _>(app_id)
+        .execute(conn)
+        .map(drop)
+}

@@ -1,0 +1,87 @@
+//! The `users` table: accounts, their password hashes and WeChat bindings.
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::users;
+
+/// One account.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub openid: Option<String>,
+    pub bound_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new account.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+}
+
+/// Inserts an account; a taken username is a unique violation.
+pub fn insert(conn: &mut PgConnection, new: &NewUser<'_>) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values(new)
+        .returning(User::as_returning())
+        .get_result(conn)
+}
+
+/// The account with `username`, if any.
+pub fn find_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::username.eq(username))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The account with `id`, if any.
+pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The id of the account `openid` is bound to, if any.
+pub fn find_by_openid(conn: &mut PgConnection, openid: &str) -> QueryResult<Option<i64>> {
+    users::table
+        .filter(users::openid.eq(openid))
+        .select(users::id)
+        .first(conn)
+        .optional()
+}
+
+/// Binds `openid` to the account (keeping `bound_at` when it is already this openid).
+/// The unique index refuses an openid bound elsewhere.
+pub fn bind_openid(conn: &mut PgConnection, id: i64, openid: &str) -> QueryResult<usize> {
+    diesel::update(
+        users::table
+            .find(id)
+            .filter(users::openid.is_distinct_from(openid)),
+    )
+    .set((
+        users::openid.eq(openid),
+        users::bound_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+}
+
+/// Clears the account's binding.
+pub fn unbind(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::openid.eq(None::<String>),
+            users::bound_at.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(conn)
+}

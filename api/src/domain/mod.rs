@@ -1,0 +1,27 @@
+//! Validated values: each is parsed once at the edge and passed on as a proven type.
+mod bind_state;
+mod password;
+mod template;
+mod username;
+
+pub use bind_state::BindState;
+pub use password::Password;
+pub use template::{MessageUrl, TemplateData, TemplateId, TemplateValue};
+pub use username::Username;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+/// Why a raw value was refused; the message is written for the API client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DomainError(pub String);
+
+/// `len` random characters from `[A-Za-z0-9]`, from the OS-seeded CSPRNG.
+pub fn random_alphanumeric(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}

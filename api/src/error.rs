@@ -1,0 +1,308 @@
+//! The API's one error type and its wire table: every failure a client can see is an `ApiError`,
+//! answered as `{"error":{"code","message"}}` with the status below. Internal causes are logged
+//! here, once, and never sent.
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::wechat::WechatError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid input; the message says which field and why.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Unknown username or wrong password (deliberately indistinguishable).
+    #[error("username or password is wrong")]
+    InvalidCredentials,
+    /// No, malformed, forged or expired bearer token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The named user does not exist.
+    #[error("user not found")]
+    UserNotFound,
+    /// The message does not exist or is not visible to the caller.
+    #[error("message not found")]
+    MessageNotFound,
+    /// No such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The route exists, with other methods.
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method that was used.
+        method: String,
+        /// Comma-separated methods the route accepts.
+        allow: String,
+    },
+    /// The recipient has no WeChat binding.
+    #[error("the recipient has not bound a WeChat account")]
+    NotBound,
+    /// The WeChat account is already bound to another user.
+    #[error("this WeChat account is already bound to another user")]
+    AlreadyBound,
+    /// OAuth `state` missing, unknown, expired or already used.
+    #[error("the bind link is invalid, expired or already used; request a new one")]
+    InvalidState,
+    /// The user refused authorization in WeChat (no `code`).
+    #[error("the WeChat user did not authorize the binding")]
+    AuthorizationDenied,
+    /// WeChat rejected the OAuth code (invalid, used or expired).
+    #[error("WeChat rejected the authorization code; scan the bind link again")]
+    InvalidCode,
+    /// WeChat answered with a virtual (snapshot) user, which cannot be bound.
+    #[error(
+        "WeChat returned a snapshot (virtual) user; open the link in WeChat and tap 'use full service'"
+    )]
+    SnapshotUser,
+    /// The request body is larger than allowed.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Too many failed logins for one username.
+    #[error("too many failed login attempts; wait a minute and try again")]
+    TooManyAttempts,
+    /// WeChat credentials are not configured on this server.
+    #[error("WeChat is not configured on this server (WECHAT_APP_ID is unset)")]
+    WechatNotConfigured,
+    /// WeChat failed, timed out or answered an unexpected error.
+    #[error("WeChat is unavailable; try again later")]
+    WechatUnavailable(#[source] WechatError),
+    /// The database (or another dependency) cannot be reached.
+    #[error("the service is temporarily unavailable; try again later")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug or an unexpected failure.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The contract's machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::UserNotFound => "user_not_found",
+            Self::MessageNotFound => "message_not_found",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::NotBound => "not_bound",
+            Self::AlreadyBound => "already_bound",
+            Self::InvalidState => "invalid_state",
+            Self::AuthorizationDenied => "authorization_denied",
+            Self::InvalidCode => "invalid_code",
+            Self::SnapshotUser => "snapshot_user",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::WechatNotConfigured => "wechat_not_configured",
+            Self::WechatUnavailable(_) => "wechat_unavailable",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Shorthand for [`ApiError::InvalidRequest`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::InvalidState
+            | Self::AuthorizationDenied
+            | Self::InvalidCode
+            | Self::SnapshotUser => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials | Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::UserNotFound | Self::MessageNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotBound | Self::AlreadyBound => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::WechatUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::WechatNotConfigured | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            // The one place a 5xx cause is logged; the client only gets the fixed message.
+            tracing::error!(error.code = self.code(), error.cause = %ErrorChain(self), "request failed");
+        }
+        let mut builder = HttpResponse::build(status);
+        match self {
+            Self::MethodNotAllowed { allow, .. } => {
+                builder.insert_header((header::ALLOW, allow.as_str()));
+            }
+            Self::Unauthorized(_) => {
+                builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::TooManyAttempts => {
+                builder.insert_header((header::RETRY_AFTER, "60"));
+            }
+            _ => {}
+        }
+        builder.json(ErrorBody::new(self.code(), self.to_string()))
+    }
+}
+
+/// Formats an error with its whole `source()` chain on one line.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code plus a message for the developer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_state`.
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    /// Human-readable explanation, for developers (not end users).
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with `code` and `message`.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Self::Unavailable(e.into())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for ApiError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(anyhow::Error::new(e).context("no database connection"))
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        Self::Internal(anyhow::anyhow!("blocking task failed: {e}"))
+    }
+}
+
+/// Turns body-extractor failures into contract errors (413, 415, 400).
+pub fn json_error_handler(
+    err: actix_web::error::JsonPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
+            ApiError::PayloadTooLarge(*limit)
+        }
+        E::ContentType => ApiError::UnsupportedMediaType,
+        E::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+        other => ApiError::invalid(format!("could not read the JSON body: {other}")),
+    };
+    api.into()
+}
+
+/// Turns query-string failures into `invalid_request`.
+pub fn query_error_handler(
+    err: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::invalid(format!("invalid query string: {err}")).into()
+}
+
+/// Turns path-parameter failures into `invalid_request`.
+pub fn path_error_handler(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("invalid path parameter: {err}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn error_bodies_have_code_and_message_and_hide_internal_causes() {
+        let err = ApiError::Internal(anyhow::anyhow!("password=hunter2 leaked?"));
+        let resp = err.error_response();
+        assert_eq!(resp.status(), 500);
+        let body = to_bytes(resp.into_body()).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "internal");
+        assert_eq!(json["error"]["message"], "internal error");
+        assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
+    }
+
+    #[test]
+    fn the_wire_table_matches_the_contract() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::invalid("x"), 400, "invalid_request"),
+            (ApiError::InvalidCredentials, 401, "invalid_credentials"),
+            (ApiError::Unauthorized("x"), 401, "unauthorized"),
+            (ApiError::Forbidden("x"), 403, "forbidden"),
+            (ApiError::UserNotFound, 404, "user_not_found"),
+            (ApiError::NotBound, 409, "not_bound"),
+            (ApiError::AlreadyBound, 409, "already_bound"),
+            (ApiError::InvalidState, 400, "invalid_state"),
+            (ApiError::AuthorizationDenied, 400, "authorization_denied"),
+            (ApiError::InvalidCode, 400, "invalid_code"),
+            (ApiError::SnapshotUser, 400, "snapshot_user"),
+            (ApiError::PayloadTooLarge(1), 413, "payload_too_large"),
+            (ApiError::TooManyAttempts, 429, "too_many_attempts"),
+            (ApiError::WechatNotConfigured, 503, "wechat_not_configured"),
+            (
+                ApiError::WechatUnavailable(WechatError::Timeout),
+                502,
+                "wechat_unavailable",
+            ),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status_code().as_u16(), status, "{code}");
+            assert_eq!(err.code(), code);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The `wxbind` binary: parse the command line, set up logging and configuration, dispatch.
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::Parser;
+use diesel::Connection;
+use wxbind::auth::{self, Role};
+use wxbind::cli::{Cli, Command, UserCommand};
+use wxbind::config::Config;
+use wxbind::domain::{Password, Username};
+use wxbind::{db, openapi, startup, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_logs = std::env::var("WXBIND_LOG_FORMAT").is_ok_and(|v| v == "json");
+    telemetry::init("info,actix_server=warn", json_logs, std::io::stderr);
+
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        print!("{}", openapi::spec_json());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxbind: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Serve => serve(config),
+        Command::Migrate => migrate(&config).map(drop),
+        Command::User {
+            action: UserCommand::Add { name, admin },
+        } => add_user(&config, &name, admin),
+        Command::Openapi => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxbind: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(config: &Config) -> anyhow::Result<diesel::PgConnection> {
+    let mut conn = db::connect_creating(config.database_url())?;
+    let applied = db::run_migrations(&mut conn)?;
+    if applied.is_empty() {
+        tracing::info!("database schema is up to date");
+    }
+    for m in applied {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    Ok(conn)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    drop(migrate(&config)?);
+    if config.jwt_secret_generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random key for this process; tokens will not survive a restart"
+        );
+    }
+    if config.wechat.is_none() {
+        tracing::warn!(
+            "WECHAT_APP_ID is not set: binding and messages answer 503 wechat_not_configured"
+        );
+    }
+    let listen = config.listen;
+    let public = config.public_url.clone();
+    actix_web::rt::System::new().block_on(async move {
+        let app = startup::Application::build(config)?;
+        tracing::info!(
+            listen = %listen,
+            "wxbind listening: API at {public}api, Swagger UI at {public}api/docs/"
+        );
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}
+
+fn add_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {
+    let username = Username::parse(name)?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = Password::parse(line.trim_end_matches(['\r', '\n']))?;
+    let hash = auth::hash_password(password.expose())?;
+    let mut conn = migrate(config)?;
+    let role = if admin { Role::Admin } else { Role::User };
+    let new = db::users::NewUser {
+        username: username.as_ref(),
+        password_hash: &hash,
+        role: role.as_str(),
+    };
+    match conn.transaction(|c| db::users::insert(c, &new)) {
+        Ok(user) => {
+            println!(
+                "created {} user {} (id {})",
+                role.as_str(),
+                user.username,
+                user.id
+            );
+            Ok(())
+        }
+        Err(e) if db::is_unique_violation(&e) => {
+            anyhow::bail!("user {} already exists", username.as_ref())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

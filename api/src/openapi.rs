@@ -1,0 +1,88 @@
+//! The OpenAPI document, derived from the registered handlers: `spec()` runs the same
+//! `routes::configure` the server runs, so the document cannot drift from the routes.
+use actix_web::App;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+
+use crate::error::ErrorBody;
+
+/// Title, description, tags, shared schemas and the bearer scheme.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wxbind",
+        // Stable on purpose: bumping the crate must not churn the committed spec.
+        version = "1",
+        description = "Bind website accounts to a WeChat Official Account and send them template \
+messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\"...\"}}`; \
+`code` is the stable part to branch on.",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "auth", description = "Logging in"),
+        (name = "account", description = "The logged-in user"),
+        (name = "binding", description = "Binding a WeChat account (OAuth2)"),
+        (name = "messages", description = "Template messages and their delivery"),
+        (name = "ops", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `access_token` from `POST /api/login`."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document of every registered route.
+pub fn spec() -> OpenApiDoc {
+    let (_, doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(crate::routes::configure)
+        .split_for_parts();
+    doc
+}
+
+/// The document as committed in `openapi/openapi.json`: pretty JSON and a final newline.
+pub fn spec_json() -> String {
+    let mut s = spec()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_spec_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+        let current = super::spec_json();
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &current).expect("writing openapi/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == current,
+            "openapi/openapi.json is out of date with the code. Regenerate it with:\n  \
+             UPDATE_OPENAPI=1 cargo test -p wxbind openapi\nor\n  cargo run -q -p wxbind -- openapi > openapi/openapi.json"
+        );
+    }
+}

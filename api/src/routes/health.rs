@@ -1,0 +1,80 @@
+//! Ops endpoints: liveness, readiness (database and migrations) and metrics.
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db;
+use crate::error::{ApiError, ErrorBody};
+use crate::startup::AppState;
+
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// wxbind version.
+    pub version: &'static str,
+    /// Whether WeChat credentials are configured.
+    pub wechat_configured: bool,
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(tag = "ops", responses((status = 200, description = "Up", body = HealthResponse)))]
+#[get("/health")]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(HealthResponse {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        wechat_configured: state.config.wechat.is_some(),
+    })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready to serve", body = ReadyResponse),
+        (status = 503, description = "`unavailable`: database down or migrations pending", body = ErrorBody),
+    )
+)]
+#[get("/ready")]
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let pool = state.pool.clone();
+    let applied = web::block(move || {
+        // Shorter than the pool's timeout: a probe must answer before its own deadline.
+        let mut conn = pool.get_timeout(Duration::from_secs(2)).map_err(|e| {
+            ApiError::Unavailable(anyhow::Error::new(e).context("database unreachable"))
+        })?;
+        db::migrations_applied(&mut conn).map_err(ApiError::Unavailable)
+    })
+    .await??;
+    if !applied {
+        return Err(ApiError::Unavailable(anyhow::anyhow!(
+            "migrations are pending; run `wxbind migrate`"
+        )));
+    }
+    Ok(HttpResponse::Ok().json(ReadyResponse { status: "ready" }))
+}
+
+/// Counters in the Prometheus text format.
+#[utoipa::path(
+    tag = "ops",
+    responses((status = 200, description = "Prometheus exposition", content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,249 @@
+//! Template messages: queue one (`POST /api/messages`) and follow it (`GET /api/messages/{id}`).
+//! Delivery happens in the worker.
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Wechat;
+use crate::auth::AuthUser;
+use crate::db::{self, messages::Message, messages::NewMessage};
+use crate::domain::{MessageUrl, TemplateData, TemplateId, TemplateValue};
+use crate::error::{ApiError, ErrorBody};
+use crate::startup::AppState;
+
+/// Largest accepted `POST /api/messages` body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A template message to queue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMessageRequest {
+    /// Recipient; omitted means the caller. Only admins may name another user.
+    pub user_id: Option<i64>,
+    /// Template to use; omitted means the server's `WECHAT_TEMPLATE_ID`.
+    pub template_id: Option<String>,
+    /// Page the message opens when tapped (absolute http(s) URL).
+    #[schema(example = "https://example.com/orders/42")]
+    pub url: Option<String>,
+    /// Template fields: name → `{value, color?}`; at least one.
+    #[schema(example = json!({"first": {"value": "Your order shipped"}, "keyword1": {"value": "42", "color": "#173177"}}))]
+    pub data: BTreeMap<String, TemplateValue>,
+    /// Makes retries safe: the same key from the same sender returns the first message.
+    #[schema(example = "order-42-shipped")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A message and its delivery state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    /// Message id (also WeChat's `client_msg_id`).
+    pub id: Uuid,
+    /// Recipient.
+    pub user_id: i64,
+    /// Template used.
+    pub template_id: String,
+    /// Page the message opens.
+    pub url: Option<String>,
+    /// `queued`, `sending`, `sent` or `failed`.
+    pub status: MessageStatus,
+    /// Send attempts so far.
+    pub attempts: i32,
+    /// WeChat's msgid once sent.
+    pub msgid: Option<i64>,
+    /// WeChat's errcode of the last failed attempt (null for non-WeChat failures).
+    pub errcode: Option<i32>,
+    /// Why the last attempt failed.
+    pub errmsg: Option<String>,
+    /// The idempotency key given at creation.
+    pub idempotency_key: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When WeChat accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Delivery state of a message.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Waiting for (another) attempt.
+    Queued,
+    /// An attempt is in flight.
+    Sending,
+    /// WeChat accepted it.
+    Sent,
+    /// Given up; see `errcode` and `errmsg`.
+    Failed,
+}
+
+impl From<Message> for MessageResponse {
+    fn from(m: Message) -> Self {
+        let status = match m.status.as_str() {
+            "sending" => MessageStatus::Sending,
+            "sent" => MessageStatus::Sent,
+            "failed" => MessageStatus::Failed,
+            _ => MessageStatus::Queued,
+        };
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            template_id: m.template_id,
+            url: m.url,
+            status,
+            attempts: m.attempts,
+            msgid: m.msgid,
+            errcode: m.errcode,
+            errmsg: m.errmsg,
+            idempotency_key: m.idempotency_key,
+            created_at: m.created_at,
+            sent_at: m.sent_at,
+        }
+    }
+}
+
+struct ValidMessage {
+    user_id: i64,
+    template_id: TemplateId,
+    url: Option<MessageUrl>,
+    data: TemplateData,
+    idempotency_key: Option<String>,
+}
+
+impl ValidMessage {
+    fn parse(
+        req: CreateMessageRequest,
+        caller: i64,
+        default_template: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let bad = |e: crate::domain::DomainError| ApiError::InvalidRequest(e.0);
+        let template_id = match req.template_id.as_deref().or(default_template) {
+            Some(t) => TemplateId::parse(t).map_err(bad)?,
+            None => {
+                return Err(ApiError::invalid(
+                    "template_id is required: none given and the server has no WECHAT_TEMPLATE_ID",
+                ));
+            }
+        };
+        let url = req
+            .url
+            .as_deref()
+            .map(MessageUrl::parse)
+            .transpose()
+            .map_err(bad)?;
+        let data = TemplateData::parse(req.data).map_err(bad)?;
+        if let Some(key) = &req.idempotency_key {
+            if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(ApiError::invalid(
+                    "idempotency_key must be 1-128 printable ASCII characters",
+                ));
+            }
+        }
+        Ok(Self {
+            user_id: req.user_id.unwrap_or(caller),
+            template_id,
+            url,
+            data,
+            idempotency_key: req.idempotency_key,
+        })
+    }
+}
+
+/// Queue a template message to a bound user.
+///
+/// Answers 202 once the message is stored; a worker delivers it. Poll
+/// `GET /api/messages/{id}` for the outcome. Repeating a request with the same
+/// `idempotency_key` returns the first message with 200 and never sends twice.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    request_body = CreateMessageRequest,
+    responses(
+        (status = 202, description = "Queued", body = MessageResponse),
+        (status = 200, description = "Already queued under this idempotency key", body = MessageResponse),
+        (status = 400, description = "`invalid_request`: bad data, template, url or key", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins may message other users", body = ErrorBody),
+        (status = 404, description = "`user_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_bound`: the recipient has no WeChat binding", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 503, description = "`wechat_not_configured`", body = ErrorBody),
+    )
+)]
+#[post("/messages")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn create_message(
+    state: web::Data<AppState>,
+    wechat: web::Data<Wechat>,
+    auth: AuthUser,
+    body: web::Json<CreateMessageRequest>,
+) -> Result<HttpResponse, ApiError> {
+    wechat.client()?;
+    let msg = ValidMessage::parse(
+        body.into_inner(),
+        auth.id,
+        state.config.default_template_id.as_deref(),
+    )?;
+    if !auth.may_act_for(msg.user_id) {
+        return Err(ApiError::Forbidden(
+            "only admins may send messages to other users",
+        ));
+    }
+    let (message, created) = db::run(&state.pool, move |conn| {
+        let recipient = db::users::find(conn, msg.user_id)?.ok_or(ApiError::UserNotFound)?;
+        if recipient.openid.is_none() {
+            return Err(ApiError::NotBound);
+        }
+        let data = msg.data.to_json();
+        let new = NewMessage {
+            id: Uuid::new_v4(),
+            sender_id: auth.id,
+            user_id: msg.user_id,
+            template_id: msg.template_id.as_ref(),
+            url: msg.url.as_ref().map(AsRef::as_ref),
+            data: &data,
+            idempotency_key: msg.idempotency_key.as_deref(),
+        };
+        Ok(db::messages::insert_or_existing(conn, &new)?)
+    })
+    .await?;
+    if !created {
+        return Ok(HttpResponse::Ok().json(MessageResponse::from(message)));
+    }
+    state.metrics.message_accepted();
+    state.wake_worker.notify_one();
+    tracing::info!(message.id = %message.id, "message queued");
+    Ok(HttpResponse::Accepted().json(MessageResponse::from(message)))
+}
+
+/// A message and its delivery state.
+///
+/// Visible to its sender, its recipient and admins; to anyone else it does not exist (404).
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The message", body = MessageResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`message_not_found`", body = ErrorBody),
+    )
+)]
+#[get("/messages/{id}")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn get_message(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
+    let message = db::run(&state.pool, move |conn| Ok(db::messages::find(conn, id)?))
+        .await?
+        .filter(|m| auth.is_admin() || m.sender_id == auth.id || m.user_id == auth.id)
+        .ok_or(ApiError::MessageNotFound)?;
+    Ok(HttpResponse::Ok().json(MessageResponse::from(message)))
+}

@@ -1,0 +1,105 @@
+//! HTTP routes: `configure` is the one place handlers are registered, so what is served and
+//! what the OpenAPI document describes cannot differ.
+pub mod auth;
+pub mod binding;
+pub mod health;
+pub mod me;
+pub mod messages;
+
+use utoipa_actix_web::{scope, service_config::ServiceConfig};
+
+use crate::error::ApiError;
+use crate::wechat::WechatClient;
+
+/// Registers every API route under `/api`.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope("/api")
+            .service(auth::login)
+            .service(me::get_me)
+            .service(binding::get_bind_url)
+            .service(binding::wechat_callback)
+            .service(binding::delete_binding)
+            .service(messages::create_message)
+            .service(messages::get_message)
+            .service(health::health)
+            .service(health::ready)
+            .service(health::metrics),
+    );
+}
+
+/// This thread's WeChat client, absent when no credentials are configured.
+pub struct Wechat(pub Option<WechatClient>);
+
+impl Wechat {
+    /// The client, or `wechat_not_configured`.
+    pub fn client(&self) -> Result<&WechatClient, ApiError> {
+        self.0.as_ref().ok_or(ApiError::WechatNotConfigured)
+    }
+}
+
+/// Which methods each documented path accepts, to tell 405 from 404.
+pub struct AllowedMethods(Vec<(Vec<String>, Vec<&'static str>)>);
+
+impl AllowedMethods {
+    /// Reads the paths and methods of the OpenAPI document.
+    pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> Self {
+        let routes = spec
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let segments = path.split('/').map(str::to_owned).collect();
+                let mut methods = Vec::new();
+                for (name, op) in [
+                    ("GET", &item.get),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("PATCH", &item.patch),
+                    ("DELETE", &item.delete),
+                ] {
+                    if op.is_some() {
+                        methods.push(name);
+                    }
+                }
+                (segments, methods)
+            })
+            .collect();
+        Self(routes)
+    }
+
+    /// The methods allowed on `path`, if any route matches it.
+    pub fn for_path(&self, path: &str) -> Option<String> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut allowed: Vec<&str> = Vec::new();
+        for (segments, methods) in &self.0 {
+            let matches = segments.len() == parts.len()
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| s == p || (s.starts_with('{') && !p.is_empty()));
+            if matches {
+                allowed.extend(methods);
+            }
+        }
+        (!allowed.is_empty()).then(|| {
+            allowed.sort_unstable();
+            allowed.dedup();
+            allowed.join(", ")
+        })
+    }
+}
+
+/// The default service: JSON 405 for a known path with another method, JSON 404 otherwise.
+pub async fn fallback(
+    req: actix_web::HttpRequest,
+    allowed: actix_web::web::Data<AllowedMethods>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(match allowed.for_path(req.path()) {
+        Some(allow) => ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        },
+        None => ApiError::NotFound(req.path().to_owned()),
+    })
+}

@@ -1,0 +1,163 @@
+//! Builds the actix application (routes, middleware, shared state), starts the HTTP server
+//! and the delivery worker, and stops both together.
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use tokio::sync::{Notify, watch};
+use tracing_actix_web::TracingLogger;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::{JwtKeys, LoginThrottle};
+use crate::config::Config;
+use crate::db::{self, PgPool};
+use crate::error;
+use crate::metrics::Metrics;
+use crate::routes::{self, Wechat};
+use crate::wechat::{AccessTokenCache, WechatClient, WechatSettings};
+use crate::worker::{self, WorkerDeps};
+
+/// State shared by every HTTP worker thread.
+pub struct AppState {
+    /// The database pool.
+    pub pool: PgPool,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Failed-login throttle.
+    pub throttle: LoginThrottle,
+    /// Wakes the delivery worker when a message is queued.
+    pub wake_worker: Arc<Notify>,
+}
+
+/// A built, not yet awaited, server plus its delivery worker.
+pub struct Application {
+    port: u16,
+    server: Server,
+    stop_worker: watch::Sender<bool>,
+    worker: Option<actix_web::rt::task::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Installs rustls' crypto provider; awc panics on its first client without one.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Application {
+    /// Binds `config.listen` and builds the application.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (WXBIND_LISTEN): {e}", config.listen)
+        })?;
+        Self::build_with_listener(config, listener)
+    }
+
+    /// Builds the application on an already bound listener (tests bind port 0). Must be
+    /// called inside an actix system: the delivery worker is spawned onto it.
+    pub fn build_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let port = listener.local_addr()?.port();
+        let config = Arc::new(config);
+        let pool = db::build_pool(config.database_url(), config.db_pool_size);
+        let metrics = Arc::new(Metrics::default());
+        let wake = Arc::new(Notify::new());
+        let keys = web::Data::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl));
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            config: Arc::clone(&config),
+            metrics: Arc::clone(&metrics),
+            throttle: LoginThrottle::default(),
+            wake_worker: Arc::clone(&wake),
+        });
+        let wechat_settings = config.wechat.as_ref().map(|w| WechatSettings {
+            api_base: config.wechat_api_base.clone(),
+            app_id: w.app_id.clone(),
+            app_secret: w.app_secret.clone(),
+            timeout: config.wechat_timeout,
+        });
+        let spec = crate::openapi::spec();
+        let allowed = web::Data::new(routes::AllowedMethods::from_spec(&spec));
+
+        let settings = wechat_settings.clone();
+        let workers = config.http_workers;
+        let mut server = HttpServer::new(move || {
+            // awc clients are !Send: one per worker thread.
+            let wechat = web::Data::new(Wechat(settings.clone().map(WechatClient::new)));
+            App::new()
+                .app_data(state.clone())
+                .app_data(keys.clone())
+                .app_data(wechat)
+                .app_data(allowed.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(routes::messages::MAX_BODY_BYTES)
+                        .error_handler(error::json_error_handler),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+                .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+                // Registered before the /api scope, which would otherwise swallow these paths.
+                .service(web::redirect("/api/docs", "/api/docs/"))
+                .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", spec.clone()))
+                .into_utoipa_app()
+                .configure(routes::configure)
+                .into_app()
+                .default_service(web::to(routes::fallback))
+                .wrap(TracingLogger::default())
+        })
+        .listen(listener)?
+        .shutdown_timeout(15);
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        let server = server.run();
+
+        let (stop_worker, stop_rx) = watch::channel(false);
+        let worker = match (wechat_settings, &config.wechat) {
+            (Some(settings), Some(creds)) => {
+                let deps = WorkerDeps {
+                    pool,
+                    tokens: Arc::new(AccessTokenCache::new(&creds.app_id, Arc::clone(&metrics))),
+                    wake,
+                    metrics: Arc::clone(&metrics),
+                    config: config.delivery.clone(),
+                };
+                Some(actix_web::rt::spawn(async move {
+                    worker::run(deps, WechatClient::new(settings), stop_rx).await;
+                }))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            port,
+            server,
+            stop_worker,
+            worker,
+            metrics,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// This process's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the worker and lets its
+    /// sends in flight finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.stop_worker.send(true);
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
+        result
+    }
+}

@@ -1,0 +1,306 @@
+//! The HTTP client for WeChat's server API (awc). One per thread: awc clients are `!Send`.
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::WechatError;
+use super::types::{
+    OAuthAccessToken, StableTokenRequest, TemplateSend, TemplateSendResponse, TokenResponse,
+};
+
+/// Largest WeChat answer read; real ones are a few hundred bytes.
+const MAX_BODY: usize = 256 * 1024;
+
+/// What a [`WechatClient`] needs; `Send + Clone`, so it is built once and handed to each thread.
+#[derive(Clone, Debug)]
+pub struct WechatSettings {
+    /// Base of the server API, e.g. `https://api.weixin.qq.com`.
+    pub api_base: Url,
+    /// The official account's app id.
+    pub app_id: String,
+    /// The app secret.
+    pub app_secret: SecretString,
+    /// Timeout of every call.
+    pub timeout: Duration,
+}
+
+/// Calls WeChat's server API.
+pub struct WechatClient {
+    http: awc::Client,
+    settings: WechatSettings,
+}
+
+impl WechatClient {
+    /// A client for the current thread.
+    pub fn new(settings: WechatSettings) -> Self {
+        let http = awc::Client::builder()
+            .timeout(settings.timeout)
+            .disable_redirects()
+            .finish();
+        Self { http, settings }
+    }
+
+    /// The official account's app id.
+    pub fn app_id(&self) -> &str {
+        &self.settings.app_id
+    }
+
+    /// Exchanges an OAuth `code` for the user's openid (`sns/oauth2/access_token`).
+    #[tracing::instrument(name = "wechat.exchange_code", skip_all)]
+    pub async fn exchange_code(&self, code: &str) -> Result<OAuthAccessToken, WechatError> {
+        let mut url = self.endpoint("sns/oauth2/access_token");
+        url.query_pairs_mut()
+            .append_pair("appid", &self.settings.app_id)
+            .append_pair("secret", self.settings.app_secret.expose_secret())
+            .append_pair("code", code)
+            .append_pair("grant_type", "authorization_code");
+        let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
+        decode(request.send().await).await
+    }
+
+    /// Fetches the global access token (`cgi-bin/stable_token`).
+    #[tracing::instrument(name = "wechat.stable_token", skip_all, fields(force_refresh))]
+    pub async fn fetch_stable_token(
+        &self,
+        force_refresh: bool,
+    ) -> Result<TokenResponse, WechatError> {
+        let url = self.endpoint("cgi-bin/stable_token");
+        let body = StableTokenRequest {
+            grant_type: "client_credential",
+            appid: &self.settings.app_id,
+            secret: self.settings.app_secret.expose_secret(),
+            force_refresh,
+        };
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        decode(request.send_json(&body).await).await
+    }
+
+    /// Sends a template message (`cgi-bin/message/template/send`) and returns WeChat's msgid.
+    #[tracing::instrument(name = "wechat.template_send", skip_all)]
+    pub async fn send_template(
+        &self,
+        access_token: &str,
+        message: &TemplateSend<'_>,
+    ) -> Result<i64, WechatError> {
+        let mut url = self.endpoint("cgi-bin/message/template/send");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        let sent: TemplateSendResponse = decode(request.send_json(message).await).await?;
+        Ok(sent.msgid)
+    }
+
+    /// `path` under the API base, keeping any path the base has (e.g. `/sandbox`).
+    fn endpoint(&self, path: &str) -> Url {
+        let mut url = self.settings.api_base.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base_path}/{path}"));
+        url.set_query(None);
+        url
+    }
+}
+
+/// WeChat reports most errors as HTTP 200 with `errcode != 0`: check the status, then the
+/// errcode, then decode the success shape. Error texts never include the URL (it carries
+/// the secret or the access token).
+async fn decode<T: DeserializeOwned>(
+    sent: Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+        >,
+        awc::error::SendRequestError,
+    >,
+) -> Result<T, WechatError> {
+    use awc::error::SendRequestError as E;
+    let mut response = sent.map_err(|e| match e {
+        E::Timeout => WechatError::Timeout,
+        E::Connect(c) => WechatError::Connect(connect_reason(&c)),
+        other => WechatError::Connect(format!("request failed ({})", send_error_kind(&other))),
+    })?;
+    let status = response.status();
+    let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
+        awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            WechatError::Timeout
+        }
+        other => WechatError::Decode(format!("reading body: {other}")),
+    })?;
+    if !status.is_success() {
+        return Err(WechatError::Status(status.as_u16()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| WechatError::Decode(format!("body is not JSON: {e}")))?;
+    if let Some(errcode) = value.get("errcode").and_then(serde_json::Value::as_i64) {
+        if errcode != 0 {
+            let errmsg = value
+                .get("errmsg")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            return Err(WechatError::Api { errcode, errmsg });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| WechatError::Decode(e.to_string()))
+}
+
+fn connect_reason(e: &awc::error::ConnectError) -> String {
+    use awc::error::ConnectError as C;
+    match e {
+        C::Timeout => "connect timeout".into(),
+        C::Resolver(_) => "DNS lookup failed".into(),
+        C::Io(io) => format!("{:?}", io.kind()),
+        C::SslIsNotSupported => "TLS not supported".into(),
+        _ => "connection failed".into(),
+    }
+}
+
+fn send_error_kind(e: &awc::error::SendRequestError) -> &'static str {
+    use awc::error::SendRequestError as E;
+    match e {
+        E::Url(_) => "bad url",
+        E::Send(_) => "send",
+        E::Response(_) => "bad response",
+        E::Http(_) => "http",
+        E::H2(_) => "h2",
+        E::TunnelNotSupported => "tunnel",
+        E::Body(_) => "body",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wiremock::matchers::{body_json, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn client(server: &MockServer) -> WechatClient {
+        WechatClient::new(WechatSettings {
+            api_base: Url::parse(&server.uri()).expect("uri"),
+            app_id: "wxtestappid".into(),
+            app_secret: SecretString::from("test-app-secret".to_owned()),
+            timeout: Duration::from_millis(300),
+        })
+    }
+
+    fn install_crypto() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+
+    #[actix_web::test]
+    async fn exchange_code_sends_the_documented_query_and_decodes_success() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/sns/oauth2/access_token"))
+            .and(query_param("appid", "wxtestappid"))
+            .and(query_param("secret", "test-app-secret"))
+            .and(query_param("code", "CODE"))
+            .and(query_param("grant_type", "authorization_code"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "ACCESS", "expires_in": 7200, "refresh_token": "R",
+                "openid": "OPENID", "scope": "snsapi_userinfo", "is_snapshotuser": 1
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let got = client(&server).exchange_code("CODE").await.expect("ok");
+        assert_eq!(got.openid, "OPENID");
+        assert_eq!(got.is_snapshotuser, Some(1));
+    }
+
+    #[actix_web::test]
+    async fn errcode_in_a_200_body_is_an_api_error() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(path("/sns/oauth2/access_token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 40029, "errmsg": "invalid code, rid: 1"})),
+            )
+            .mount(&server)
+            .await;
+        let err = client(&server)
+            .exchange_code("bad")
+            .await
+            .expect_err("error");
+        assert_eq!(err.errcode(), Some(40029));
+    }
+
+    #[actix_web::test]
+    async fn stable_token_posts_client_credentials_without_force_refresh() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/stable_token"))
+            .and(body_json(json!({
+                "grant_type": "client_credential", "appid": "wxtestappid", "secret": "test-app-secret"
+            })))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "TOKEN", "expires_in": 7200})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let t = client(&server).fetch_stable_token(false).await.expect("ok");
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("TOKEN", 7200));
+    }
+
+    #[actix_web::test]
+    async fn template_send_carries_the_token_and_returns_msgid() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/message/template/send"))
+            .and(query_param("access_token", "TOKEN"))
+            .and(body_json(json!({
+                "touser": "OPENID", "template_id": "T", "data": {"k": {"value": "v"}},
+                "client_msg_id": "m1"
+            })))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 0, "errmsg": "ok", "msgid": 200228332})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let data = json!({"k": {"value": "v"}});
+        let msg = TemplateSend {
+            touser: "OPENID",
+            template_id: "T",
+            url: None,
+            data: &data,
+            client_msg_id: "m1",
+        };
+        let msgid = client(&server)
+            .send_template("TOKEN", &msg)
+            .await
+            .expect("sent");
+        assert_eq!(msgid, 200228332);
+    }
+
+    #[actix_web::test]
+    async fn server_errors_and_timeouts_are_transient() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/stable_token"))
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/cgi-bin/stable_token"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let first = c.fetch_stable_token(false).await.expect_err("500");
+        assert!(matches!(first, WechatError::Status(500)), "{first:?}");
+        let second = c.fetch_stable_token(false).await.expect_err("timeout");
+        assert!(matches!(second, WechatError::Timeout), "{second:?}");
+        assert!(!format!("{first} {second}").contains("test-app-secret"));
+    }
+}

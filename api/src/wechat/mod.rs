@@ -1,0 +1,104 @@
+//! Everything that speaks to WeChat: endpoints, parameters, wire shapes, errcodes, the
+//! access-token cache. No other module knows a WeChat URL or errcode.
+mod client;
+mod oauth;
+mod token;
+pub mod types;
+
+pub use client::{WechatClient, WechatSettings};
+pub use oauth::authorize_url;
+pub use token::{AccessToken, AccessTokenCache, TokenError};
+
+/// A failed call to WeChat.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WechatError {
+    /// WeChat answered with `errcode != 0`.
+    #[error("WeChat errcode {errcode}: {errmsg}")]
+    Api {
+        /// WeChat's error code.
+        errcode: i64,
+        /// WeChat's message (informational only; never matched on).
+        errmsg: String,
+    },
+    /// A non-2xx HTTP status.
+    #[error("WeChat answered HTTP {0}")]
+    Status(u16),
+    /// No answer within the configured timeout.
+    #[error("WeChat did not answer in time")]
+    Timeout,
+    /// The connection failed (refused, DNS, TLS).
+    #[error("could not reach WeChat: {0}")]
+    Connect(String),
+    /// The answer was not the JSON WeChat documents.
+    #[error("unexpected answer from WeChat: {0}")]
+    Decode(String),
+}
+
+/// What to do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The access token is invalid or expired: refresh it and retry at once.
+    TokenInvalid,
+    /// WeChat is busy, rate-limited or unreachable: retry later.
+    Transient,
+    /// Retrying will not help.
+    Permanent,
+}
+
+impl WechatError {
+    /// Classifies by errcode and transport failure, never by errmsg.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            // 40001 invalid credential, 40014 invalid access_token, 42001 access_token expired.
+            Self::Api {
+                errcode: 40001 | 40014 | 42001,
+                ..
+            } => ErrorClass::TokenInvalid,
+            // -1 system busy, 45009 daily quota, 45011 minute frequency limit.
+            Self::Api {
+                errcode: -1 | 45009 | 45011,
+                ..
+            } => ErrorClass::Transient,
+            Self::Api { .. } => ErrorClass::Permanent,
+            Self::Status(s) if *s >= 500 || *s == 429 => ErrorClass::Transient,
+            Self::Status(_) => ErrorClass::Permanent,
+            Self::Timeout | Self::Connect(_) | Self::Decode(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// WeChat's errcode, when it gave one.
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            Self::Api { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(errcode: i64) -> WechatError {
+        WechatError::Api {
+            errcode,
+            errmsg: "x".into(),
+        }
+    }
+
+    #[test]
+    fn errcodes_fall_in_the_documented_classes() {
+        for c in [40001, 40014, 42001] {
+            assert_eq!(api(c).class(), ErrorClass::TokenInvalid, "{c}");
+        }
+        for c in [-1, 45009, 45011] {
+            assert_eq!(api(c).class(), ErrorClass::Transient, "{c}");
+        }
+        for c in [43004, 40003, 40037, 47003, 40029] {
+            assert_eq!(api(c).class(), ErrorClass::Permanent, "{c}");
+        }
+        assert_eq!(WechatError::Status(500).class(), ErrorClass::Transient);
+        assert_eq!(WechatError::Status(404).class(), ErrorClass::Permanent);
+        assert_eq!(WechatError::Timeout.class(), ErrorClass::Transient);
+    }
+}

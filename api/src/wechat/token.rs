@@ -1,0 +1,209 @@
+//! The global access token: one per app id, cached in memory and in Postgres, refreshed before
+//! it expires and fetched once however many tasks or processes need it at the same moment:
+//! an async mutex makes a refresh single-flight inside the process, a Postgres advisory lock
+//! (then a re-read) across processes.
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{WechatClient, WechatError};
+use crate::db::{self, PgPool, PgPooled};
+use crate::metrics::Metrics;
+
+/// Refresh this long before expiry, so no send goes out with a token about to lapse.
+const REFRESH_MARGIN: TimeDelta = TimeDelta::minutes(5);
+
+/// An access token and its expiry. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    value: Arc<str>,
+    expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("value", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl AccessToken {
+    /// The token, for the `access_token` query parameter only.
+    pub fn secret(&self) -> &str {
+        &self.value
+    }
+
+    fn is_fresh(&self, now: DateTime<Utc>) -> bool {
+        now + REFRESH_MARGIN < self.expires_at
+    }
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// WeChat refused or failed the fetch.
+    #[error("fetching the access token failed: {0}")]
+    Wechat(#[from] WechatError),
+    /// The shared token store could not be used.
+    #[error("token store: {0}")]
+    Store(String),
+}
+
+/// The process-wide token cache; one `Arc` is shared by every thread.
+pub struct AccessTokenCache {
+    app_id: String,
+    current: RwLock<Option<AccessToken>>,
+    refresh: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessTokenCache {
+    /// An empty cache for `app_id`.
+    pub fn new(app_id: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            app_id: app_id.into(),
+            current: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    /// A token valid for at least the refresh margin.
+    pub async fn get(
+        &self,
+        client: &WechatClient,
+        pool: &PgPool,
+    ) -> Result<AccessToken, TokenError> {
+        if let Some(t) = self.cached().filter(|t| t.is_fresh(Utc::now())) {
+            return Ok(t);
+        }
+        self.refresh(client, pool, None).await
+    }
+
+    /// A token other than `rejected`, which WeChat just refused. When another task already
+    /// replaced it, that replacement is returned and WeChat is not asked again.
+    pub async fn replace_rejected(
+        &self,
+        client: &WechatClient,
+        pool: &PgPool,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        self.refresh(client, pool, Some(rejected.secret())).await
+    }
+
+    fn cached(&self) -> Option<AccessToken> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_cached(&self, token: &AccessToken) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.clone());
+    }
+
+    async fn refresh(
+        &self,
+        client: &WechatClient,
+        pool: &PgPool,
+        rejected: Option<&str>,
+    ) -> Result<AccessToken, TokenError> {
+        let usable = |t: &AccessToken| t.is_fresh(Utc::now()) && Some(t.secret()) != rejected;
+        let _single_flight = self.refresh.lock().await;
+        if let Some(t) = self.cached().filter(usable) {
+            return Ok(t);
+        }
+
+        // Across processes: hold the advisory lock while fetching, and re-read first, since
+        // another process may have refreshed while this one waited for the lock.
+        let (conn, stored) = self.lock_and_read(pool).await?;
+        let stored = stored.filter(usable);
+        let outcome = match &stored {
+            Some(t) => Ok(t.clone()),
+            None => self.fetch(client, rejected).await,
+        };
+        // Always release the lock, whatever the fetch did; store only a fetched token.
+        let to_store = outcome.as_ref().ok().filter(|_| stored.is_none()).cloned();
+        self.store_and_unlock(conn, to_store).await?;
+
+        let token = outcome?;
+        self.set_cached(&token);
+        Ok(token)
+    }
+
+    async fn fetch(
+        &self,
+        client: &WechatClient,
+        rejected: Option<&str>,
+    ) -> Result<AccessToken, TokenError> {
+        self.metrics.token_fetch();
+        let mut fetched = client.fetch_stable_token(false).await?;
+        // A normal stable_token fetch returns the current token while WeChat still deems it
+        // valid; only when that is the very token a call just refused is a forced refresh due.
+        if Some(fetched.access_token.as_str()) == rejected {
+            tracing::warn!("WeChat returned the token it had refused; forcing a refresh");
+            self.metrics.token_fetch();
+            fetched = client.fetch_stable_token(true).await?;
+        }
+        let lifetime = TimeDelta::seconds(fetched.expires_in.clamp(60, 7 * 24 * 3600));
+        tracing::info!(
+            token.expires_in = fetched.expires_in,
+            "fetched a new access token"
+        );
+        Ok(AccessToken {
+            value: fetched.access_token.into(),
+            expires_at: Utc::now() + lifetime,
+        })
+    }
+
+    async fn lock_and_read(
+        &self,
+        pool: &PgPool,
+    ) -> Result<(PgPooled, Option<AccessToken>), TokenError> {
+        let pool = pool.clone();
+        let app_id = self.app_id.clone();
+        actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::tokens::lock(&mut conn, &app_id).map_err(|e| e.to_string())?;
+            match db::tokens::find(&mut conn, &app_id) {
+                Ok(row) => Ok((
+                    conn,
+                    row.map(|r| AccessToken {
+                        value: r.access_token.into(),
+                        expires_at: r.expires_at,
+                    }),
+                )),
+                Err(e) => {
+                    let _ = db::tokens::unlock(&mut conn, &app_id);
+                    Err(e.to_string())
+                }
+            }
+        })
+        .await
+        .map_err(|e| TokenError::Store(e.to_string()))?
+        .map_err(TokenError::Store)
+    }
+
+    async fn store_and_unlock(
+        &self,
+        mut conn: PgPooled,
+        token: Option<AccessToken>,
+    ) -> Result<(), TokenError> {
+        let app_id = self.app_id.clone();
+        actix_web::web::block(move || {
+            let stored = token.map_or(Ok(()), |t| {
+                db::tokens::upsert(&mut conn, &app_id, t.secret(), t.expires_at)
+            });
+            let unlocked = db::tokens::unlock(&mut conn, &app_id);
+            stored.and(unlocked).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| TokenError::Store(e.to_string()))?
+        .map_err(TokenError::Store)
+    }
+}

@@ -1,0 +1,64 @@
+//! WeChat's JSON request and response shapes, as documented.
+use serde::{Deserialize, Serialize};
+
+/// `sns/oauth2/access_token` success body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthAccessToken {
+    /// The user's openid under this official account.
+    pub openid: String,
+    /// 1 when WeChat answered for a virtual "snapshot" user (page opened from a moments snapshot).
+    #[serde(default)]
+    pub is_snapshotuser: Option<i64>,
+    /// Present when the account is linked to an open platform.
+    #[serde(default)]
+    pub unionid: Option<String>,
+    /// Granted scope.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// `cgi-bin/stable_token` request body.
+#[derive(Debug, Serialize)]
+pub struct StableTokenRequest<'a> {
+    /// Always `client_credential`.
+    pub grant_type: &'a str,
+    /// The official account's app id.
+    pub appid: &'a str,
+    /// The app secret.
+    pub secret: &'a str,
+    /// Only set when a normal fetch handed back the token WeChat had just rejected.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force_refresh: bool,
+}
+
+/// `cgi-bin/stable_token` / `cgi-bin/token` success body.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Lifetime in seconds (7200).
+    pub expires_in: i64,
+}
+
+/// `cgi-bin/message/template/send` request body.
+#[derive(Debug, Serialize)]
+pub struct TemplateSend<'a> {
+    /// Recipient openid.
+    pub touser: &'a str,
+    /// Template id.
+    pub template_id: &'a str,
+    /// Page the message opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<&'a str>,
+    /// Field name → `{value, color?}`.
+    pub data: &'a serde_json::Value,
+    /// Deduplication key: WeChat sends one message per openid and client_msg_id.
+    pub client_msg_id: &'a str,
+}
+
+/// `cgi-bin/message/template/send` success body.
+#[derive(Debug, Deserialize)]
+pub struct TemplateSendResponse {
+    /// The id WeChat gives the message (reported back in TEMPLATESENDJOBFINISH).
+    pub msgid: i64,
+}

@@ -1,0 +1,308 @@
+//! The delivery loop: claims due messages from the `messages` queue under a lease, sends them
+//! with bounded concurrency and records each outcome. Every claimed message ends `sent`,
+//! `failed` or back in the queue with a retry time; a crashed claim is taken again when its
+//! lease runs out, and WeChat's `client_msg_id` deduplication keeps that from sending twice.
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::DeliveryConfig;
+use crate::db::{self, PgPool, messages::Claimed};
+use crate::metrics::Metrics;
+use crate::wechat::{AccessTokenCache, ErrorClass, WechatClient, WechatError, types::TemplateSend};
+
+/// Everything the worker shares with the rest of the process.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    /// The database pool.
+    pub pool: PgPool,
+    /// The process-wide access-token cache.
+    pub tokens: Arc<AccessTokenCache>,
+    /// Woken whenever a message is queued.
+    pub wake: Arc<Notify>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Tuning.
+    pub config: DeliveryConfig,
+}
+
+/// How long a stopping worker waits for sends in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired bind states are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Runs the delivery loop on the current (actix) thread until `stop` turns true.
+pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiver<bool>) {
+    let concurrency = deps.config.concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let client = Rc::new(client);
+    let deps = Rc::new(deps);
+    let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
+    let mut last_purge = std::time::Instant::now();
+    tracing::info!(concurrency, "delivery worker started");
+
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Claim only what can be sent now, so no lease runs down while a row waits for a slot.
+        let free = match Arc::clone(&slots).acquire_many_owned(1).await {
+            Ok(one) => {
+                drop(one);
+                slots.available_permits()
+            }
+            Err(_) => break,
+        };
+        let limit = i64::try_from(free).unwrap_or(1);
+        let claimed = db::run(&deps.pool, move |conn| {
+            Ok(db::messages::claim_due(conn, limit, lease_ms)?)
+        })
+        .await;
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "claiming messages failed; retrying");
+                sleep_or_stop(deps.config.poll_interval, &mut stop).await;
+                continue;
+            }
+        };
+        let full_batch = claimed.len() as i64 == limit;
+        for message in claimed {
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                break;
+            };
+            let (deps, client) = (Rc::clone(&deps), Rc::clone(&client));
+            actix_web::rt::spawn(async move {
+                deliver(&deps, &client, message).await;
+                drop(slot);
+            });
+        }
+
+        if last_purge.elapsed() >= PURGE_EVERY {
+            last_purge = std::time::Instant::now();
+            purge_bind_states(&deps.pool).await;
+        }
+        if !full_batch {
+            tokio::select! {
+                () = deps.wake.notified() => {}
+                () = tokio::time::sleep(deps.config.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    // Let sends in flight record their outcome; anything left is retaken after its lease.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping with sends still in flight; their leases will expire");
+    }
+    tracing::info!("delivery worker stopped");
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn purge_bind_states(pool: &PgPool) {
+    let cutoff = Utc::now() - TimeDelta::days(1);
+    match db::run(pool, move |conn| {
+        Ok(db::bind_states::purge_expired(conn, cutoff)?)
+    })
+    .await
+    {
+        Ok(n) if n > 0 => tracing::info!(count = n, "purged expired bind states"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "purging bind states failed")
+        }
+    }
+}
+
+/// What became of one attempt.
+enum Outcome {
+    Sent(i64),
+    Failed {
+        errcode: Option<i32>,
+        errmsg: String,
+    },
+    Retry {
+        errcode: Option<i32>,
+        errmsg: String,
+    },
+}
+
+#[tracing::instrument(skip_all, fields(message.id = %m.id, attempt = m.attempts))]
+async fn deliver(deps: &WorkerDeps, client: &WechatClient, m: Claimed) {
+    let outcome = match &m.openid {
+        None => Outcome::Failed {
+            errcode: None,
+            errmsg: "the recipient is no longer bound to WeChat".into(),
+        },
+        Some(_) if m.attempts > i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) => {
+            Outcome::Failed {
+                errcode: None,
+                errmsg: format!("gave up after {} attempts", deps.config.max_attempts),
+            }
+        }
+        Some(openid) => attempt(deps, client, &m, openid).await,
+    };
+    let outcome = match outcome {
+        Outcome::Retry { errcode, errmsg }
+            if m.attempts >= i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) =>
+        {
+            Outcome::Failed {
+                errcode,
+                errmsg: format!("gave up after {} attempts: {errmsg}", m.attempts),
+            }
+        }
+        other => other,
+    };
+    record(deps, &m, outcome).await;
+}
+
+/// One send, with at most one immediate retry after a token refresh.
+async fn attempt(deps: &WorkerDeps, client: &WechatClient, m: &Claimed, openid: &str) -> Outcome {
+    let client_msg_id = m.id.to_string();
+    let body = TemplateSend {
+        touser: openid,
+        template_id: &m.template_id,
+        url: m.url.as_deref(),
+        data: &m.data,
+        client_msg_id: &client_msg_id,
+    };
+    let token = match deps.tokens.get(client, &deps.pool).await {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Retry {
+                errcode: None,
+                errmsg: e.to_string(),
+            };
+        }
+    };
+    let mut result = client.send_template(token.secret(), &body).await;
+    if matches!(&result, Err(e) if e.class() == ErrorClass::TokenInvalid) {
+        tracing::info!("access token rejected; refreshing and retrying once");
+        result = match deps
+            .tokens
+            .replace_rejected(client, &deps.pool, &token)
+            .await
+        {
+            Ok(fresh) => client.send_template(fresh.secret(), &body).await,
+            Err(e) => {
+                return Outcome::Retry {
+                    errcode: None,
+                    errmsg: e.to_string(),
+                };
+            }
+        };
+    }
+    match result {
+        Ok(msgid) => Outcome::Sent(msgid),
+        Err(e) => classify(&e),
+    }
+}
+
+fn classify(e: &WechatError) -> Outcome {
+    let errcode = e.errcode().and_then(|c| i32::try_from(c).ok());
+    let errmsg = match e {
+        WechatError::Api { errmsg, .. } => errmsg.clone(),
+        other => other.to_string(),
+    };
+    match e.class() {
+        // A second token rejection right after a refresh: treat as WeChat trouble and back off.
+        ErrorClass::Transient | ErrorClass::TokenInvalid => Outcome::Retry { errcode, errmsg },
+        ErrorClass::Permanent => Outcome::Failed { errcode, errmsg },
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the step fixed, half random.
+pub fn backoff(config: &DeliveryConfig, attempt: i32) -> Duration {
+    let exp = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
+    let step = config
+        .retry_base
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(config.retry_max);
+    let half = step / 2;
+    let jitter_ms = rand::rng().random_range(0..=u64::try_from(half.as_millis()).unwrap_or(0));
+    half + Duration::from_millis(jitter_ms)
+}
+
+async fn record(deps: &WorkerDeps, m: &Claimed, outcome: Outcome) {
+    let (id, attempt) = (m.id, m.attempts);
+    let result = match outcome {
+        Outcome::Sent(msgid) => {
+            deps.metrics.message_sent();
+            tracing::info!(msgid, "message sent");
+            db::run(&deps.pool, move |conn| {
+                Ok(db::messages::mark_sent(conn, id, attempt, msgid)?)
+            })
+            .await
+        }
+        Outcome::Failed { errcode, errmsg } => {
+            deps.metrics.message_failed();
+            tracing::warn!(errcode, errmsg = %errmsg, "message failed");
+            db::run(&deps.pool, move |conn| {
+                Ok(db::messages::mark_failed(
+                    conn, id, attempt, errcode, &errmsg,
+                )?)
+            })
+            .await
+        }
+        Outcome::Retry { errcode, errmsg } => {
+            deps.metrics.message_retried();
+            let delay = backoff(&deps.config, attempt);
+            tracing::info!(errcode, errmsg = %errmsg, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
+            let at = Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
+            db::run(&deps.pool, move |conn| {
+                Ok(db::messages::reschedule(
+                    conn, id, attempt, at, errcode, &errmsg,
+                )?)
+            })
+            .await
+        }
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("claim lost before the outcome was recorded; a newer claim owns it")
+        }
+        // The lease will run out and the message will be claimed again.
+        Err(e) => {
+            tracing::error!(error = %crate::error::ErrorChain(&e), "recording the outcome failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let c = DeliveryConfig {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            ..DeliveryConfig::default()
+        };
+        for attempt in 1..40 {
+            let d = backoff(&c, attempt);
+            assert!(d <= Duration::from_millis(1000), "attempt {attempt}: {d:?}");
+        }
+        let first = backoff(&c, 1);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let fifth = backoff(&c, 5);
+        assert!(fifth >= Duration::from_millis(500));
+    }
+}
