@@ -1,1 +1,6 @@
-
+//! Black-box tests of the wxbind API: HTTP in, HTTP and database rows out.
+mod binding;
+mod delivery;
+mod login;
+mod messages;
+mod ops;

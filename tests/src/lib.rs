@@ -1,1 +1,306 @@
+//! Black-box test harness: a throwaway Postgres database per test, a fake WeChat speaking
+//! WeChat's wire format on loopback, and the app on a random port. Tests talk HTTP only
+//! (plus the database, to assert what was or was not written).
+mod db;
+mod fake_wechat;
 
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use url::Url;
+use wxbind::config::{Config, DeliveryConfig, WechatCredentials};
+use wxbind::startup::Application;
+
+pub use db::TestDb;
+pub use fake_wechat::{CodeReply, FakeWechat, SendReply};
+
+/// The password every test user gets.
+pub const TEST_PASSWORD: &str = "test-password-123";
+/// The app id the fake WeChat expects.
+pub const TEST_APP_ID: &str = "wxtestappid";
+/// The app secret the fake WeChat expects.
+pub const TEST_APP_SECRET: &str = "test-app-secret";
+/// The JWT key of every test app.
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
+/// The server's default template id.
+pub const DEFAULT_TEMPLATE: &str = "TEMPLATE_DEFAULT";
+
+/// A running app with its database and fake WeChat.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The database (dropped with the app).
+    pub db: TestDb,
+    /// The fake WeChat the app is pointed at.
+    pub wechat: FakeWechat,
+    /// HTTP client that does not follow redirects.
+    pub http: reqwest::Client,
+    /// The configuration the app runs with.
+    pub config: Config,
+}
+
+/// A config pointing at `db` and `wechat`, tuned for fast tests.
+pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
+    Config {
+        database_url: SecretString::from(db.url.clone()),
+        listen: ([127, 0, 0, 1], 0).into(),
+        public_url: Url::parse("http://127.0.0.1:1").expect("url"),
+        jwt_secret: SecretString::from(TEST_JWT_SECRET.to_owned()),
+        jwt_secret_generated: false,
+        jwt_ttl: Duration::from_secs(3600),
+        wechat: Some(WechatCredentials {
+            app_id: TEST_APP_ID.into(),
+            app_secret: SecretString::from(TEST_APP_SECRET.to_owned()),
+        }),
+        wechat_api_base: Url::parse(&wechat.uri()).expect("url"),
+        wechat_oauth_base: Url::parse("https://open.weixin.qq.com").expect("url"),
+        wechat_timeout: Duration::from_millis(1500),
+        default_template_id: Some(DEFAULT_TEMPLATE.into()),
+        bind_result_url: None,
+        delivery: DeliveryConfig {
+            concurrency: 16,
+            max_attempts: 4,
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+        },
+        db_pool_size: 8,
+        http_workers: Some(2),
+    }
+}
+
+/// Spawns the app with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after `customise` adjusts the configuration.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    init_logging();
+    let db = TestDb::create();
+    let wechat = FakeWechat::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut config = test_config(&db, &wechat);
+    config.public_url = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    customise(&mut config);
+    let app = Application::build_with_listener(config.clone(), listener).expect("app builds");
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        db,
+        wechat,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        config,
+    }
+}
+
+fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            wxbind::telemetry::init("info", false, std::io::stdout);
+        }
+    });
+}
+
+/// A created test user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Database id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+    /// A valid access token.
+    pub token: String,
+}
+
+impl TestApp {
+    /// `address` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Inserts a user with [`TEST_PASSWORD`] directly into the database.
+    pub fn insert_user(&self, username: &str, admin: bool) -> i64 {
+        static HASH: OnceLock<String> = OnceLock::new();
+        let hash = HASH.get_or_init(|| wxbind::auth::hash_password(TEST_PASSWORD).expect("hash"));
+        let mut conn = self.db.conn();
+        wxbind::db::users::insert(
+            &mut conn,
+            &wxbind::db::users::NewUser {
+                username,
+                password_hash: hash,
+                role: if admin { "admin" } else { "user" },
+            },
+        )
+        .expect("insert user")
+        .id
+    }
+
+    /// Creates a user and logs it in over HTTP.
+    pub async fn user(&self, username: &str) -> TestUser {
+        self.user_with_role(username, false).await
+    }
+
+    /// Creates an admin and logs it in over HTTP.
+    pub async fn admin(&self, username: &str) -> TestUser {
+        self.user_with_role(username, true).await
+    }
+
+    async fn user_with_role(&self, username: &str, admin: bool) -> TestUser {
+        let id = self.insert_user(username, admin);
+        let resp = self.post_login(username, TEST_PASSWORD).await;
+        assert_eq!(resp.status(), 200, "login of {username}");
+        let body: Value = resp.json().await.expect("json");
+        TestUser {
+            id,
+            username: username.into(),
+            token: body["access_token"].as_str().expect("token").into(),
+        }
+    }
+
+    /// `POST /api/login`.
+    pub async fn post_login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET path` without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// `GET /api/bind-url` and the `state` it carries.
+    pub async fn bind_url(&self, user: &TestUser) -> (String, String) {
+        let resp = self.get_as(&user.token, "/api/bind-url").await;
+        assert_eq!(resp.status(), 200, "bind-url");
+        let body: Value = resp.json().await.expect("json");
+        let url = body["url"].as_str().expect("url").to_owned();
+        let state = state_of(&url);
+        (url, state)
+    }
+
+    /// `GET /api/callback` with the given query parameters.
+    pub async fn callback(&self, code: Option<&str>, state: Option<&str>) -> reqwest::Response {
+        let mut url = Url::parse(&self.url("/api/callback")).expect("url");
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(c) = code {
+                q.append_pair("code", c);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+        }
+        self.http.get(url).send().await.expect("request")
+    }
+
+    /// Binds `openid` to `user` through the real flow: bind-url, WeChat's code, callback.
+    pub async fn bind(&self, user: &TestUser, openid: &str) {
+        let (_, state) = self.bind_url(user).await;
+        let code = format!("code-for-{openid}-{}", uuid::Uuid::new_v4().simple());
+        self.wechat
+            .register_code(&code, CodeReply::OpenId(openid.into()));
+        let resp = self.callback(Some(&code), Some(&state)).await;
+        assert_eq!(resp.status(), 200, "binding {openid}");
+    }
+
+    /// `POST /api/messages` with `body`.
+    pub async fn post_message(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/messages"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Queues a simple message to the caller and returns its id.
+    pub async fn send_simple(&self, user: &TestUser) -> String {
+        let resp = self.post_message(&user.token, &simple_message()).await;
+        assert_eq!(resp.status(), 202, "queue message");
+        let body: Value = resp.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls `GET /api/messages/{id}` until it is `sent` or `failed` (10 s at most).
+    pub async fn wait_for_final(&self, token: &str, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body: Value = self
+                .get_as(token, &format!("/api/messages/{id}"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            if matches!(body["status"].as_str(), Some("sent" | "failed")) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "message {id} never finished: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs a query against the app's database.
+    pub fn query<T>(&self, f: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> T {
+        f(&mut self.db.conn()).expect("query")
+    }
+}
+
+/// A valid message body for the caller with the default template.
+pub fn simple_message() -> Value {
+    json!({"data": {"keyword1": {"value": "hello"}}})
+}
+
+/// The `state` parameter of an authorize URL.
+pub fn state_of(url: &str) -> String {
+    Url::parse(url)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state")
+}
+
+/// Asserts status and error code of an API error response.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
+    let got = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    assert_eq!(got, status, "status (body {text})");
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON error body, got {text}"));
+    assert_eq!(body["error"]["code"], code, "code (body {text})");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message in {text}"
+    );
+}

@@ -1,0 +1,191 @@
+use serde_json::{Value, json};
+use wxbind_tests::{TEST_JWT_SECRET, TEST_PASSWORD, assert_error, spawn_app};
+
+#[actix_web::test]
+async fn login_returns_a_bearer_token_and_the_user() {
+    let app = spawn_app().await;
+    let id = app.insert_user("alice", false);
+
+    let resp = app.post_login("alice", TEST_PASSWORD).await;
+
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert!(
+        body["access_token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3)
+    );
+    assert_eq!(body["user"]["id"], id);
+    assert_eq!(body["user"]["username"], "alice");
+    assert_eq!(body["user"]["uid"], "6384e2b2184bcbf58eccf10ca7a6563c");
+    assert_eq!(body["user"]["role"], "user");
+    assert_eq!(body["user"]["wechat_bound"], false);
+}
+
+#[actix_web::test]
+async fn login_returns_401_alike_for_unknown_user_and_wrong_password() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+
+    let wrong = app.post_login("alice", "wrong-password").await;
+    let wrong_status = wrong.status();
+    let wrong_body: Value = wrong.json().await.expect("json");
+    let unknown = app.post_login("nobody", "wrong-password").await;
+    let unknown_status = unknown.status();
+    let unknown_body: Value = unknown.json().await.expect("json");
+
+    assert_eq!(wrong_status, 401);
+    assert_eq!(unknown_status, 401);
+    assert_eq!(
+        wrong_body, unknown_body,
+        "answers must not reveal which usernames exist"
+    );
+    assert_eq!(wrong_body["error"]["code"], "invalid_credentials");
+}
+
+#[actix_web::test]
+async fn login_returns_400_when_fields_are_missing_or_malformed() {
+    let app = spawn_app().await;
+    let cases = [
+        ("empty object", json!({})),
+        ("no password", json!({"username": "alice"})),
+        ("no username", json!({"password": "x"})),
+        ("wrong types", json!({"username": 1, "password": true})),
+        ("empty strings", json!({"username": "", "password": ""})),
+    ];
+    for (case, body) in cases {
+        let resp = app
+            .http
+            .post(app.url("/api/login"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 400, "case: {case}");
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["error"]["code"], "invalid_request", "case: {case}");
+    }
+    let not_json = app
+        .http
+        .post(app.url("/api/login"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_error(not_json, 400, "invalid_request").await;
+}
+
+#[actix_web::test]
+async fn login_returns_429_after_ten_failures_in_a_minute() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    for i in 0..10 {
+        let resp = app.post_login("alice", "wrong-password").await;
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+
+    let blocked = app.post_login("alice", TEST_PASSWORD).await;
+    assert_eq!(blocked.headers()["retry-after"], "60");
+    assert_error(blocked, 429, "too_many_attempts").await;
+    // Other usernames are unaffected.
+    app.insert_user("bob", false);
+    assert_eq!(app.post_login("bob", TEST_PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn protected_routes_return_401_for_bad_tokens() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64| {
+        json!({"sub": user.id.to_string(), "role": "admin", "iat": now, "exp": exp,
+               "iss": "wxbind", "aud": "wxbind-api"})
+    };
+    let sign = |key: &str, exp: i64| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims(exp),
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .expect("sign")
+    };
+    // alg "none": a header and claims with an empty signature.
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(v).expect("json"))
+    };
+    let none_token = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(now + 600))
+    );
+    let tampered = {
+        let mut parts: Vec<String> = user.token.split('.').map(str::to_owned).collect();
+        parts[1] = b64(&claims(now + 600));
+        parts.join(".")
+    };
+
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("not bearer", Some(format!("Basic {}", user.token))),
+        ("garbage", Some("Bearer not-a-jwt".into())),
+        (
+            "wrong signature",
+            Some(format!(
+                "Bearer {}",
+                sign("another-secret-another-secret-1234", now + 600)
+            )),
+        ),
+        ("alg none", Some(format!("Bearer {none_token}"))),
+        (
+            "expired",
+            Some(format!("Bearer {}", sign(TEST_JWT_SECRET, now - 120))),
+        ),
+        ("tampered claims", Some(format!("Bearer {tampered}"))),
+    ];
+    for path in ["/api/me", "/api/bind-url"] {
+        for (case, header) in &cases {
+            let mut req = app.http.get(app.url(path));
+            if let Some(h) = header {
+                req = req.header("authorization", h);
+            }
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status(), 401, "{path}: {case}");
+            let b: Value = resp.json().await.expect("json");
+            assert_eq!(b["error"]["code"], "unauthorized", "{path}: {case}");
+        }
+    }
+    // The genuine token works.
+    assert_eq!(app.get_as(&user.token, "/api/me").await.status(), 200);
+}
+
+#[actix_web::test]
+async fn me_shows_the_binding() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let before: Value = app
+        .get_as(&user.token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(before["wechat_bound"], false);
+    assert_eq!(before["bound_at"], Value::Null);
+
+    app.bind(&user, "openid-alice").await;
+
+    let after: Value = app
+        .get_as(&user.token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["wechat_bound"], true);
+    assert!(after["bound_at"].is_string());
+    assert_eq!(after["id"], user.id);
+}

@@ -1,0 +1,297 @@
+//! A fake WeChat server on loopback that speaks WeChat's JSON: `sns/oauth2/access_token`,
+//! `cgi-bin/stable_token` and `cgi-bin/message/template/send`, with WeChat's rules (codes are
+//! single-use, sends need a valid token, `client_msg_id` deduplicates) and a script of
+//! failures a test can inject.
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::{TEST_APP_ID, TEST_APP_SECRET};
+
+/// How the fake answers one OAuth code.
+#[derive(Debug, Clone)]
+pub enum CodeReply {
+    /// A normal user with this openid.
+    OpenId(String),
+    /// A virtual snapshot user (`is_snapshotuser: 1`).
+    Snapshot(String),
+    /// An errcode body.
+    Errcode(i64),
+    /// A bare HTTP status.
+    Http(u16),
+    /// No answer for this long.
+    Delay(Duration),
+}
+
+/// A scripted answer to the next template send.
+#[derive(Debug, Clone)]
+pub enum SendReply {
+    /// Revoke the current token and answer 40001, as WeChat does for a stale token.
+    RevokeToken,
+    /// Answer with this errcode.
+    Errcode(i64),
+    /// Answer with this HTTP status.
+    Http(u16),
+    /// Deliver normally but answer only after this long.
+    Delay(Duration),
+}
+
+/// One template send the fake received.
+#[derive(Debug, Clone)]
+pub struct ReceivedSend {
+    /// `touser`.
+    pub touser: String,
+    /// `template_id`.
+    pub template_id: String,
+    /// `client_msg_id`.
+    pub client_msg_id: String,
+    /// `data`.
+    pub data: Value,
+    /// `url`, if given.
+    pub url: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    codes: HashMap<String, CodeReply>,
+    used_codes: Vec<String>,
+    current_token: Option<String>,
+    tokens_issued: u64,
+    token_requests: Vec<Value>,
+    script: VecDeque<SendReply>,
+    sends: Vec<ReceivedSend>,
+    delivered: HashMap<(String, String), i64>,
+}
+
+/// The fake server and what it has seen.
+pub struct FakeWechat {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+fn errcode(code: i64, msg: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "errcode": code,
+        "errmsg": format!("{msg} rid: 6560f1b2-4a7e3c1d-0badc0de"),
+    }))
+}
+
+impl FakeWechat {
+    /// Starts the server with WeChat's endpoints mounted.
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State::default()));
+        Mock::given(method("GET"))
+            .and(path("/sns/oauth2/access_token"))
+            .respond_with(OAuth(Arc::clone(&state)))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/stable_token"))
+            .respond_with(StableToken(Arc::clone(&state)))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/message/template/send"))
+            .respond_with(TemplateSend {
+                state: Arc::clone(&state),
+                next_msgid: AtomicI64::new(1_000_000),
+            })
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake state")
+    }
+
+    /// Makes `code` answer with `reply` (once; a reused code gets 40163).
+    pub fn register_code(&self, code: &str, reply: CodeReply) {
+        self.state().codes.insert(code.into(), reply);
+    }
+
+    /// Answers the next template sends with these replies, in order.
+    pub fn script_sends(&self, replies: impl IntoIterator<Item = SendReply>) {
+        self.state().script.extend(replies);
+    }
+
+    /// Access tokens handed out so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.state().tokens_issued
+    }
+
+    /// Bodies of every stable_token request.
+    pub fn token_requests(&self) -> Vec<Value> {
+        self.state().token_requests.clone()
+    }
+
+    /// Every template send request, including refused and duplicate ones.
+    pub fn sends(&self) -> Vec<ReceivedSend> {
+        self.state().sends.clone()
+    }
+
+    /// Messages that reached a phone (after deduplication).
+    pub fn delivered_count(&self) -> usize {
+        self.state().delivered.len()
+    }
+
+    /// Requests received on `path`.
+    pub async fn requests_to(&self, p: &str) -> usize {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == p)
+            .count()
+    }
+}
+
+struct OAuth(Arc<Mutex<State>>);
+
+impl Respond for OAuth {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let q: HashMap<String, String> = req.url.query_pairs().into_owned().collect();
+        let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+        if get("appid") != TEST_APP_ID {
+            return errcode(40013, "invalid appid");
+        }
+        if get("secret") != TEST_APP_SECRET {
+            return errcode(40125, "invalid appsecret");
+        }
+        if get("grant_type") != "authorization_code" {
+            return errcode(40002, "invalid grant_type");
+        }
+        let code = get("code").to_owned();
+        let mut s = self.0.lock().expect("fake state");
+        if s.used_codes.contains(&code) {
+            return errcode(40163, "code been used");
+        }
+        let Some(reply) = s.codes.get(&code).cloned() else {
+            return errcode(40029, "invalid code");
+        };
+        s.used_codes.push(code);
+        let token_body = |openid: &str, snapshot: bool| {
+            let mut body = json!({
+                "access_token": "OAUTH_ACCESS_TOKEN",
+                "expires_in": 7200,
+                "refresh_token": "OAUTH_REFRESH_TOKEN",
+                "openid": openid,
+                "scope": "snsapi_userinfo",
+            });
+            if snapshot {
+                body["is_snapshotuser"] = json!(1);
+            }
+            ResponseTemplate::new(200).set_body_json(body)
+        };
+        match reply {
+            CodeReply::OpenId(o) => token_body(&o, false),
+            CodeReply::Snapshot(o) => token_body(&o, true),
+            CodeReply::Errcode(c) => errcode(c, "scripted error"),
+            CodeReply::Http(status) => ResponseTemplate::new(status),
+            CodeReply::Delay(d) => token_body("late-openid", false).set_delay(d),
+        }
+    }
+}
+
+struct StableToken(Arc<Mutex<State>>);
+
+impl Respond for StableToken {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut s = self.0.lock().expect("fake state");
+        s.token_requests.push(body.clone());
+        if body["grant_type"] != "client_credential" || body["appid"] != TEST_APP_ID {
+            return errcode(40013, "invalid appid");
+        }
+        if body["secret"] != TEST_APP_SECRET {
+            return errcode(40125, "invalid appsecret");
+        }
+        // Like WeChat's stable_token: the current token is returned while it is valid,
+        // unless force_refresh asks for a new one.
+        let force = body["force_refresh"].as_bool().unwrap_or(false);
+        let token = match (&s.current_token, force) {
+            (Some(t), false) => t.clone(),
+            _ => {
+                s.tokens_issued += 1;
+                let t = format!("TEST_ACCESS_TOKEN_{}", s.tokens_issued);
+                s.current_token = Some(t.clone());
+                t
+            }
+        };
+        ResponseTemplate::new(200).set_body_json(json!({"access_token": token, "expires_in": 7200}))
+    }
+}
+
+struct TemplateSend {
+    state: Arc<Mutex<State>>,
+    next_msgid: AtomicI64,
+}
+
+impl Respond for TemplateSend {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let token = req
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut s = self.state.lock().expect("fake state");
+        let received = ReceivedSend {
+            touser: body["touser"].as_str().unwrap_or_default().into(),
+            template_id: body["template_id"].as_str().unwrap_or_default().into(),
+            client_msg_id: body["client_msg_id"].as_str().unwrap_or_default().into(),
+            data: body["data"].clone(),
+            url: body["url"].as_str().map(Into::into),
+        };
+        s.sends.push(received.clone());
+        if s.current_token.as_deref() != Some(token.as_str()) {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        let mut delay = None;
+        match s.script.pop_front() {
+            Some(SendReply::RevokeToken) => {
+                s.current_token = None;
+                return errcode(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                );
+            }
+            Some(SendReply::Errcode(c)) => return errcode(c, "scripted error"),
+            Some(SendReply::Http(status)) => return ResponseTemplate::new(status),
+            Some(SendReply::Delay(d)) => delay = Some(d),
+            None => {}
+        }
+        if received.touser.is_empty() || !body["data"].is_object() {
+            return errcode(47003, "argument invalid! data.keyword1.value invalid");
+        }
+        // WeChat sends one message per (touser, client_msg_id) and answers repeats with its msgid.
+        let key = (received.touser.clone(), received.client_msg_id.clone());
+        let next = &self.next_msgid;
+        let msgid = *s
+            .delivered
+            .entry(key)
+            .or_insert_with(|| next.fetch_add(1, Ordering::Relaxed));
+        let reply = ResponseTemplate::new(200)
+            .set_body_json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}));
+        match delay {
+            Some(d) => reply.set_delay(d),
+            None => reply,
+        }
+    }
+}
