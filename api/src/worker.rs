@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use uuid::Uuid;
 
 use crate::config::DeliveryConfig;
 use crate::db::{self, PgPool, messages::Claimed};
@@ -40,6 +41,9 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
     let concurrency = deps.config.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
     let client = Rc::new(client);
+    // Successful sends are recorded in batches: one statement and one commit for many rows.
+    let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+    let recorder = actix_web::rt::spawn(record_sent(deps.pool.clone(), sent_rx));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
     let mut last_purge = std::time::Instant::now();
@@ -75,9 +79,9 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 break;
             };
-            let (deps, client) = (Rc::clone(&deps), Rc::clone(&client));
+            let (deps, client, sent_tx) = (Rc::clone(&deps), Rc::clone(&client), sent_tx.clone());
             actix_web::rt::spawn(async move {
-                deliver(&deps, &client, message).await;
+                deliver(&deps, &client, &sent_tx, message).await;
                 drop(slot);
             });
         }
@@ -103,6 +107,8 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
     {
         tracing::warn!("stopping with sends still in flight; their leases will expire");
     }
+    drop(sent_tx);
+    let _ = recorder.await;
     tracing::info!("delivery worker stopped");
 }
 
@@ -142,7 +148,7 @@ enum Outcome {
 }
 
 #[tracing::instrument(skip_all, fields(message.id = %m.id, attempt = m.attempts))]
-async fn deliver(deps: &WorkerDeps, client: &WechatClient, m: Claimed) {
+async fn deliver(deps: &WorkerDeps, client: &WechatClient, sent: &SentSender, m: Claimed) {
     let outcome = match &m.openid {
         None => Outcome::Failed {
             errcode: None,
@@ -167,7 +173,7 @@ async fn deliver(deps: &WorkerDeps, client: &WechatClient, m: Claimed) {
         }
         other => other,
     };
-    record(deps, &m, outcome).await;
+    record(deps, sent, &m, outcome).await;
 }
 
 /// One send, with at most one immediate retry after a token refresh.
@@ -239,16 +245,50 @@ pub fn backoff(config: &DeliveryConfig, attempt: i32) -> Duration {
     half + Duration::from_millis(jitter_ms)
 }
 
-async fn record(deps: &WorkerDeps, m: &Claimed, outcome: Outcome) {
+type SentSender = mpsc::UnboundedSender<(Uuid, i32, i64)>;
+
+/// Most outcomes written by one statement.
+const SENT_BATCH: usize = 512;
+
+/// Writes successful sends in batches until every sender is gone. A batch that cannot be
+/// written leaves its rows `sending`; their leases run out and WeChat's `client_msg_id`
+/// deduplication absorbs the re-send.
+async fn record_sent(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Uuid, i32, i64)>) {
+    let mut batch = Vec::with_capacity(SENT_BATCH);
+    while rx.recv_many(&mut batch, SENT_BATCH).await > 0 {
+        let rows = std::mem::replace(&mut batch, Vec::with_capacity(SENT_BATCH));
+        let n = rows.len();
+        match db::run(&pool, move |conn| {
+            Ok(db::messages::mark_sent_batch(conn, &rows)?)
+        })
+        .await
+        {
+            Ok(held) if held < n => {
+                tracing::warn!(
+                    lost = n - held,
+                    "claims lost before their outcome was recorded"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                error = %crate::error::ErrorChain(&e),
+                count = n,
+                "recording sent messages failed"
+            ),
+        }
+    }
+}
+
+async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outcome) {
     let (id, attempt) = (m.id, m.attempts);
     let result = match outcome {
         Outcome::Sent(msgid) => {
             deps.metrics.message_sent();
-            tracing::info!(msgid, "message sent");
-            db::run(&deps.pool, move |conn| {
-                Ok(db::messages::mark_sent(conn, id, attempt, msgid)?)
-            })
-            .await
+            tracing::debug!(msgid, "message sent");
+            if sent.send((id, attempt, msgid)).is_err() {
+                tracing::error!("outcome recorder is gone; the lease will expire");
+            }
+            return;
         }
         Outcome::Failed { errcode, errmsg } => {
             deps.metrics.message_failed();

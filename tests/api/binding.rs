@@ -307,13 +307,7 @@ async fn delete_binding_clears_the_openid() {
     let user: TestUser = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
 
-    let resp = app
-        .http
-        .delete(app.url("/api/binding"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("request");
+    let resp = app.delete_binding(&user.token).await;
 
     assert_eq!(resp.status(), 204);
     assert_eq!(openid_of(&app, user.id), None);

@@ -18,24 +18,7 @@ async fn fifty_concurrent_sends_fetch_the_token_once() {
     let app = spawn_app().await;
     let user = bound_user(&app).await;
 
-    let posts = (0..50).map(|i| {
-        let (app, user) = (&app, &user);
-        async move {
-            let body = json!({"data": {"k": {"value": format!("m{i}")}}});
-            app.post_message(&user.token, &body).await
-        }
-    });
-    let responses = futures_util::future::join_all(posts).await;
-    let mut ids = Vec::new();
-    for r in responses {
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.expect("json")["id"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        );
-    }
+    let ids = app.queue_many(&user, 50).await;
     for id in &ids {
         assert_eq!(app.wait_for_final(&user.token, id).await["status"], "sent");
     }
@@ -61,22 +44,7 @@ async fn two_processes_share_one_token_fetch() {
         Application::build_with_listener(app.config.clone(), listener).expect("second app");
     actix_web::rt::spawn(second.run_until_stopped());
 
-    let posts = (0..40).map(|i| {
-        let (app, user) = (&app, &user);
-        async move {
-            let body = json!({"data": {"k": {"value": format!("m{i}")}}});
-            app.post_message(&user.token, &body).await
-        }
-    });
-    let mut ids = Vec::new();
-    for r in futures_util::future::join_all(posts).await {
-        ids.push(
-            r.json::<Value>().await.expect("json")["id"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        );
-    }
+    let ids = app.queue_many(&user, 40).await;
     for id in &ids {
         assert_eq!(app.wait_for_final(&user.token, id).await["status"], "sent");
     }
@@ -246,14 +214,7 @@ async fn a_recipient_who_unbinds_before_delivery_fails_the_message() {
             ))
             .execute(c)
     });
-    let resp = app
-        .http
-        .delete(app.url("/api/binding"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 204);
+    assert_eq!(app.delete_binding(&user.token).await.status(), 204);
     // Any queued message wakes the worker; this one is refused (not bound), so wake it by
     // binding someone else and queueing theirs.
     let bob = app.user("bob").await;

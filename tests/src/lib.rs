@@ -239,6 +239,28 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `DELETE /api/binding`.
+    pub async fn delete_binding(&self, token: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url("/api/binding"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Queues `n` distinct messages to the caller concurrently and returns their ids.
+    pub async fn queue_many(&self, user: &TestUser, n: usize) -> Vec<String> {
+        let posts = (0..n).map(|i| async move {
+            let body = json!({"data": {"k": {"value": format!("m{i}")}}});
+            let resp = self.post_message(&user.token, &body).await;
+            assert_eq!(resp.status(), 202, "queue message {i}");
+            let body: Value = resp.json().await.expect("json");
+            body["id"].as_str().expect("id").to_owned()
+        });
+        futures_util::future::join_all(posts).await
+    }
+
     /// Queues a simple message to the caller and returns its id.
     pub async fn send_simple(&self, user: &TestUser) -> String {
         let resp = self.post_message(&user.token, &simple_message()).await;

@@ -3,13 +3,13 @@
 //! claim, so a worker whose lease ran out cannot overwrite a newer claim's result.
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Int4, Int8, Jsonb, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Int4, Int8, Jsonb, Nullable, Text};
 use uuid::Uuid;
 
 use super::schema::messages;
 
 /// One message as stored.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
 pub struct Message {
     pub id: Uuid,
@@ -29,8 +29,7 @@ pub struct Message {
 }
 
 /// A message to queue.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = messages)]
+#[derive(Debug)]
 pub struct NewMessage<'a> {
     pub id: Uuid,
     pub sender_id: i64,
@@ -41,29 +40,65 @@ pub struct NewMessage<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// Queues `new`, or returns the message the same sender already queued under the same
-/// idempotency key. The flag is true when this call created the row.
-pub fn insert_or_existing(
-    conn: &mut PgConnection,
-    new: &NewMessage<'_>,
-) -> QueryResult<(Message, bool)> {
-    let inserted = diesel::insert_into(messages::table)
-        .values(new)
-        .on_conflict((messages::sender_id, messages::idempotency_key))
-        .do_nothing()
-        .returning(Message::as_returning())
-        .get_result(conn)
-        .optional()?;
+/// What queueing a message did.
+#[derive(Debug)]
+pub enum Queued {
+    /// A new row was inserted.
+    Created(Message),
+    /// The sender already queued this idempotency key; here is that message.
+    Existing(Message),
+    /// The recipient does not exist.
+    NoRecipient,
+    /// The recipient has no WeChat binding.
+    NotBound,
+}
+
+/// Queues `new` in one statement when the recipient exists and is bound (the common case);
+/// otherwise finds out why not, or returns the message already queued under the same
+/// idempotency key.
+pub fn enqueue(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<Queued> {
+    let inserted: Option<Message> = diesel::sql_query(
+        "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
+         SELECT $1, $2, u.id, $4, $5, $6, $7 FROM users u
+         WHERE u.id = $3 AND u.openid IS NOT NULL
+         ON CONFLICT (sender_id, idempotency_key) DO NOTHING
+         RETURNING *",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(new.id)
+    .bind::<BigInt, _>(new.sender_id)
+    .bind::<BigInt, _>(new.user_id)
+    .bind::<Text, _>(new.template_id)
+    .bind::<Nullable<Text>, _>(new.url)
+    .bind::<Jsonb, _>(new.data)
+    .bind::<Nullable<Text>, _>(new.idempotency_key)
+    .get_result(conn)
+    .optional()?;
     if let Some(m) = inserted {
-        return Ok((m, true));
+        return Ok(Queued::Created(m));
     }
-    // ON CONFLICT waited for any concurrent insert of the key to commit, so the row is visible.
-    let existing = messages::table
-        .filter(messages::sender_id.eq(new.sender_id))
-        .filter(messages::idempotency_key.eq(new.idempotency_key))
-        .select(Message::as_select())
-        .first(conn)?;
-    Ok((existing, false))
+    // ON CONFLICT waited for any concurrent insert of the key to commit, so it is visible.
+    if let Some(key) = new.idempotency_key {
+        let existing = messages::table
+            .filter(messages::sender_id.eq(new.sender_id))
+            .filter(messages::idempotency_key.eq(key))
+            .select(Message::as_select())
+            .first(conn)
+            .optional()?;
+        if let Some(m) = existing {
+            return Ok(Queued::Existing(m));
+        }
+    }
+    let openid: Option<Option<String>> = super::schema::users::table
+        .find(new.user_id)
+        .select(super::schema::users::openid)
+        .first(conn)
+        .optional()?;
+    Ok(match openid {
+        None => Queued::NoRecipient,
+        Some(None) => Queued::NotBound,
+        // Bound after all (a binding raced this call): one more try inserts it.
+        Some(Some(_)) => return enqueue(conn, new),
+    })
 }
 
 /// The message with `id`, if any.
@@ -133,19 +168,23 @@ fn still_claimed(
     )
 }
 
-/// Records a successful send. Returns false when the claim was lost.
-pub fn mark_sent(conn: &mut PgConnection, id: Uuid, attempt: i32, msgid: i64) -> QueryResult<bool> {
-    diesel::update(messages::table.filter(still_claimed(id, attempt)))
-        .set((
-            messages::status.eq("sent"),
-            messages::msgid.eq(msgid),
-            messages::sent_at.eq(diesel::dsl::now),
-            messages::lease_until.eq(None::<DateTime<Utc>>),
-            messages::errcode.eq(None::<i32>),
-            messages::errmsg.eq(None::<String>),
-        ))
-        .execute(conn)
-        .map(|n| n == 1)
+/// Records many successful sends in one statement: `(id, attempt, msgid)` each. Returns how
+/// many claims were still held (the others were lost to a newer claim).
+pub fn mark_sent_batch(conn: &mut PgConnection, sent: &[(Uuid, i32, i64)]) -> QueryResult<usize> {
+    let ids: Vec<Uuid> = sent.iter().map(|s| s.0).collect();
+    let attempts: Vec<i32> = sent.iter().map(|s| s.1).collect();
+    let msgids: Vec<i64> = sent.iter().map(|s| s.2).collect();
+    diesel::sql_query(
+        "UPDATE messages m
+         SET status = 'sent', msgid = v.msgid, sent_at = now(), lease_until = NULL,
+             errcode = NULL, errmsg = NULL
+         FROM unnest($1, $2, $3) AS v (id, attempt, msgid)
+         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = 'sending'",
+    )
+    .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<Array<Int4>, _>(attempts)
+    .bind::<Array<BigInt>, _>(msgids)
+    .execute(conn)
 }
 
 /// Records a final failure. Returns false when the claim was lost.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Wechat;
 use crate::auth::AuthUser;
-use crate::db::{self, messages::Message, messages::NewMessage};
+use crate::db::{self, messages::Message, messages::NewMessage, messages::Queued};
 use crate::domain::{MessageUrl, TemplateData, TemplateId, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
@@ -193,11 +193,7 @@ pub async fn create_message(
             "only admins may send messages to other users",
         ));
     }
-    let (message, created) = db::run(&state.pool, move |conn| {
-        let recipient = db::users::find(conn, msg.user_id)?.ok_or(ApiError::UserNotFound)?;
-        if recipient.openid.is_none() {
-            return Err(ApiError::NotBound);
-        }
+    let queued = db::run(&state.pool, move |conn| {
         let data = msg.data.to_json();
         let new = NewMessage {
             id: Uuid::new_v4(),
@@ -208,12 +204,15 @@ pub async fn create_message(
             data: &data,
             idempotency_key: msg.idempotency_key.as_deref(),
         };
-        Ok(db::messages::insert_or_existing(conn, &new)?)
+        Ok(db::messages::enqueue(conn, &new)?)
     })
     .await?;
-    if !created {
-        return Ok(HttpResponse::Ok().json(MessageResponse::from(message)));
-    }
+    let message = match queued {
+        Queued::Created(m) => m,
+        Queued::Existing(m) => return Ok(HttpResponse::Ok().json(MessageResponse::from(m))),
+        Queued::NoRecipient => return Err(ApiError::UserNotFound),
+        Queued::NotBound => return Err(ApiError::NotBound),
+    };
     state.metrics.message_accepted();
     state.wake_worker.notify_one();
     tracing::info!(message.id = %message.id, "message queued");
