@@ -39,6 +39,10 @@ pub struct Config {
     pub db_pool_size: u32,
     /// HTTP worker threads; `None` means one per core.
     pub http_workers: Option<usize>,
+    /// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
+    pub sandbox: bool,
+    /// Password of the sandbox demo accounts; random per start when unset.
+    pub demo_password: Option<SecretString>,
 }
 
 /// App id and secret of the official account.
@@ -84,6 +88,11 @@ impl Default for DeliveryConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigError(pub Vec<String>);
+
+/// App id of the simulated official account.
+pub const SANDBOX_APP_ID: &str = "wxsandbox0000000001";
+/// Default template of sandbox mode.
+pub const SANDBOX_TEMPLATE_ID: &str = "SANDBOX_TEMPLATE";
 
 /// Default database: created on first start if it does not exist.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wxbind";
@@ -193,12 +202,40 @@ impl Config {
         };
         let db_pool_size = p.parsed_positive("WXBIND_DB_POOL_SIZE").unwrap_or(16);
         let http_workers = p.parsed_positive("WXBIND_HTTP_WORKERS");
+        let sandbox = match p.string("WXBIND_SANDBOX").as_deref() {
+            None | Some("auto") => wechat.is_none() && !p.has("WECHAT_APP_SECRET"),
+            Some("off" | "0" | "false") => false,
+            Some("on" | "1" | "true") => {
+                if wechat.is_some() {
+                    p.fail(
+                        "WXBIND_SANDBOX",
+                        "cannot be on while WECHAT_APP_ID is set: the sandbox never runs with real credentials",
+                    );
+                }
+                true
+            }
+            Some(other) => {
+                p.fail(
+                    "WXBIND_SANDBOX",
+                    &format!("must be auto, on or off, got {other:?}"),
+                );
+                false
+            }
+        };
+        let demo_password = p.string("WXBIND_DEMO_PASSWORD");
+        if demo_password
+            .as_ref()
+            .is_some_and(|pw| pw.chars().count() < 8)
+        {
+            p.fail("WXBIND_DEMO_PASSWORD", "must be at least 8 characters");
+        }
 
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
         let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        Ok(Self {
+        let explicit_bases = (wechat_api_base.clone(), wechat_oauth_base.clone());
+        let mut config = Self {
             database_url: database_url.into(),
             listen,
             public_url: public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080")),
@@ -216,7 +253,37 @@ impl Config {
             delivery,
             db_pool_size,
             http_workers,
-        })
+            sandbox: false,
+            demo_password: demo_password.map(SecretString::from),
+        };
+        if sandbox {
+            config.enable_sandbox();
+            // Explicit bases win over the sandbox defaults.
+            if let Some(base) = explicit_bases.0 {
+                config.wechat_api_base = base;
+            }
+            if let Some(base) = explicit_bases.1 {
+                config.wechat_oauth_base = base;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Switches to sandbox mode: simulated credentials, and WeChat's bases pointing at this
+    /// service's own `/sandbox` simulator (from `public_url`, so set that first).
+    pub fn enable_sandbox(&mut self) {
+        self.sandbox = true;
+        self.wechat = Some(WechatCredentials {
+            app_id: SANDBOX_APP_ID.into(),
+            app_secret: SecretString::from(crate::domain::random_alphanumeric(32)),
+        });
+        let base = format!("{}/sandbox", self.public_url.as_str().trim_end_matches('/'));
+        let base = Url::parse(&base).unwrap_or_else(|_| self.public_url.clone());
+        self.wechat_api_base = base.clone();
+        self.wechat_oauth_base = base;
+        if self.default_template_id.is_none() {
+            self.default_template_id = Some(SANDBOX_TEMPLATE_ID.into());
+        }
     }
 
     /// `redirect_uri` of the OAuth flow.
@@ -252,6 +319,10 @@ struct Parser<'a, F: Fn(&str) -> Option<String>> {
 impl<F: Fn(&str) -> Option<String>> Parser<'_, F> {
     fn fail(&mut self, key: &str, what: &str) {
         self.errors.push(format!("{key} {what}"));
+    }
+
+    fn has(&self, key: &str) -> bool {
+        (self.get)(key).is_some()
     }
 
     fn string(&mut self, key: &str) -> Option<String> {
@@ -319,12 +390,43 @@ mod tests {
         let c = config(&[]).expect("empty environment is valid");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.callback_url(), "http://127.0.0.1:8080/api/callback");
-        assert_eq!(c.wechat_api_base.as_str(), "https://api.weixin.qq.com/");
-        assert_eq!(c.wechat_oauth_base.as_str(), "https://open.weixin.qq.com/");
-        assert!(c.wechat.is_none());
+        assert!(c.sandbox, "no credentials means sandbox mode");
+        assert_eq!(c.wechat_api_base.as_str(), "http://127.0.0.1:8080/sandbox");
+        assert_eq!(
+            c.wechat_oauth_base.as_str(),
+            "http://127.0.0.1:8080/sandbox"
+        );
         assert!(c.jwt_secret_generated);
         assert!(c.jwt_secret.expose_secret().len() >= 32);
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn real_credentials_use_wechats_hosts_and_never_the_sandbox() {
+        let c = config(&[
+            ("WECHAT_APP_ID", "wx123"),
+            ("WECHAT_APP_SECRET", "s"),
+            ("JWT_SECRET", "jwt-secret-value-that-is-long-enough-32"),
+        ])
+        .expect("valid");
+        assert!(!c.sandbox);
+        assert_eq!(c.wechat_api_base.as_str(), "https://api.weixin.qq.com/");
+        assert_eq!(c.wechat_oauth_base.as_str(), "https://open.weixin.qq.com/");
+        let err = config(&[
+            ("WECHAT_APP_ID", "wx123"),
+            ("WECHAT_APP_SECRET", "s"),
+            ("JWT_SECRET", "jwt-secret-value-that-is-long-enough-32"),
+            ("WXBIND_SANDBOX", "on"),
+        ])
+        .expect_err("sandbox with real credentials");
+        assert!(err.to_string().contains("WXBIND_SANDBOX"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_can_be_turned_off() {
+        let c = config(&[("WXBIND_SANDBOX", "off")]).expect("valid");
+        assert!(!c.sandbox);
+        assert!(c.wechat.is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod sandbox;
 pub mod startup;
 pub mod telemetry;
 pub mod wechat;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use diesel::Connection;
+use secrecy::ExposeSecret;
 use wxbind::auth::{self, Role};
 use wxbind::cli::{Cli, Command, UserCommand};
 use wxbind::config::Config;
@@ -57,13 +58,23 @@ fn migrate(config: &Config) -> anyhow::Result<diesel::PgConnection> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    drop(migrate(&config)?);
+    let mut conn = migrate(&config)?;
+    if config.sandbox {
+        let password = config.demo_password.as_ref().map_or_else(
+            || wxbind::domain::random_alphanumeric(12),
+            |p| p.expose_secret().to_owned(),
+        );
+        wxbind::sandbox::ensure_demo_accounts(&mut conn, &password)?;
+        print_sandbox_banner(&config, &password);
+    }
+    drop(conn);
     if config.jwt_secret_generated {
         tracing::warn!(
             "JWT_SECRET is not set: using a random key for this process; tokens will not survive a restart"
         );
     }
     if config.wechat.is_none() {
+        // Only with WXBIND_SANDBOX=off and no credentials.
         tracing::warn!(
             "WECHAT_APP_ID is not set: binding and messages answer 503 wechat_not_configured"
         );
@@ -79,6 +90,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         app.run_until_stopped().await?;
         Ok(())
     })
+}
+
+fn print_sandbox_banner(config: &Config, password: &str) {
+    let base = config.public_url.as_str().trim_end_matches('/');
+    let shown = if config.demo_password.is_some() {
+        "(WXBIND_DEMO_PASSWORD)"
+    } else {
+        password
+    };
+    let rule = "=".repeat(78);
+    eprintln!("\n{rule}");
+    eprintln!("SANDBOX MODE: no WECHAT_APP_ID is set, so WeChat is simulated by this process");
+    eprintln!("under {base}/sandbox/ and nothing is sent to WeChat. Set WECHAT_APP_ID and");
+    eprintln!("WECHAT_APP_SECRET to use a real official account.");
+    eprintln!();
+    eprintln!("  demo accounts : demo / {shown}    admin / {shown}");
+    eprintln!("  phone view    : {base}/sandbox/");
+    eprintln!("  API docs      : {base}/api/docs/");
+    eprintln!("{rule}\n");
 }
 
 fn add_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {

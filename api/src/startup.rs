@@ -79,6 +79,7 @@ impl Application {
             app_secret: w.app_secret.clone(),
             timeout: config.wechat_timeout,
         });
+        let simulator = crate::sandbox::Simulator::from_config(&config).map(web::Data::new);
         let spec = crate::openapi::spec();
         let allowed = web::Data::new(routes::AllowedMethods::from_spec(&spec));
 
@@ -99,6 +100,12 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
                 .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+                .configure(|cfg| {
+                    if let Some(sim) = &simulator {
+                        cfg.app_data(sim.clone());
+                        crate::sandbox::configure(cfg);
+                    }
+                })
                 // Registered before the /api scope, which would otherwise swallow these paths.
                 .service(web::redirect("/api/docs", "/api/docs/"))
                 .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", spec.clone()))

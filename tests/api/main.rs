@@ -4,3 +4,4 @@ mod delivery;
 mod login;
 mod messages;
 mod ops;
+mod sandbox;

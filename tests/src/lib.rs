@@ -71,12 +71,30 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
         },
         db_pool_size: 8,
         http_workers: Some(2),
+        sandbox: false,
+        demo_password: None,
     }
 }
 
 /// Spawns the app with the default test configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
+}
+
+/// The password of the sandbox demo accounts in tests.
+pub const DEMO_PASSWORD: &str = "demo-password-for-tests";
+
+/// Spawns the app in sandbox mode, with the demo accounts created as `wxbind serve` does.
+pub async fn spawn_sandbox_app() -> TestApp {
+    let app = spawn_app_with(|c| {
+        c.wechat = None;
+        c.default_template_id = None;
+        c.enable_sandbox();
+    })
+    .await;
+    wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD)
+        .expect("demo accounts");
+    app
 }
 
 /// Spawns the app after `customise` adjusts the configuration.

@@ -17,8 +17,10 @@ pub struct HealthResponse {
     pub status: &'static str,
     /// wxbind version.
     pub version: &'static str,
-    /// Whether WeChat credentials are configured.
+    /// Whether WeChat credentials are configured (the sandbox's count).
     pub wechat_configured: bool,
+    /// Whether WeChat is the built-in simulator under `/sandbox`.
+    pub sandbox: bool,
 }
 
 /// Readiness.
@@ -37,6 +39,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         wechat_configured: state.config.wechat.is_some(),
+        sandbox: state.config.sandbox,
     })
 }
 

@@ -1,0 +1,107 @@
+//! Sandbox mode: a WeChat simulator served under `/sandbox` when no real credentials are
+//! configured, with the service's own WeChat client pointed at it, so the whole flow
+//! (bind, follow, message) runs on one machine. It speaks WeChat's wire format and rules.
+//! It only exists when `Config::sandbox` is set, which real credentials rule out.
+mod pages;
+mod state;
+mod wire;
+
+use actix_web::web;
+use diesel::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+pub use state::{InboxItem, Sandbox, SimUser, openid_for};
+
+use crate::config::Config;
+
+/// The simulator: its memory plus what it checks callers against.
+pub struct Simulator {
+    /// Users, codes, tokens, inboxes.
+    pub state: Sandbox,
+    app_id: String,
+    app_secret: SecretString,
+    public_url: Url,
+}
+
+impl Simulator {
+    /// A simulator for the sandbox configuration; `None` outside sandbox mode.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let creds = config.wechat.as_ref().filter(|_| config.sandbox)?;
+        Some(Self {
+            state: Sandbox::default(),
+            app_id: creds.app_id.clone(),
+            app_secret: creds.app_secret.clone(),
+            public_url: config.public_url.clone(),
+        })
+    }
+
+    fn secret_matches(&self, given: &str) -> bool {
+        given == self.app_secret.expose_secret()
+    }
+}
+
+/// Registers the simulator's routes (plain actix: they are not part of the product API).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/sandbox")
+            .route("", web::get().to(pages::redirect_to_phone))
+            .route("/", web::get().to(pages::phone))
+            .route("/connect/oauth2/authorize", web::get().to(wire::authorize))
+            .route(
+                "/sns/oauth2/access_token",
+                web::get().to(wire::oauth_access_token),
+            )
+            .route("/sns/userinfo", web::get().to(wire::userinfo))
+            .route("/cgi-bin/stable_token", web::post().to(wire::stable_token))
+            .route("/cgi-bin/token", web::get().to(wire::classic_token))
+            .route(
+                "/cgi-bin/message/template/send",
+                web::post().to(wire::template_send),
+            )
+            .route(
+                "/cgi-bin/qrcode/create",
+                web::post().to(wire::qrcode_create),
+            )
+            .route("/cgi-bin/showqrcode", web::get().to(pages::showqrcode))
+            .route("/api/users", web::get().to(pages::users_json))
+            .route("/api/users/{name}/follow", web::post().to(pages::follow))
+            .route(
+                "/api/users/{name}/unfollow",
+                web::post().to(pages::unfollow),
+            )
+            .route("/api/inbox", web::get().to(pages::inbox_json)),
+    );
+}
+
+/// Usernames of the demo accounts sandbox mode creates.
+pub const DEMO_USERS: [(&str, bool); 2] = [("demo", false), ("admin", true)];
+
+/// Creates (or resets the password of) the demo accounts `demo` and `admin`.
+pub fn ensure_demo_accounts(conn: &mut PgConnection, password: &str) -> anyhow::Result<()> {
+    use crate::db::schema::users;
+    let hash = crate::auth::hash_password(password)?;
+    for (name, admin) in DEMO_USERS {
+        let role = if admin { "admin" } else { "user" };
+        diesel::insert_into(users::table)
+            .values((
+                users::username.eq(name),
+                users::password_hash.eq(&hash),
+                users::role.eq(role),
+            ))
+            .on_conflict(users::username)
+            .do_update()
+            .set(users::password_hash.eq(&hash))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// A name the simulator accepts for a test WeChat user.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,373 @@
+//! The simulator's memory: test WeChat users, OAuth codes, access tokens, QR tickets and each
+//! user's inbox. One mutex guards it all; every operation is short and never awaits.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::random_alphanumeric;
+
+/// How long an OAuth code can be exchanged.
+pub const CODE_TTL: TimeDelta = TimeDelta::minutes(5);
+/// Lifetime of an access token.
+pub const TOKEN_TTL_SECONDS: i64 = 7200;
+/// How long the previous token keeps working after a new one is issued.
+pub const TOKEN_OVERLAP: TimeDelta = TimeDelta::minutes(5);
+
+/// A WeChat error as the simulator answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimError {
+    /// WeChat's errcode.
+    pub errcode: i64,
+    /// WeChat's errmsg (the `rid:` suffix is added on the wire).
+    pub errmsg: &'static str,
+}
+
+const fn err(errcode: i64, errmsg: &'static str) -> SimError {
+    SimError { errcode, errmsg }
+}
+
+/// A simulated WeChat user.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimUser {
+    /// Display name chosen on the consent page.
+    pub name: String,
+    /// Stable openid under the sandbox account.
+    pub openid: String,
+    /// Whether the user follows the official account.
+    pub following: bool,
+}
+
+/// A template message that reached a simulated phone.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxItem {
+    /// Template id.
+    pub template_id: String,
+    /// Link of the message.
+    pub url: Option<String>,
+    /// Field name → `{value, color?}`.
+    pub data: serde_json::Value,
+    /// WeChat's msgid.
+    pub msgid: i64,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+struct Code {
+    openid: String,
+    scope: String,
+    expires_at: DateTime<Utc>,
+    used: bool,
+}
+
+struct Token {
+    value: String,
+    valid_until: DateTime<Utc>,
+}
+
+/// A temporary QR code.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The scene string it carries.
+    pub scene: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: BTreeMap<String, SimUser>,
+    codes: HashMap<String, Code>,
+    oauth_tokens: HashMap<String, String>,
+    tokens: Vec<Token>,
+    inbox: HashMap<String, Vec<InboxItem>>,
+    sent: HashMap<(String, String), i64>,
+    tickets: HashMap<String, Ticket>,
+    next_msgid: i64,
+}
+
+/// The simulator's state, shared by every HTTP worker.
+#[derive(Default)]
+pub struct Sandbox {
+    inner: Mutex<Inner>,
+}
+
+/// An openid in WeChat's shape (28 characters), stable for a name.
+pub fn openid_for(name: &str) -> String {
+    let digest = Sha256::digest(format!("wxbind-sandbox:{name}").as_bytes());
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let tail: String = digest
+        .iter()
+        .take(27)
+        .map(|b| char::from(alphabet[usize::from(*b) % 64]))
+        .collect();
+    format!("o{tail}")
+}
+
+impl Sandbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The user called `name`, created (not following) if new.
+    pub fn user(&self, name: &str) -> SimUser {
+        let mut inner = self.lock();
+        inner
+            .users
+            .entry(name.to_owned())
+            .or_insert_with(|| SimUser {
+                name: name.to_owned(),
+                openid: openid_for(name),
+                following: false,
+            })
+            .clone()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.lock().users.values().cloned().collect()
+    }
+
+    /// Sets whether `name` follows the account; `None` when there is no such user.
+    pub fn set_following(&self, name: &str, following: bool) -> Option<SimUser> {
+        let mut inner = self.lock();
+        let user = inner.users.get_mut(name)?;
+        user.following = following;
+        Some(user.clone())
+    }
+
+    /// The inbox of `openid`, oldest first.
+    pub fn inbox(&self, openid: &str) -> Vec<InboxItem> {
+        self.lock().inbox.get(openid).cloned().unwrap_or_default()
+    }
+
+    /// Issues a single-use OAuth code for `openid`.
+    pub fn issue_code(&self, openid: &str, scope: &str) -> String {
+        let code = random_alphanumeric(32);
+        self.lock().codes.insert(
+            code.clone(),
+            Code {
+                openid: openid.to_owned(),
+                scope: scope.to_owned(),
+                expires_at: Utc::now() + CODE_TTL,
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// Exchanges a code: `(oauth access token, openid, scope)`.
+    pub fn exchange_code(&self, code: &str) -> Result<(String, String, String), SimError> {
+        let mut inner = self.lock();
+        let entry = inner
+            .codes
+            .get_mut(code)
+            .ok_or(err(40029, "invalid code"))?;
+        if entry.used {
+            return Err(err(40163, "code been used"));
+        }
+        if entry.expires_at <= Utc::now() {
+            return Err(err(42003, "code expired"));
+        }
+        entry.used = true;
+        let (openid, scope) = (entry.openid.clone(), entry.scope.clone());
+        let token = random_alphanumeric(40);
+        inner.oauth_tokens.insert(token.clone(), openid.clone());
+        Ok((token, openid, scope))
+    }
+
+    /// The openid an OAuth (user) access token was issued for.
+    pub fn oauth_token_owner(&self, token: &str) -> Option<String> {
+        self.lock().oauth_tokens.get(token).cloned()
+    }
+
+    /// The user with `openid`.
+    pub fn user_by_openid(&self, openid: &str) -> Option<SimUser> {
+        self.lock()
+            .users
+            .values()
+            .find(|u| u.openid == openid)
+            .cloned()
+    }
+
+    /// `cgi-bin/stable_token`: the current token while valid, a new one when forced or
+    /// when none is valid.
+    pub fn stable_token(&self, force_refresh: bool) -> (String, i64) {
+        let mut inner = self.lock();
+        let now = Utc::now();
+        if !force_refresh {
+            if let Some(t) = inner.tokens.last().filter(|t| t.valid_until > now) {
+                return (t.value.clone(), (t.valid_until - now).num_seconds());
+            }
+        }
+        new_token(&mut inner, now)
+    }
+
+    /// `cgi-bin/token`: always a new token; the previous one keeps working for five minutes.
+    pub fn classic_token(&self) -> (String, i64) {
+        let mut inner = self.lock();
+        new_token(&mut inner, Utc::now())
+    }
+
+    /// Checks an access token: 40001 unless it is current, or the previous one within the
+    /// overlap.
+    pub fn check_token(&self, token: &str) -> Result<(), SimError> {
+        let inner = self.lock();
+        let now = Utc::now();
+        if inner
+            .tokens
+            .iter()
+            .any(|t| t.value == token && t.valid_until > now)
+        {
+            Ok(())
+        } else {
+            Err(err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            ))
+        }
+    }
+
+    /// Delivers a template message to a following user, once per `client_msg_id`.
+    pub fn send_template(
+        &self,
+        touser: &str,
+        template_id: &str,
+        url: Option<String>,
+        data: serde_json::Value,
+        client_msg_id: Option<&str>,
+    ) -> Result<i64, SimError> {
+        let mut inner = self.lock();
+        let user = inner
+            .users
+            .values()
+            .find(|u| u.openid == touser)
+            .ok_or(err(40003, "invalid openid"))?;
+        if !user.following {
+            return Err(err(43004, "require subscribe"));
+        }
+        if let Some(id) = client_msg_id {
+            if let Some(msgid) = inner.sent.get(&(touser.to_owned(), id.to_owned())) {
+                return Ok(*msgid);
+            }
+        }
+        inner.next_msgid += 1;
+        let msgid = 3_000_000_000 + inner.next_msgid;
+        if let Some(id) = client_msg_id {
+            inner.sent.insert((touser.to_owned(), id.to_owned()), msgid);
+        }
+        inner
+            .inbox
+            .entry(touser.to_owned())
+            .or_default()
+            .push(InboxItem {
+                template_id: template_id.to_owned(),
+                url,
+                data,
+                msgid,
+                received_at: Utc::now(),
+            });
+        Ok(msgid)
+    }
+
+    /// Creates a temporary QR ticket for `scene`.
+    pub fn create_ticket(&self, scene: &str, expire_seconds: i64) -> (String, Ticket) {
+        let ticket = format!("gQ{}", random_alphanumeric(62));
+        let t = Ticket {
+            scene: scene.to_owned(),
+            expires_at: Utc::now() + TimeDelta::seconds(expire_seconds),
+        };
+        self.lock().tickets.insert(ticket.clone(), t.clone());
+        (ticket, t)
+    }
+
+    /// The QR ticket, if it exists.
+    pub fn ticket(&self, ticket: &str) -> Option<Ticket> {
+        self.lock().tickets.get(ticket).cloned()
+    }
+}
+
+fn new_token(inner: &mut Inner, now: DateTime<Utc>) -> (String, i64) {
+    // Older tokens die; the last one lives on for the overlap.
+    for t in &mut inner.tokens {
+        t.valid_until = t.valid_until.min(now + TOKEN_OVERLAP);
+    }
+    inner.tokens.retain(|t| t.valid_until > now);
+    let value = random_alphanumeric(96);
+    inner.tokens.push(Token {
+        value: value.clone(),
+        valid_until: now + TimeDelta::seconds(TOKEN_TTL_SECONDS),
+    });
+    (value, TOKEN_TTL_SECONDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_single_use() {
+        let s = Sandbox::default();
+        let u = s.user("alice");
+        let code = s.issue_code(&u.openid, "snsapi_userinfo");
+        assert_eq!(s.exchange_code(&code).expect("first").1, u.openid);
+        assert_eq!(s.exchange_code(&code).expect_err("reuse").errcode, 40163);
+        assert_eq!(s.exchange_code("nope").expect_err("unknown").errcode, 40029);
+    }
+
+    #[test]
+    fn a_classic_fetch_keeps_the_previous_token_for_the_overlap_only() {
+        let s = Sandbox::default();
+        let (first, _) = s.stable_token(false);
+        assert_eq!(s.stable_token(false).0, first, "stable while valid");
+        let (second, _) = s.classic_token();
+        assert_ne!(first, second);
+        assert!(
+            s.check_token(&first).is_ok(),
+            "previous token works during the overlap"
+        );
+        assert!(s.check_token(&second).is_ok());
+        let (third, _) = s.classic_token();
+        assert!(s.check_token(&third).is_ok());
+        assert!(s.check_token("made-up").is_err());
+    }
+
+    #[test]
+    fn sends_need_a_follower_and_dedupe_on_client_msg_id() {
+        let s = Sandbox::default();
+        let u = s.user("alice");
+        let data = serde_json::json!({"k": {"value": "v"}});
+        let e = s
+            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .expect_err("not following");
+        assert_eq!(e.errcode, 43004);
+        s.set_following("alice", true);
+        let a = s
+            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .expect("sent");
+        let b = s
+            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .expect("dedup");
+        assert_eq!(a, b);
+        assert_eq!(s.inbox(&u.openid).len(), 1);
+        assert_eq!(
+            s.send_template("ounknown", "T", None, data, None)
+                .expect_err("unknown")
+                .errcode,
+            40003
+        );
+    }
+
+    #[test]
+    fn openids_look_like_wechats() {
+        let o = openid_for("alice");
+        assert_eq!(o.len(), 28);
+        assert!(o.starts_with('o'));
+        assert_eq!(o, openid_for("alice"));
+        assert_ne!(o, openid_for("bob"));
+    }
+}

@@ -1,0 +1,332 @@
+//! The simulated WeChat endpoints, with WeChat's parameters, JSON shapes and errcodes.
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::state::{SimError, TOKEN_TTL_SECONDS};
+use super::{Simulator, pages, valid_name};
+
+/// WeChat's error body: `errcode` and an `errmsg` ending in a request id.
+pub(super) fn wx_error(e: &SimError) -> HttpResponse {
+    let rid = crate::domain::random_alphanumeric(24).to_lowercase();
+    HttpResponse::Ok().json(json!({
+        "errcode": e.errcode,
+        "errmsg": format!("{} rid: {}-{}-{}", e.errmsg, &rid[..8], &rid[8..16], &rid[16..]),
+    }))
+}
+
+const fn sim(errcode: i64, errmsg: &'static str) -> SimError {
+    SimError { errcode, errmsg }
+}
+
+fn query_map(req: &HttpRequest) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Checks appid and secret as WeChat does, missing before wrong.
+fn check_app(s: &Simulator, appid: Option<&str>, secret: Option<&str>) -> Result<(), SimError> {
+    match appid {
+        None | Some("") => return Err(sim(41002, "appid missing")),
+        Some(a) if a != s.app_id => return Err(sim(40013, "invalid appid")),
+        Some(_) => {}
+    }
+    match secret {
+        None | Some("") => Err(sim(41004, "appsecret missing")),
+        Some(sec) if !s.secret_matches(sec) => Err(sim(40125, "invalid appsecret")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The order WeChat requires of the authorize parameters.
+const AUTHORIZE_ORDER: [&str; 5] = ["appid", "redirect_uri", "response_type", "scope", "state"];
+
+/// `GET /connect/oauth2/authorize`: checks the request like WeChat, then shows the consent
+/// page, or (with `sandbox_user` and `sandbox_decision`) redirects like WeChat does.
+pub(super) async fn authorize(sim_: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+
+    let wechat_order = names
+        .iter()
+        .filter(|n| !n.starts_with("sandbox_"))
+        .copied()
+        .collect::<Vec<_>>();
+    let expected_order = AUTHORIZE_ORDER
+        .iter()
+        .copied()
+        .chain(
+            wechat_order
+                .get(5)
+                .filter(|n| **n == "connect_redirect")
+                .copied(),
+        )
+        .collect::<Vec<_>>();
+    if wechat_order != expected_order {
+        return pages::wechat_error_page(
+            "参数错误 (invalid parameters)",
+            "WeChat requires appid, redirect_uri, response_type, scope, state (then connect_redirect), in this order.",
+        );
+    }
+    if get("appid") != Some(sim_.app_id.as_str()) {
+        return pages::wechat_error_page(
+            "appid 无效 (invalid appid)",
+            "The appid is not the sandbox account's.",
+        );
+    }
+    let redirect = match get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) {
+        Some(u)
+            if u.host_str() == sim_.public_url.host_str()
+                && u.port_or_known_default() == sim_.public_url.port_or_known_default() =>
+        {
+            u
+        }
+        _ => {
+            return pages::wechat_error_page(
+                "redirect_uri 域名与后台配置不一致 (redirect_uri not allowed)",
+                "redirect_uri must be on this service's own host (WXBIND_PUBLIC_URL).",
+            );
+        }
+    };
+    if get("response_type") != Some("code") {
+        return pages::wechat_error_page("response_type 错误", "response_type must be code.");
+    }
+    let scope = get("scope").unwrap_or_default();
+    if !matches!(scope, "snsapi_base" | "snsapi_userinfo") {
+        return pages::wechat_error_page(
+            "Scope 参数错误或没有 Scope 权限 (invalid scope)",
+            "scope must be snsapi_base or snsapi_userinfo.",
+        );
+    }
+    let state = get("state").unwrap_or_default();
+    if state.len() > 128 || !state.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return pages::wechat_error_page(
+            "state 参数错误 (invalid state)",
+            "state may only hold letters and digits, at most 128 bytes.",
+        );
+    }
+
+    let decision = get("sandbox_decision");
+    let user = get("sandbox_user").map(str::trim).unwrap_or_default();
+    match decision {
+        None => pages::consent(&sim_, &pairs, scope),
+        Some("deny") => {
+            let mut target = redirect;
+            target.query_pairs_mut().append_pair("state", state);
+            found(&target)
+        }
+        Some("allow") if valid_name(user) => {
+            let u = sim_.state.user(user);
+            let code = sim_.state.issue_code(&u.openid, scope);
+            let mut target = redirect;
+            target
+                .query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", state);
+            found(&target)
+        }
+        Some("allow") => pages::wechat_error_page(
+            "sandbox_user 无效",
+            "Name the test WeChat user: 1-32 letters, digits, '_' or '-'.",
+        ),
+        Some(_) => pages::wechat_error_page("sandbox_decision 无效", "Use allow or deny."),
+    }
+}
+
+fn found(target: &url::Url) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, target.as_str()))
+        .finish()
+}
+
+/// `GET /sns/oauth2/access_token`: exchanges a code for the user's openid.
+pub(super) async fn oauth_access_token(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let q = query_map(&req);
+    let get = |k: &str| q.get(k).map(String::as_str);
+    if let Err(e) = check_app(&sim_, get("appid"), get("secret")) {
+        return wx_error(&e);
+    }
+    let Some(code) = get("code").filter(|c| !c.is_empty()) else {
+        return wx_error(&sim(41008, "missing code"));
+    };
+    if get("grant_type") != Some("authorization_code") {
+        return wx_error(&sim(40002, "invalid grant_type"));
+    }
+    match sim_.state.exchange_code(code) {
+        Ok((token, openid, scope)) => HttpResponse::Ok().json(json!({
+            "access_token": token,
+            "expires_in": TOKEN_TTL_SECONDS,
+            "refresh_token": crate::domain::random_alphanumeric(40),
+            "openid": openid,
+            "scope": scope,
+        })),
+        Err(e) => wx_error(&e),
+    }
+}
+
+/// `GET /sns/userinfo`: the profile behind an OAuth access token.
+pub(super) async fn userinfo(sim_: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
+    let q = query_map(&req);
+    let Some(token) = q.get("access_token") else {
+        return wx_error(&sim(41001, "access_token missing"));
+    };
+    let Some(owner) = sim_.state.oauth_token_owner(token) else {
+        return wx_error(&sim(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        ));
+    };
+    if q.get("openid") != Some(&owner) {
+        return wx_error(&sim(40003, "invalid openid"));
+    }
+    let name = sim_
+        .state
+        .user_by_openid(&owner)
+        .map(|u| u.name)
+        .unwrap_or_default();
+    HttpResponse::Ok().json(json!({
+        "openid": owner, "nickname": name, "sex": 0, "province": "", "city": "",
+        "country": "", "headimgurl": "", "privilege": [],
+    }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct StableTokenBody {
+    grant_type: Option<String>,
+    appid: Option<String>,
+    secret: Option<String>,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+/// `POST /cgi-bin/stable_token`.
+pub(super) async fn stable_token(sim_: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let Ok(b) = serde_json::from_slice::<StableTokenBody>(&body) else {
+        return wx_error(&sim(47001, "data format error"));
+    };
+    if b.grant_type.as_deref() != Some("client_credential") {
+        return wx_error(&sim(40002, "invalid grant_type"));
+    }
+    if let Err(e) = check_app(&sim_, b.appid.as_deref(), b.secret.as_deref()) {
+        return wx_error(&e);
+    }
+    let (token, expires_in) = sim_.state.stable_token(b.force_refresh);
+    HttpResponse::Ok().json(json!({"access_token": token, "expires_in": expires_in}))
+}
+
+/// `GET /cgi-bin/token`: the classic fetch, which replaces the current token.
+pub(super) async fn classic_token(sim_: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
+    let q = query_map(&req);
+    if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+        return wx_error(&sim(40002, "invalid grant_type"));
+    }
+    if let Err(e) = check_app(
+        &sim_,
+        q.get("appid").map(String::as_str),
+        q.get("secret").map(String::as_str),
+    ) {
+        return wx_error(&e);
+    }
+    let (token, expires_in) = sim_.state.classic_token();
+    HttpResponse::Ok().json(json!({"access_token": token, "expires_in": expires_in}))
+}
+
+fn require_token(sim_: &Simulator, req: &HttpRequest) -> Result<(), SimError> {
+    let q = query_map(req);
+    let token = q
+        .get("access_token")
+        .filter(|t| !t.is_empty())
+        .ok_or(sim(41001, "access_token missing"))?;
+    sim_.state.check_token(token)
+}
+
+/// `POST /cgi-bin/message/template/send`.
+pub(super) async fn template_send(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(e) = require_token(&sim_, &req) {
+        return wx_error(&e);
+    }
+    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
+        return wx_error(&sim(47001, "data format error"));
+    };
+    let Some(touser) = b["touser"].as_str().filter(|t| !t.is_empty()) else {
+        return wx_error(&sim(40003, "invalid openid"));
+    };
+    let Some(template_id) = b["template_id"].as_str().filter(|t| !t.is_empty()) else {
+        return wx_error(&sim(40037, "invalid template_id"));
+    };
+    // data: {name: {value: string, color?: string}}
+    let data_ok = b["data"].as_object().is_some_and(|fields| {
+        !fields.is_empty()
+            && fields.values().all(|f| {
+                f.as_object().is_some_and(|o| {
+                    o.get("value").is_some_and(Value::is_string)
+                        && o.keys().all(|k| k == "value" || k == "color")
+                })
+            })
+    });
+    if !data_ok {
+        return wx_error(&sim(47003, "argument invalid! data.value invalid"));
+    }
+    let url = b["url"].as_str().map(str::to_owned);
+    match sim_.state.send_template(
+        touser,
+        template_id,
+        url,
+        b["data"].clone(),
+        b["client_msg_id"].as_str(),
+    ) {
+        Ok(msgid) => HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid})),
+        Err(e) => wx_error(&e),
+    }
+}
+
+/// `POST /cgi-bin/qrcode/create`: a temporary parametric QR code.
+pub(super) async fn qrcode_create(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(e) = require_token(&sim_, &req) {
+        return wx_error(&e);
+    }
+    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
+        return wx_error(&sim(47001, "data format error"));
+    };
+    let scene = match b["action_name"].as_str() {
+        Some("QR_STR_SCENE") => b["action_info"]["scene"]["scene_str"]
+            .as_str()
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+            .map(str::to_owned),
+        Some("QR_SCENE") => b["action_info"]["scene"]["scene_id"]
+            .as_u64()
+            .map(|n| n.to_string()),
+        _ => None,
+    };
+    let Some(scene) = scene else {
+        return wx_error(&sim(40053, "invalid action info"));
+    };
+    let expire = b["expire_seconds"]
+        .as_i64()
+        .unwrap_or(60)
+        .clamp(60, 2_592_000);
+    let (ticket, _) = sim_.state.create_ticket(&scene, expire);
+    HttpResponse::Ok().json(json!({
+        "ticket": ticket,
+        "expire_seconds": expire,
+        "url": format!("http://weixin.qq.com/q/{}", &ticket[2..24]),
+    }))
+}
