@@ -40,6 +40,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiver<bool>) {
     let concurrency = deps.config.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
+    let claim_at = u32::try_from(concurrency.div_ceil(2)).unwrap_or(1);
     let client = Rc::new(client);
     // Successful sends are recorded in batches: one statement and one commit for many rows.
     let (sent_tx, sent_rx) = mpsc::unbounded_channel();
@@ -53,10 +54,12 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
         if *stop.borrow() {
             break;
         }
-        // Claim only what can be sent now, so no lease runs down while a row waits for a slot.
-        let free = match Arc::clone(&slots).acquire_many_owned(1).await {
-            Ok(one) => {
-                drop(one);
+        // Claim only what can be sent now, so no lease runs down while a row waits for a
+        // slot; and wait for half the slots, so a busy queue is claimed in batches rather
+        // than a round trip per freed slot.
+        let free = match Arc::clone(&slots).acquire_many_owned(claim_at).await {
+            Ok(permits) => {
+                drop(permits);
                 slots.available_permits()
             }
             Err(_) => break,

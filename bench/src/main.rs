@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let bind_requests = messages;
 
+    let postgres_cpu_before = postgres_cpu_seconds();
     let db = TestDb::create();
     let wechat = FakeWechat::start().await;
     let recipients = seed(&db, clients)?;
@@ -94,6 +95,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let delivered_in = wait_delivered(&db, messages, Duration::from_secs(300)).await?;
     let delivery_window = delivered_in.saturating_duration_since(before_send);
     let peak_rss_kib = peak_rss_kib(service.0.id());
+    let service_cpu = cpu_seconds(&format!("/proc/{}/stat", service.0.id()));
+    let bench_cpu = cpu_seconds("/proc/self/stat");
+    let postgres_cpu = postgres_cpu_seconds();
     let token_fetches = wechat.token_requests().len();
     drop(service);
 
@@ -129,6 +133,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| service peak RSS | {:.1} MiB |",
         peak_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "| CPU seconds over the run | service {service_cpu:.1}, PostgreSQL {:.1}, load generator + fake WeChat {bench_cpu:.1} |",
+        postgres_cpu - postgres_cpu_before
     );
     Ok(())
 }
@@ -282,6 +290,40 @@ async fn wait_delivered(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` file, in seconds (USER_HZ = 100).
+fn cpu_seconds(stat_path: &str) -> f64 {
+    std::fs::read_to_string(stat_path)
+        .ok()
+        .and_then(|s| {
+            // Fields after the ")" that closes the command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of every `postgres` process alive now (the service's pool keeps its
+/// connections open until the service stops, so measure before stopping it).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|e| cpu_seconds(&e.path().join("stat").to_string_lossy()))
+        .sum()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
