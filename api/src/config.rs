@@ -39,6 +39,10 @@ pub struct Config {
     pub db_pool_size: u32,
     /// HTTP worker threads; `None` means one per core.
     pub http_workers: Option<usize>,
+    /// Server-push security (`/api/wechat/events`); `None` means the endpoint answers 503.
+    pub push: Option<PushConfig>,
+    /// Base of WeChat's QR-code pages (`https://mp.weixin.qq.com`).
+    pub wechat_mp_base: Url,
     /// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
     pub sandbox: bool,
     /// Password of the sandbox demo accounts; random per start when unset.
@@ -52,6 +56,17 @@ pub struct WechatCredentials {
     pub app_id: String,
     /// `secret`, never logged.
     pub app_secret: SecretString,
+}
+
+/// How WeChat's server pushes are authenticated.
+#[derive(Clone, Debug)]
+pub struct PushConfig {
+    /// The server-URL token both sides sign with.
+    pub token: SecretString,
+    /// Safe-mode EncodingAESKey (43 characters); `None` for plaintext mode.
+    pub aes_key: Option<SecretString>,
+    /// The previous EncodingAESKey, accepted during a key rotation.
+    pub aes_key_previous: Option<SecretString>,
 }
 
 /// Tuning of the delivery worker.
@@ -180,6 +195,44 @@ impl Config {
             }
         }
         let bind_result_url = p.url("BIND_RESULT_URL");
+        let wechat_mp_base = p.url("WECHAT_MP_BASE");
+        let push_token = p.string("WECHAT_TOKEN");
+        if let Some(t) = &push_token {
+            if t.len() < 3 || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+                p.fail(
+                    "WECHAT_TOKEN",
+                    "must be 3-32 letters and digits (as WeChat requires)",
+                );
+            }
+        }
+        let aes_key = p.string("WECHAT_ENCODING_AES_KEY");
+        let aes_key_previous = p.string("WECHAT_ENCODING_AES_KEY_PREVIOUS");
+        for (key, value) in [
+            ("WECHAT_ENCODING_AES_KEY", &aes_key),
+            ("WECHAT_ENCODING_AES_KEY_PREVIOUS", &aes_key_previous),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| crate::wechat::crypto::decode_key(v).is_err())
+            {
+                p.fail(
+                    key,
+                    "must be 43 characters of base64 (the EncodingAESKey WeChat shows)",
+                );
+            }
+        }
+        if aes_key_previous.is_some() && aes_key.is_none() {
+            p.fail(
+                "WECHAT_ENCODING_AES_KEY_PREVIOUS",
+                "needs WECHAT_ENCODING_AES_KEY as well",
+            );
+        }
+        if push_token.is_none() && aes_key.is_some() {
+            p.fail(
+                "WECHAT_TOKEN",
+                "is required when WECHAT_ENCODING_AES_KEY is set",
+            );
+        }
 
         let defaults = DeliveryConfig::default();
         let delivery = DeliveryConfig {
@@ -253,6 +306,14 @@ impl Config {
             delivery,
             db_pool_size,
             http_workers,
+            push: push_token.map(|token| PushConfig {
+                token: token.into(),
+                aes_key: aes_key.map(SecretString::from),
+                aes_key_previous: aes_key_previous.map(SecretString::from),
+            }),
+            wechat_mp_base: wechat_mp_base
+                .clone()
+                .unwrap_or_else(|| url_or_panic("https://mp.weixin.qq.com")),
             sandbox: false,
             demo_password: demo_password.map(SecretString::from),
         };
@@ -264,6 +325,9 @@ impl Config {
             }
             if let Some(base) = explicit_bases.1 {
                 config.wechat_oauth_base = base;
+            }
+            if let Some(base) = wechat_mp_base {
+                config.wechat_mp_base = base;
             }
         }
         Ok(config)
@@ -280,7 +344,16 @@ impl Config {
         let base = format!("{}/sandbox", self.public_url.as_str().trim_end_matches('/'));
         let base = Url::parse(&base).unwrap_or_else(|_| self.public_url.clone());
         self.wechat_api_base = base.clone();
-        self.wechat_oauth_base = base;
+        self.wechat_oauth_base = base.clone();
+        self.wechat_mp_base = base;
+        // The simulator signs its pushes with this token, so sandbox mode always has one.
+        if self.push.is_none() {
+            self.push = Some(PushConfig {
+                token: SecretString::from(crate::domain::random_alphanumeric(32)),
+                aes_key: None,
+                aes_key_previous: None,
+            });
+        }
         if self.default_template_id.is_none() {
             self.default_template_id = Some(SANDBOX_TEMPLATE_ID.into());
         }
@@ -420,6 +493,35 @@ mod tests {
         ])
         .expect_err("sandbox with real credentials");
         assert!(err.to_string().contains("WXBIND_SANDBOX"), "{err}");
+    }
+
+    #[test]
+    fn push_settings_are_validated() {
+        let err = config(&[
+            ("WECHAT_TOKEN", "x"),
+            ("WECHAT_ENCODING_AES_KEY", "short"),
+            (
+                "WECHAT_ENCODING_AES_KEY_PREVIOUS",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            ),
+        ])
+        .expect_err("invalid");
+        assert!(err.0.iter().any(|l| l.starts_with("WECHAT_TOKEN")), "{err}");
+        assert!(
+            err.0
+                .iter()
+                .any(|l| l.starts_with("WECHAT_ENCODING_AES_KEY ")),
+            "{err}"
+        );
+        let ok = config(&[
+            ("WECHAT_TOKEN", "pamtest"),
+            (
+                "WECHAT_ENCODING_AES_KEY",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            ),
+        ])
+        .expect("valid");
+        assert!(ok.push.is_some_and(|p| p.aes_key.is_some()));
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// OAuth `state` missing, unknown, expired or already used.
     #[error("the bind link is invalid, expired or already used; request a new one")]
     InvalidState,
+    /// A WeChat push or URL check whose signature does not verify.
+    #[error("signature does not verify")]
+    InvalidSignature,
     /// The user refused authorization in WeChat (no `code`).
     #[error("the WeChat user did not authorize the binding")]
     AuthorizationDenied,
@@ -98,6 +101,7 @@ impl ApiError {
             Self::NotBound => "not_bound",
             Self::AlreadyBound => "already_bound",
             Self::InvalidState => "invalid_state",
+            Self::InvalidSignature => "invalid_signature",
             Self::AuthorizationDenied => "authorization_denied",
             Self::InvalidCode => "invalid_code",
             Self::SnapshotUser => "snapshot_user",
@@ -125,7 +129,9 @@ impl ResponseError for ApiError {
             | Self::AuthorizationDenied
             | Self::InvalidCode
             | Self::SnapshotUser => StatusCode::BAD_REQUEST,
-            Self::InvalidCredentials | Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidCredentials | Self::Unauthorized(_) | Self::InvalidSignature => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UserNotFound | Self::MessageNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -26,6 +26,7 @@ messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\
         (name = "account", description = "The logged-in user"),
         (name = "binding", description = "Binding a WeChat account (OAuth2)"),
         (name = "messages", description = "Template messages and their delivery"),
+        (name = "wechat", description = "WeChat's server push (called by WeChat, not the SPA)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]

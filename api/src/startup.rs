@@ -31,6 +31,10 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Wakes the delivery worker when a message is queued.
     pub wake_worker: Arc<Notify>,
+    /// The access-token cache (shared with the worker); `None` without WeChat.
+    pub tokens: Option<Arc<AccessTokenCache>>,
+    /// How server pushes are verified; `None` without `WECHAT_TOKEN`.
+    pub push: Option<routes::wechat_events::PushSecurity>,
 }
 
 /// A built, not yet awaited, server plus its delivery worker.
@@ -66,12 +70,28 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
         let keys = web::Data::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl));
+        let tokens = config
+            .wechat
+            .as_ref()
+            .map(|w| Arc::new(AccessTokenCache::new(&w.app_id, Arc::clone(&metrics))));
+        let app_id = config
+            .wechat
+            .as_ref()
+            .map(|w| w.app_id.as_str())
+            .unwrap_or_default();
+        let push = config
+            .push
+            .as_ref()
+            .map(|p| routes::wechat_events::PushSecurity::new(p, app_id))
+            .transpose()?;
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
             throttle: LoginThrottle::default(),
             wake_worker: Arc::clone(&wake),
+            tokens: tokens.clone(),
+            push,
         });
         let wechat_settings = config.wechat.as_ref().map(|w| WechatSettings {
             api_base: config.wechat_api_base.clone(),
@@ -123,11 +143,11 @@ impl Application {
         let server = server.run();
 
         let (stop_worker, stop_rx) = watch::channel(false);
-        let worker = match (wechat_settings, &config.wechat) {
-            (Some(settings), Some(creds)) => {
+        let worker = match (wechat_settings, tokens) {
+            (Some(settings), Some(tokens)) => {
                 let deps = WorkerDeps {
                     pool,
-                    tokens: Arc::new(AccessTokenCache::new(&creds.app_id, Arc::clone(&metrics))),
+                    tokens,
                     wake,
                     metrics: Arc::clone(&metrics),
                     config: config.delivery.clone(),

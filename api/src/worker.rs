@@ -296,7 +296,12 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
         Outcome::Failed { errcode, errmsg } => {
             deps.metrics.message_failed();
             tracing::warn!(errcode, errmsg = %errmsg, "message failed");
+            // 43004: WeChat says the recipient does not follow the account (any more).
+            let unfollowed = m.openid.clone().filter(|_| errcode == Some(43004));
             db::run(&deps.pool, move |conn| {
+                if let Some(openid) = &unfollowed {
+                    db::followers::set(conn, openid, false, Utc::now().timestamp())?;
+                }
                 Ok(db::messages::mark_failed(
                     conn, id, attempt, errcode, &errmsg,
                 )?)

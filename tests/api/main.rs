@@ -1,6 +1,7 @@
 //! Black-box tests of the wxbind API: HTTP in, HTTP and database rows out.
 mod binding;
 mod delivery;
+mod events;
 mod login;
 mod messages;
 mod ops;

@@ -66,6 +66,7 @@ struct State {
     script: VecDeque<SendReply>,
     sends: Vec<ReceivedSend>,
     delivered: HashMap<(String, String), i64>,
+    qr_scenes: Vec<String>,
 }
 
 /// The fake server and what it has seen.
@@ -104,7 +105,17 @@ impl FakeWechat {
             })
             .mount(&server)
             .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/qrcode/create"))
+            .respond_with(QrCreate(Arc::clone(&state)))
+            .mount(&server)
+            .await;
         Self { server, state }
+    }
+
+    /// Scenes of the QR codes created so far.
+    pub fn qr_scenes(&self) -> Vec<String> {
+        self.state().qr_scenes.clone()
     }
 
     /// Base URL, `http://127.0.0.1:PORT`.
@@ -293,5 +304,39 @@ impl Respond for TemplateSend {
             Some(d) => reply.set_delay(d),
             None => reply,
         }
+    }
+}
+
+struct QrCreate(Arc<Mutex<State>>);
+
+impl Respond for QrCreate {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let token = req
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut s = self.0.lock().expect("fake state");
+        if s.current_token.as_deref() != Some(token.as_str()) {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        let Some(scene) = body["action_info"]["scene"]["scene_str"].as_str() else {
+            return errcode(40053, "invalid action info");
+        };
+        if body["action_name"] != "QR_STR_SCENE" || scene.len() > 64 {
+            return errcode(40053, "invalid action info");
+        }
+        s.qr_scenes.push(scene.to_owned());
+        let n = s.qr_scenes.len();
+        ResponseTemplate::new(200).set_body_json(json!({
+            "ticket": format!("gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3sUw{n}=="),
+            "expire_seconds": body["expire_seconds"],
+            "url": format!("http://weixin.qq.com/q/kZgfwMTm72WWPkovabbI{n}"),
+        }))
     }
 }

@@ -26,6 +26,11 @@ pub const TEST_APP_ID: &str = "wxtestappid";
 pub const TEST_APP_SECRET: &str = "test-app-secret";
 /// The JWT key of every test app.
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
+/// The server-push token of every test app.
+pub const TEST_PUSH_TOKEN: &str = "testpushtoken";
+/// A test EncodingAESKey (WeChat's documentation example).
+pub const TEST_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
 /// The server's default template id.
 pub const DEFAULT_TEMPLATE: &str = "TEMPLATE_DEFAULT";
 
@@ -71,6 +76,12 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
         },
         db_pool_size: 8,
         http_workers: Some(2),
+        push: Some(wxbind::config::PushConfig {
+            token: SecretString::from(TEST_PUSH_TOKEN.to_owned()),
+            aes_key: None,
+            aes_key_previous: None,
+        }),
+        wechat_mp_base: Url::parse(&wechat.uri()).expect("url"),
         sandbox: false,
         demo_password: None,
     }
@@ -308,10 +319,60 @@ impl TestApp {
         }
     }
 
+    /// POSTs a plaintext server push, signed with the test token, and returns the response.
+    pub async fn push_plain(&self, xml: &str) -> reqwest::Response {
+        let (timestamp, nonce) = ("1700000000", "123456789");
+        let signature = wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, timestamp, nonce]);
+        self.http
+            .post(self.url(&format!(
+                "/api/wechat/events?signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=x"
+            )))
+            .header("content-type", "text/xml")
+            .body(xml.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs a safe-mode push: `xml` encrypted with `crypt`, signed with the test token.
+    pub async fn push_encrypted(
+        &self,
+        crypt: &wxbind::wechat::crypto::MsgCrypt,
+        xml: &str,
+    ) -> reqwest::Response {
+        let (timestamp, nonce) = ("1700000000", "987654321");
+        let sealed = crypt.encrypt(xml);
+        let msg_signature =
+            wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, timestamp, nonce, &sealed]);
+        let signature = wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, timestamp, nonce]);
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{sealed}]]></Encrypt></xml>"
+        );
+        self.http
+            .post(self.url(&format!(
+                "/api/wechat/events?signature={signature}&timestamp={timestamp}&nonce={nonce}\
+                 &openid=x&encrypt_type=aes&msg_signature={msg_signature}"
+            )))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Runs a query against the app's database.
     pub fn query<T>(&self, f: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> T {
         f(&mut self.db.conn()).expect("query")
     }
+}
+
+/// A push in WeChat's documented shape. `extra` is appended inside `<xml>`.
+pub fn push_xml(from: &str, create_time: i64, event: &str, extra: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[{event}]]></Event>{extra}</xml>"
+    )
 }
 
 /// A valid message body for the caller with the default template.

@@ -26,6 +26,7 @@ pub struct Message {
     pub errmsg: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    pub delivery: Option<String>,
 }
 
 /// A message to queue.
@@ -185,6 +186,13 @@ pub fn mark_sent_batch(conn: &mut PgConnection, sent: &[(Uuid, i32, i64)]) -> Qu
     .bind::<Array<Int4>, _>(attempts)
     .bind::<Array<BigInt>, _>(msgids)
     .execute(conn)
+}
+
+/// Records WeChat's delivery report for the message with `msgid`.
+pub fn set_delivery(conn: &mut PgConnection, msgid: i64, delivery: &str) -> QueryResult<usize> {
+    diesel::update(messages::table.filter(messages::msgid.eq(msgid)))
+        .set(messages::delivery.eq(delivery))
+        .execute(conn)
 }
 
 /// Records a final failure. Returns false when the claim was lost.

@@ -1,6 +1,8 @@
 //! Postgres access: the r2d2 pool, the embedded migrations and [`run`], the one way request
 //! and worker code touches the database (synchronous diesel on the blocking thread pool).
 pub mod bind_states;
+pub mod events;
+pub mod followers;
 pub mod messages;
 pub mod schema;
 pub mod tokens;

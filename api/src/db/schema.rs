@@ -28,6 +28,7 @@ diesel::table! {
         errmsg -> Nullable<Text>,
         created_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
+        delivery -> Nullable<Text>,
     }
 }
 
@@ -44,6 +45,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    wechat_events (id) {
+        id -> Int8,
+        dedup_key -> Text,
+        from_user -> Text,
+        msg_type -> Text,
+        event -> Nullable<Text>,
+        event_key -> Nullable<Text>,
+        create_time -> Int8,
+        fields -> Jsonb,
+        reply -> Nullable<Text>,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    wechat_followers (openid) {
+        openid -> Text,
+        subscribed -> Bool,
+        subscribed_at -> Nullable<Timestamptz>,
+        event_time -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     wechat_tokens (app_id) {
         app_id -> Text,
         access_token -> Text,
@@ -54,4 +80,11 @@ diesel::table! {
 
 diesel::joinable!(bind_states -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(bind_states, messages, users, wechat_tokens,);
+diesel::allow_tables_to_appear_in_same_query!(
+    bind_states,
+    messages,
+    users,
+    wechat_events,
+    wechat_followers,
+    wechat_tokens,
+);

@@ -7,7 +7,7 @@ mod username;
 pub use bind_state::BindState;
 pub use password::Password;
 pub use template::{MessageUrl, TemplateData, TemplateId, TemplateValue};
-pub use username::Username;
+pub use username::{Username, public_uid};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;

@@ -19,8 +19,13 @@ impl Username {
 
     /// The public user id: md5 hex of the username (an identifier, never a secret).
     pub fn uid(&self) -> String {
-        format!("{:x}", md5::compute(self.0.as_bytes()))
+        public_uid(&self.0)
     }
+}
+
+/// The public user id of a stored username: md5 hex (an identifier, never a secret).
+pub fn public_uid(username: &str) -> String {
+    format!("{:x}", md5::compute(username.as_bytes()))
 }
 
 impl AsRef<str> for Username {

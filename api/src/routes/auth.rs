@@ -93,10 +93,11 @@ pub async fn login(
     state.throttle.record_success(&username);
     let issued = keys.issue(user.id, Role::from_db(&user.role))?;
     tracing::info!(user.id = user.id, "logged in");
+    let profile = db::run(&state.pool, move |conn| UserResponse::load(conn, user)).await?;
     Ok(HttpResponse::Ok().json(LoginResponse {
         access_token: issued.token,
         token_type: "Bearer",
         expires_in: issued.expires_in,
-        user: UserResponse::from(user),
+        user: profile,
     }))
 }

@@ -13,6 +13,7 @@ use crate::domain::BindState;
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use crate::wechat::{self, WechatError};
+use diesel::Connection;
 
 /// How long a bind link can be used.
 const STATE_TTL: TimeDelta = TimeDelta::minutes(10);
@@ -183,20 +184,105 @@ async fn exchange_and_store(
     }
     let openid = token.openid;
     db::run(&state.pool, move |conn| {
-        if db::users::find_by_openid(conn, &openid)?.is_some_and(|owner| owner != user_id) {
-            return Err(ApiError::AlreadyBound);
-        }
-        match db::users::bind_openid(conn, user_id, &openid) {
-            Ok(_) => Ok(()),
-            // Lost a race with another binding of the same openid.
-            Err(e) if db::is_unique_violation(&e) => Err(ApiError::AlreadyBound),
-            Err(e) => Err(e.into()),
-        }
+        conn.transaction(|conn| bind_openid(conn, user_id, &openid))
     })
     .await?;
     state.metrics.bind();
     tracing::info!(user.id = user_id, "WeChat account bound");
     Ok(())
+}
+
+/// Binds `openid` to the user and returns the username. An openid bound to someone else is
+/// refused (`already_bound`), never moved. Shared by the OAuth callback and scan binding.
+pub fn bind_openid(
+    conn: &mut diesel::PgConnection,
+    user_id: i64,
+    openid: &str,
+) -> Result<String, ApiError> {
+    if db::users::find_by_openid(conn, openid)?.is_some_and(|owner| owner != user_id) {
+        return Err(ApiError::AlreadyBound);
+    }
+    match db::users::bind_openid(conn, user_id, openid) {
+        Ok(_) => {}
+        // Lost a race with another binding of the same openid.
+        Err(e) if db::is_unique_violation(&e) => return Err(ApiError::AlreadyBound),
+        Err(e) => return Err(e.into()),
+    }
+    let user = db::users::find(conn, user_id)?.ok_or(ApiError::UserNotFound)?;
+    Ok(user.username)
+}
+
+/// A scan-to-follow-and-bind QR code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BindQrcodeResponse {
+    /// WeChat's ticket for the QR code.
+    pub ticket: String,
+    /// The QR code image (WeChat's showqrcode URL); scanning it follows the account and binds.
+    pub qrcode_url: String,
+    /// After this the QR code no longer binds; ask for a new one.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A QR code that follows the official account and binds the scanner to the caller in one step.
+///
+/// A temporary parametric QR code (10 minutes) carrying a fresh single-use bind state. The
+/// scanner gets a reply in WeChat saying which account was bound, or why not.
+#[utoipa::path(
+    tag = "binding",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A fresh QR code", body = BindQrcodeResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 502, description = "`wechat_unavailable`", body = ErrorBody),
+        (status = 503, description = "`wechat_not_configured`", body = ErrorBody),
+    )
+)]
+#[get("/bind-qrcode")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn get_bind_qrcode(
+    state: web::Data<AppState>,
+    wechat: web::Data<Wechat>,
+    auth: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let client = wechat.client()?;
+    let tokens = state.tokens.as_ref().ok_or(ApiError::WechatNotConfigured)?;
+    let nonce = BindState::generate();
+    let scene = format!(
+        "{}{}",
+        super::wechat_events::BIND_SCENE_PREFIX,
+        nonce.as_ref()
+    );
+    let lifetime = u32::try_from(STATE_TTL.num_seconds()).unwrap_or(600);
+    let token = tokens.get(client, &state.pool).await.map_err(token_error)?;
+    let mut created = client.create_qrcode(token.secret(), &scene, lifetime).await;
+    if matches!(&created, Err(e) if e.class() == wechat::ErrorClass::TokenInvalid) {
+        let fresh = tokens
+            .replace_rejected(client, &state.pool, &token)
+            .await
+            .map_err(token_error)?;
+        created = client.create_qrcode(fresh.secret(), &scene, lifetime).await;
+    }
+    let qr = created.map_err(ApiError::WechatUnavailable)?;
+    // Stored only once WeChat made the code: a failure above leaves nothing behind.
+    let expires_at = Utc::now() + STATE_TTL;
+    let hash = nonce.hash();
+    db::run(&state.pool, move |conn| {
+        Ok(db::bind_states::insert(conn, &hash, auth.id, expires_at)?)
+    })
+    .await?;
+    let qrcode_url = wechat::showqrcode_url(&state.config.wechat_mp_base, &qr.ticket);
+    Ok(HttpResponse::Ok().json(BindQrcodeResponse {
+        ticket: qr.ticket,
+        qrcode_url,
+        expires_at,
+    }))
+}
+
+fn token_error(e: wechat::TokenError) -> ApiError {
+    match e {
+        wechat::TokenError::Wechat(w) => ApiError::WechatUnavailable(w),
+        wechat::TokenError::Store(s) => ApiError::Unavailable(anyhow::anyhow!(s)),
+    }
 }
 
 fn bound_page() -> HttpResponse {

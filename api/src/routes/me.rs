@@ -27,18 +27,30 @@ pub struct UserResponse {
     pub wechat_bound: bool,
     /// When it was bound.
     pub bound_at: Option<DateTime<Utc>>,
+    /// Whether the bound WeChat user follows the official account; null while unbound or
+    /// before WeChat has said (follow events, or a send refused with 43004).
+    pub subscribed: Option<bool>,
+    /// When they last followed.
+    pub subscribed_at: Option<DateTime<Utc>>,
 }
 
-impl From<User> for UserResponse {
-    fn from(u: User) -> Self {
-        Self {
-            id: u.id,
-            uid: format!("{:x}", md5::compute(u.username.as_bytes())),
-            username: u.username,
-            role: Role::from_db(&u.role),
-            wechat_bound: u.openid.is_some(),
-            bound_at: u.bound_at,
-        }
+impl UserResponse {
+    /// The user with their follow state, as one unit of DB work.
+    pub fn load(conn: &mut diesel::PgConnection, user: User) -> Result<Self, ApiError> {
+        let follower = match &user.openid {
+            Some(openid) => db::followers::find(conn, openid)?,
+            None => None,
+        };
+        Ok(Self {
+            id: user.id,
+            uid: crate::domain::public_uid(&user.username),
+            username: user.username,
+            role: Role::from_db(&user.role),
+            wechat_bound: user.openid.is_some(),
+            bound_at: user.bound_at,
+            subscribed: follower.as_ref().map(|f| f.subscribed),
+            subscribed_at: follower.and_then(|f| f.subscribed_at),
+        })
     }
 }
 
@@ -56,10 +68,12 @@ impl From<User> for UserResponse {
 #[get("/me")]
 #[tracing::instrument(skip_all, fields(user.id = %auth.id))]
 pub async fn get_me(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
-    let user = db::run(&state.pool, move |conn| Ok(db::users::find(conn, auth.id)?))
-        .await?
-        .ok_or(ApiError::Unauthorized(
+    let profile = db::run(&state.pool, move |conn| {
+        let user = db::users::find(conn, auth.id)?.ok_or(ApiError::Unauthorized(
             "the account of this token no longer exists",
         ))?;
-    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+        UserResponse::load(conn, user)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(profile))
 }

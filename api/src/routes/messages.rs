@@ -64,6 +64,10 @@ pub struct MessageResponse {
     pub created_at: DateTime<Utc>,
     /// When WeChat accepted it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// WeChat's delivery report: `unknown` until it arrives, then `delivered`, `blocked`
+    /// (the user blocked the account) or `failed`.
+    #[schema(example = "unknown")]
+    pub delivery: String,
 }
 
 /// Delivery state of a message.
@@ -101,6 +105,7 @@ impl From<Message> for MessageResponse {
             idempotency_key: m.idempotency_key,
             created_at: m.created_at,
             sent_at: m.sent_at,
+            delivery: m.delivery.unwrap_or_else(|| "unknown".into()),
         }
     }
 }

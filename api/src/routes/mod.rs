@@ -5,6 +5,7 @@ pub mod binding;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod wechat_events;
 
 use utoipa_actix_web::{scope, service_config::ServiceConfig};
 
@@ -20,10 +21,13 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(binding::get_bind_url)
             .service(binding::wechat_callback)
             .service(binding::delete_binding)
+            .service(binding::get_bind_qrcode)
             .service(messages::create_message)
             .service(messages::get_message)
             .service(health::health)
             .service(health::ready)
+            .service(wechat_events::verify_wechat_url)
+            .service(wechat_events::receive_wechat_event)
             .service(health::metrics),
     );
 }

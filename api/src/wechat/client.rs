@@ -7,7 +7,8 @@ use url::Url;
 
 use super::WechatError;
 use super::types::{
-    OAuthAccessToken, StableTokenRequest, TemplateSend, TemplateSendResponse, TokenResponse,
+    OAuthAccessToken, QrTicket, StableTokenRequest, TemplateSend, TemplateSendResponse,
+    TokenResponse,
 };
 
 /// Largest WeChat answer read; real ones are a few hundred bytes.
@@ -90,6 +91,26 @@ impl WechatClient {
         let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
         let sent: TemplateSendResponse = decode(request.send_json(message).await).await?;
         Ok(sent.msgid)
+    }
+
+    /// Creates a temporary parametric QR code (`cgi-bin/qrcode/create`, `QR_STR_SCENE`).
+    #[tracing::instrument(name = "wechat.qrcode_create", skip_all)]
+    pub async fn create_qrcode(
+        &self,
+        access_token: &str,
+        scene: &str,
+        expire_seconds: u32,
+    ) -> Result<QrTicket, WechatError> {
+        let mut url = self.endpoint("cgi-bin/qrcode/create");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let body = serde_json::json!({
+            "expire_seconds": expire_seconds,
+            "action_name": "QR_STR_SCENE",
+            "action_info": {"scene": {"scene_str": scene}},
+        });
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        decode(request.send_json(&body).await).await
     }
 
     /// `path` under the API base, keeping any path the base has (e.g. `/sandbox`).

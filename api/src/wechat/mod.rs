@@ -1,12 +1,14 @@
 //! Everything that speaks to WeChat: endpoints, parameters, wire shapes, errcodes, the
 //! access-token cache. No other module knows a WeChat URL or errcode.
 mod client;
+pub mod crypto;
+pub mod events;
 mod oauth;
 mod token;
 pub mod types;
 
 pub use client::{WechatClient, WechatSettings};
-pub use oauth::authorize_url;
+pub use oauth::{authorize_url, showqrcode_url};
 pub use token::{AccessToken, AccessTokenCache, TokenError};
 
 /// A failed call to WeChat.

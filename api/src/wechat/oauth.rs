@@ -12,6 +12,15 @@ pub fn authorize_url(oauth_base: &Url, app_id: &str, redirect_uri: &str, state: 
     )
 }
 
+/// The QR code image of a ticket: `{mp_base}/cgi-bin/showqrcode?ticket=…`.
+pub fn showqrcode_url(mp_base: &Url, ticket: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(ticket.as_bytes()).collect();
+    format!(
+        "{}/cgi-bin/showqrcode?ticket={encoded}",
+        mp_base.as_str().trim_end_matches('/')
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,3 +62,16 @@ pub struct TemplateSendResponse {
     /// The id WeChat gives the message (reported back in TEMPLATESENDJOBFINISH).
     pub msgid: i64,
 }
+
+/// `cgi-bin/qrcode/create` success body.
+#[derive(Debug, Deserialize)]
+pub struct QrTicket {
+    /// Exchanged for the image at showqrcode.
+    pub ticket: String,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    pub expire_seconds: Option<i64>,
+    /// The URL the QR code encodes.
+    #[serde(default)]
+    pub url: Option<String>,
+}

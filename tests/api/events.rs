@@ -1,0 +1,422 @@
+//! `/api/wechat/events`: verified pushes, follow tracking, delivery reports, scan binding.
+use diesel::prelude::*;
+use serde_json::Value;
+use wxbind::db::schema::{users, wechat_events, wechat_followers};
+use wxbind::wechat::crypto::{MsgCrypt, signature};
+use wxbind_tests::{
+    SendReply, TEST_AES_KEY, TEST_APP_ID, TEST_PUSH_TOKEN, TestApp, assert_error, push_xml,
+    spawn_app, spawn_app_with,
+};
+
+fn events_recorded(app: &TestApp) -> i64 {
+    app.query(|c| wechat_events::table.count().get_result(c))
+}
+
+fn follower(app: &TestApp, openid: &str) -> Option<bool> {
+    app.query(|c| {
+        wechat_followers::table
+            .find(openid)
+            .select(wechat_followers::subscribed)
+            .first(c)
+            .optional()
+    })
+}
+
+async fn me(app: &TestApp, token: &str) -> Value {
+    app.get_as(token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+#[actix_web::test]
+async fn url_check_echoes_echostr_only_when_signed() {
+    let app = spawn_app().await;
+    let sig = signature(&[TEST_PUSH_TOKEN, "1409304348", "xxxxxx"]);
+
+    let ok = app
+        .get(&format!(
+            "/api/wechat/events?signature={sig}&timestamp=1409304348&nonce=xxxxxx&echostr=4963171262618234962"
+        ))
+        .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.expect("body"), "4963171262618234962");
+
+    let bad = app
+        .get("/api/wechat/events?signature=0000&timestamp=1409304348&nonce=xxxxxx&echostr=4963171262618234962")
+        .await;
+    let status = bad.status();
+    let body = bad.text().await.expect("body");
+    assert_eq!(status, 401);
+    assert!(!body.contains("4963171262618234962"));
+}
+
+#[actix_web::test]
+async fn subscribe_and_unsubscribe_set_the_follow_state_in_me() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    assert_eq!(
+        me(&app, &user.token).await["subscribed"],
+        Value::Null,
+        "unknown before any push"
+    );
+
+    let resp = app
+        .push_plain(&push_xml("openid-alice", 1_700_000_100, "subscribe", ""))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "success");
+    let after_follow = me(&app, &user.token).await;
+    assert_eq!(after_follow["subscribed"], true);
+    assert!(after_follow["subscribed_at"].is_string());
+
+    app.push_plain(&push_xml("openid-alice", 1_700_000_200, "unsubscribe", ""))
+        .await;
+    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+
+    // A late retry of the older subscribe does not undo the newer unsubscribe.
+    let late = push_xml("openid-alice", 1_700_000_150, "subscribe", "");
+    app.push_plain(&late).await;
+    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+}
+
+#[actix_web::test]
+async fn follows_of_unbound_openids_are_kept_for_a_later_binding() {
+    let app = spawn_app().await;
+    app.push_plain(&push_xml("openid-later", 1_700_000_100, "subscribe", ""))
+        .await;
+    assert_eq!(follower(&app, "openid-later"), Some(true));
+
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-later").await;
+
+    assert_eq!(me(&app, &user.token).await["subscribed"], true);
+}
+
+#[actix_web::test]
+async fn the_same_push_three_times_has_one_effect() {
+    let app = spawn_app().await;
+    let xml = push_xml("openid-alice", 1_700_000_100, "subscribe", "");
+    for _ in 0..3 {
+        let resp = app.push_plain(&xml).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "success");
+    }
+    assert_eq!(events_recorded(&app), 1);
+    let updated: i64 = app.query(|c| wechat_followers::table.count().get_result(c));
+    assert_eq!(updated, 1);
+}
+
+#[actix_web::test]
+async fn delivery_reports_set_the_message_delivery() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    for (status, expected) in [
+        ("success", "delivered"),
+        ("failed:user block", "blocked"),
+        ("failed: system failed", "failed"),
+    ] {
+        let id = app.send_simple(&user).await;
+        let sent = app.wait_for_final(&user.token, &id).await;
+        assert_eq!(sent["delivery"], "unknown");
+        let msgid = sent["msgid"].as_i64().expect("msgid");
+
+        let extra = format!("<MsgID>{msgid}</MsgID><Status><![CDATA[{status}]]></Status>");
+        let resp = app
+            .push_plain(&push_xml(
+                "openid-alice",
+                1_700_000_100,
+                "TEMPLATESENDJOBFINISH",
+                &extra,
+            ))
+            .await;
+        assert_eq!(resp.status(), 200);
+
+        let got: Value = app
+            .get_as(&user.token, &format!("/api/messages/{id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(got["delivery"], expected, "{status}");
+    }
+}
+
+#[actix_web::test]
+async fn a_send_refused_with_43004_marks_the_user_as_not_following() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    app.push_plain(&push_xml("openid-alice", 1_700_000_100, "subscribe", ""))
+        .await;
+    app.wechat.script_sends([SendReply::Errcode(43004)]);
+
+    let id = app.send_simple(&user).await;
+    assert_eq!(app.wait_for_final(&user.token, &id).await["errcode"], 43004);
+
+    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+}
+
+#[actix_web::test]
+async fn bad_pushes_are_refused_and_change_nothing() {
+    let app = spawn_app_with(|c| {
+        if let Some(p) = c.push.as_mut() {
+            p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
+        }
+    })
+    .await;
+    let xml = push_xml("openid-alice", 1_700_000_100, "subscribe", "");
+    let ours = MsgCrypt::new(TEST_AES_KEY, None, TEST_APP_ID).expect("crypt");
+
+    // Wrong plaintext signature.
+    let resp = app
+        .http
+        .post(app.url("/api/wechat/events?signature=deadbeef&timestamp=1&nonce=2"))
+        .body(xml.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_error(resp, 401, "invalid_signature").await;
+
+    // Encrypted for another appid.
+    let theirs = MsgCrypt::new(TEST_AES_KEY, None, "wxsomeoneelse").expect("crypt");
+    assert_error(
+        app.push_encrypted(&theirs, &xml).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+
+    // Tampered ciphertext, correctly signed (so only decryption can catch it).
+    let sealed = ours.encrypt(&xml);
+    let mut bytes: Vec<char> = sealed.chars().collect();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == 'A' { 'B' } else { 'A' };
+    let tampered: String = bytes.into_iter().collect();
+    let msg_signature = signature(&[TEST_PUSH_TOKEN, "1", "2", &tampered]);
+    let resp = app
+        .http
+        .post(app.url(&format!(
+            "/api/wechat/events?timestamp=1&nonce=2&encrypt_type=aes&msg_signature={msg_signature}"
+        )))
+        .body(format!(
+            "<xml><Encrypt><![CDATA[{tampered}]]></Encrypt></xml>"
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+
+    // A DTD with an external entity.
+    let xxe = format!(
+        "<!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}",
+        xml.replace("openid-alice", "&x;")
+    );
+    assert_error(app.push_plain(&xxe).await, 400, "invalid_request").await;
+    // Malformed XML.
+    assert_error(
+        app.push_plain("<xml><ToUserName>").await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    // 10 MB.
+    let huge = format!(
+        "<xml><Content>{}</Content></xml>",
+        "x".repeat(10 * 1024 * 1024)
+    );
+    assert_error(app.push_plain(&huge).await, 413, "payload_too_large").await;
+
+    assert_eq!(events_recorded(&app), 0, "nothing recorded");
+    assert_eq!(follower(&app, "openid-alice"), None, "nothing applied");
+
+    // And the genuine article goes through.
+    let resp = app.push_encrypted(&ours, &xml).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(follower(&app, "openid-alice"), Some(true));
+}
+
+async fn bind_qrcode_scene(app: &TestApp, token: &str) -> String {
+    let resp = app.get_as(token, "/api/bind-qrcode").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    let ticket = body["ticket"].as_str().expect("ticket");
+    let qrcode_url = body["qrcode_url"].as_str().expect("qrcode_url");
+    let encoded: String = url::form_urlencoded::byte_serialize(ticket.as_bytes()).collect();
+    assert_eq!(
+        qrcode_url,
+        format!("{}/cgi-bin/showqrcode?ticket={encoded}", app.wechat.uri())
+    );
+    assert!(body["expires_at"].is_string());
+    app.wechat.qr_scenes().last().expect("scene").clone()
+}
+
+fn reply_content(xml: &str) -> String {
+    let fields = wxbind::wechat::events::parse_fields(xml).expect("reply XML");
+    assert_eq!(fields["MsgType"], "text");
+    fields["Content"].clone()
+}
+
+#[actix_web::test]
+async fn scanning_a_bind_qrcode_binds_and_replies() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let scene = bind_qrcode_scene(&app, &user.token).await;
+    let scan = push_xml(
+        "openid-scanner",
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey><Ticket><![CDATA[T]]></Ticket>"),
+    );
+
+    let resp = app.push_plain(&scan).await;
+
+    assert_eq!(resp.status(), 200);
+    let reply = resp.text().await.expect("body");
+    assert!(
+        reply.contains("<ToUserName><![CDATA[openid-scanner]]></ToUserName>"),
+        "{reply}"
+    );
+    assert!(reply_content(&reply).contains("alice"), "{reply}");
+    assert_eq!(me(&app, &user.token).await["wechat_bound"], true);
+
+    // WeChat's retry gets the same reply and changes nothing.
+    let again = app.push_plain(&scan).await.text().await.expect("body");
+    assert_eq!(reply_content(&again), reply_content(&reply));
+    // The scene is single-use: a second scan (a new push) does not bind again.
+    let second = push_xml(
+        "openid-other",
+        1_700_000_200,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey>"),
+    );
+    let text = reply_content(&app.push_plain(&second).await.text().await.expect("body"));
+    assert!(text.contains("expired"), "{text}");
+    let bound: Option<String> =
+        app.query(|c| users::table.find(user.id).select(users::openid).first(c));
+    assert_eq!(bound.as_deref(), Some("openid-scanner"));
+}
+
+#[actix_web::test]
+async fn subscribing_by_scanning_follows_and_binds_in_one_step() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let scene = bind_qrcode_scene(&app, &user.token).await;
+    let subscribe = push_xml(
+        "openid-new",
+        1_700_000_100,
+        "subscribe",
+        &format!("<EventKey><![CDATA[qrscene_{scene}]]></EventKey><Ticket><![CDATA[T]]></Ticket>"),
+    );
+
+    let reply = app.push_plain(&subscribe).await.text().await.expect("body");
+
+    assert!(reply_content(&reply).contains("alice"));
+    let profile = me(&app, &user.token).await;
+    assert_eq!(profile["wechat_bound"], true);
+    assert_eq!(profile["subscribed"], true);
+}
+
+#[actix_web::test]
+async fn an_expired_scene_binds_nothing() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let scene = bind_qrcode_scene(&app, &user.token).await;
+    app.query(|c| {
+        diesel::update(wxbind::db::schema::bind_states::table)
+            .set(
+                wxbind::db::schema::bind_states::expires_at
+                    .eq(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
+            )
+            .execute(c)
+    });
+    let scan = push_xml(
+        "openid-scanner",
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey>"),
+    );
+
+    let reply = app.push_plain(&scan).await.text().await.expect("body");
+
+    assert!(reply_content(&reply).contains("expired"));
+    assert_eq!(me(&app, &user.token).await["wechat_bound"], false);
+}
+
+#[actix_web::test]
+async fn scanning_with_a_wechat_bound_elsewhere_is_refused() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    app.bind(&alice, "openid-shared").await;
+    let scene = bind_qrcode_scene(&app, &bob.token).await;
+    let scan = push_xml(
+        "openid-shared",
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey>"),
+    );
+
+    let reply = app.push_plain(&scan).await.text().await.expect("body");
+
+    assert!(reply_content(&reply).contains("another user"), "{reply}");
+    assert_eq!(me(&app, &bob.token).await["wechat_bound"], false);
+    assert_eq!(me(&app, &alice.token).await["wechat_bound"], true);
+}
+
+#[actix_web::test]
+async fn scans_of_other_qr_codes_are_recorded_without_a_reply() {
+    let app = spawn_app().await;
+    let scan = push_xml(
+        "openid-x",
+        1_700_000_100,
+        "SCAN",
+        "<EventKey><![CDATA[promo_2026]]></EventKey>",
+    );
+    let resp = app.push_plain(&scan).await;
+    assert_eq!(resp.text().await.expect("body"), "success");
+    assert_eq!(events_recorded(&app), 1);
+}
+
+#[actix_web::test]
+async fn safe_mode_replies_are_encrypted_and_signed() {
+    let app = spawn_app_with(|c| {
+        if let Some(p) = c.push.as_mut() {
+            p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
+        }
+    })
+    .await;
+    let crypt = MsgCrypt::new(TEST_AES_KEY, None, TEST_APP_ID).expect("crypt");
+    let user = app.user("alice").await;
+    let scene = bind_qrcode_scene(&app, &user.token).await;
+    let scan = push_xml(
+        "openid-scanner",
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey>"),
+    );
+
+    let reply = app
+        .push_encrypted(&crypt, &scan)
+        .await
+        .text()
+        .await
+        .expect("body");
+
+    let envelope = wxbind::wechat::events::parse_fields(&reply).expect("envelope");
+    let sealed = &envelope["Encrypt"];
+    assert_eq!(
+        envelope["MsgSignature"],
+        signature(&[
+            TEST_PUSH_TOKEN,
+            &envelope["TimeStamp"],
+            &envelope["Nonce"],
+            sealed
+        ])
+    );
+    let inner = crypt.decrypt(sealed).expect("decrypts with our key");
+    assert!(reply_content(&inner).contains("alice"));
+}
