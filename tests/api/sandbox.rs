@@ -413,3 +413,164 @@ async fn with_real_credentials_the_sandbox_does_not_exist() {
     let body: Value = app.get("/api/health").await.json().await.expect("json");
     assert_eq!(body["sandbox"], false);
 }
+
+async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, token: &str, path: &str, done: F) -> Value {
+    for _ in 0..200 {
+        let body: Value = app.get_as(token, path).await.json().await.expect("json");
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+async fn bound_demo(app: &TestApp, wechat_user: &str) -> String {
+    let token = login(app, "demo").await;
+    let url = bind_url(app, &token).await;
+    let location = authorize(app, &url, wechat_user, "allow").await.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(
+        app.http.get(&location).send().await.expect("cb").status(),
+        200
+    );
+    token
+}
+
+#[actix_web::test]
+async fn following_in_the_sandbox_pushes_events_the_service_applies() {
+    let app = spawn_sandbox_app().await;
+    let token = bound_demo(&app, "alice").await;
+
+    app.http
+        .post(app.url("/sandbox/api/users/alice/follow"))
+        .send()
+        .await
+        .expect("follow");
+    let me: Value = app
+        .get_as(&token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["subscribed"], true);
+
+    // A template send is followed by WeChat's delivery report.
+    let resp = app
+        .post_message(&token, &json!({"data": {"k": {"value": "v"}}}))
+        .await;
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let report = wait_for(&app, &token, &format!("/api/messages/{id}"), |m| {
+        m["delivery"] != "unknown"
+    })
+    .await;
+    assert_eq!(report["delivery"], "delivered");
+
+    app.http
+        .post(app.url("/sandbox/api/users/alice/unfollow"))
+        .send()
+        .await
+        .expect("unfollow");
+    let me: Value = app
+        .get_as(&token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["subscribed"], false);
+}
+
+#[actix_web::test]
+async fn scanning_a_bind_qrcode_in_the_sandbox_follows_and_binds() {
+    let app = spawn_sandbox_app().await;
+    let token = login(&app, "demo").await;
+    let qr: Value = app
+        .get_as(&token, "/api/bind-qrcode")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ticket = qr["ticket"].as_str().expect("ticket").to_owned();
+    assert!(
+        qr["qrcode_url"]
+            .as_str()
+            .expect("url")
+            .starts_with(&app.url("/sandbox/cgi-bin/showqrcode?ticket="))
+    );
+    assert_eq!(
+        app.get(&format!(
+            "/sandbox/cgi-bin/showqrcode?ticket={}",
+            url_encode(&ticket)
+        ))
+        .await
+        .status(),
+        200
+    );
+
+    let scanned: Value = app
+        .http
+        .post(app.url(&format!(
+            "/sandbox/api/users/carol/scan?ticket={}",
+            url_encode(&ticket)
+        )))
+        .send()
+        .await
+        .expect("scan")
+        .json()
+        .await
+        .expect("json");
+
+    assert!(
+        scanned["reply"].as_str().expect("reply").contains("demo"),
+        "{scanned}"
+    );
+    let me: Value = app
+        .get_as(&token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["wechat_bound"], true);
+    assert_eq!(me["subscribed"], true);
+    let users = sandbox_users(&app).await;
+    assert_eq!(users[0]["following"], true);
+}
+
+#[actix_web::test]
+async fn sandbox_pushes_use_safe_mode_when_an_aes_key_is_set() {
+    let app = wxbind_tests::spawn_app_with(|c| {
+        c.wechat = None;
+        c.enable_sandbox();
+        if let Some(p) = c.push.as_mut() {
+            p.aes_key = Some(secrecy::SecretString::from(
+                wxbind_tests::TEST_AES_KEY.to_owned(),
+            ));
+        }
+    })
+    .await;
+    wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD).expect("demo");
+    let token = bound_demo(&app, "dave").await;
+
+    app.http
+        .post(app.url("/sandbox/api/users/dave/follow"))
+        .send()
+        .await
+        .expect("follow");
+
+    let me: Value = app
+        .get_as(&token, "/api/me")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["subscribed"], true);
+}
+
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -3,6 +3,7 @@
 //! (bind, follow, message) runs on one machine. It speaks WeChat's wire format and rules.
 //! It only exists when `Config::sandbox` is set, which real credentials rule out.
 mod pages;
+mod push;
 mod state;
 mod wire;
 
@@ -22,22 +23,44 @@ pub struct Simulator {
     app_id: String,
     app_secret: SecretString,
     public_url: Url,
+    pusher: Option<push::Pusher>,
 }
 
 impl Simulator {
     /// A simulator for the sandbox configuration; `None` outside sandbox mode.
     pub fn from_config(config: &Config) -> Option<Self> {
         let creds = config.wechat.as_ref().filter(|_| config.sandbox)?;
+        let pusher = config.push.as_ref().map(|p| {
+            let crypt = p.aes_key.as_ref().and_then(|k| {
+                crate::wechat::crypto::MsgCrypt::new(k.expose_secret(), None, &creds.app_id).ok()
+            });
+            push::Pusher::new(p.token.clone(), crypt, &config.public_url)
+        });
         Some(Self {
             state: Sandbox::default(),
             app_id: creds.app_id.clone(),
             app_secret: creds.app_secret.clone(),
             public_url: config.public_url.clone(),
+            pusher,
         })
     }
 
     fn secret_matches(&self, given: &str) -> bool {
         given == self.app_secret.expose_secret()
+    }
+
+    /// Pushes an event for `openid`; returns the passive reply's text. Without a push token
+    /// configured there is nobody to tell, and nothing is sent.
+    async fn push(&self, openid: &str, event: &str, extra: &str) -> Result<Option<String>, String> {
+        let Some(pusher) = &self.pusher else {
+            return Ok(None);
+        };
+        let xml = push::Pusher::event_xml(openid, event, extra);
+        let result = pusher.send(openid, &xml).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, event, "sandbox push failed");
+        }
+        result
     }
 }
 
@@ -70,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/api/users/{name}/unfollow",
                 web::post().to(pages::unfollow),
             )
+            .route("/api/users/{name}/scan", web::post().to(pages::scan))
             .route("/api/inbox", web::get().to(pages::inbox_json)),
     );
 }

@@ -192,7 +192,7 @@ pub(super) async fn follow(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
-    set_following(&sim, &req, &name, true)
+    set_following(&sim, &req, &name, true).await
 }
 
 /// `POST /sandbox/api/users/{name}/unfollow`.
@@ -201,10 +201,22 @@ pub(super) async fn unfollow(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
-    set_following(&sim, &req, &name, false)
+    set_following(&sim, &req, &name, false).await
 }
 
-fn set_following(sim: &Simulator, req: &HttpRequest, name: &str, following: bool) -> HttpResponse {
+fn wants_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+async fn set_following(
+    sim: &Simulator,
+    req: &HttpRequest,
+    name: &str,
+    following: bool,
+) -> HttpResponse {
     if !valid_name(name) {
         return sandbox_error(
             400,
@@ -213,16 +225,21 @@ fn set_following(sim: &Simulator, req: &HttpRequest, name: &str, following: bool
         );
     }
     // Following creates the user, as scanning the account's QR code would.
-    sim.state.user(name);
+    let before = sim.state.user(name);
     let Some(user) = sim.state.set_following(name, following) else {
         return sandbox_error(404, "not_found", "no such test user");
     };
-    let from_page = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    if from_page {
+    if before.following != following {
+        let event = if following {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        if let Err(e) = sim.push(&user.openid, event, "").await {
+            return sandbox_error(502, "push_failed", &e);
+        }
+    }
+    if wants_html(req) {
         return HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/sandbox/"))
             .finish();
@@ -281,12 +298,86 @@ pub(super) async fn showqrcode(
         "QR code",
         &format!(
             "<header>公众号二维码</header><main><div class=\"card\"><p>Temporary QR code</p>\
-             <p class=\"muted\">scene: <code>{}</code></p><p class=\"muted\">{} {}</p></div></main>",
+             <p class=\"muted\">scene: <code>{}</code></p><p class=\"muted\">{} {}</p>\
+             <form method=\"post\" action=\"\" onsubmit=\"this.action='/sandbox/api/users/'+\
+             encodeURIComponent(this.u.value)+'/scan?ticket={}'\">\
+             <input type=\"text\" name=\"u\" value=\"alice\" pattern=\"[A-Za-z0-9_-]{{1,32}}\" required>\
+             <p><button class=\"btn ok\">Scan as this WeChat user 扫一扫</button></p></form></div></main>",
             esc(&t.scene),
             if expired { "expired at" } else { "valid until" },
             t.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            esc(&url::form_urlencoded::byte_serialize(q.ticket.as_bytes()).collect::<String>()),
         ),
     )
+}
+
+#[derive(Deserialize)]
+pub(super) struct ScanForm {
+    ticket: String,
+}
+
+/// `POST /sandbox/api/users/{name}/scan?ticket=…`: the user scans a parametric QR code. A
+/// follower's scan pushes `SCAN`; anyone else follows by scanning (`subscribe` with
+/// `qrscene_`). Answers `{reply}`: the text WeChat would show them.
+pub(super) async fn scan(
+    sim: web::Data<Simulator>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    form: web::Query<ScanForm>,
+) -> HttpResponse {
+    if !valid_name(&name) {
+        return sandbox_error(
+            400,
+            "invalid_request",
+            "user names are 1-32 letters, digits, '_' or '-'",
+        );
+    }
+    let Some(ticket) = sim.state.ticket(&form.ticket) else {
+        return sandbox_error(404, "not_found", "unknown ticket");
+    };
+    if ticket.expires_at <= chrono::Utc::now() {
+        // WeChat shows "二维码已过期" and sends nothing.
+        return sandbox_error(410, "qrcode_expired", "this QR code has expired");
+    }
+    let user = sim.state.user(&name);
+    let ticket_xml = format!(
+        "<Ticket>{}</Ticket>",
+        crate::wechat::events::cdata(&form.ticket)
+    );
+    let pushed = if user.following {
+        let key = crate::wechat::events::cdata(&ticket.scene);
+        sim.push(
+            &user.openid,
+            "SCAN",
+            &format!("<EventKey>{key}</EventKey>{ticket_xml}"),
+        )
+        .await
+    } else {
+        sim.state.set_following(&name, true);
+        let key = crate::wechat::events::cdata(&format!("qrscene_{}", ticket.scene));
+        sim.push(
+            &user.openid,
+            "subscribe",
+            &format!("<EventKey>{key}</EventKey>{ticket_xml}"),
+        )
+        .await
+    };
+    let reply = match pushed {
+        Ok(r) => r,
+        Err(e) => return sandbox_error(502, "push_failed", &e),
+    };
+    if wants_html(&req) {
+        return page(
+            "Scanned",
+            &format!(
+                "<header>公众号</header><main><div class=\"card\"><b>{}</b> scanned the QR code.</div>\
+                 <div class=\"card\">{}</div><p><a href=\"/sandbox/\">Phone view</a></p></main>",
+                esc(&name),
+                esc(reply.as_deref().unwrap_or("(no reply)")).replace('\n', "<br>")
+            ),
+        );
+    }
+    HttpResponse::Ok().json(json!({"user": user.name, "openid": user.openid, "reply": reply}))
 }
 
 fn sandbox_error(status: u16, code: &str, message: &str) -> HttpResponse {

@@ -232,7 +232,8 @@ impl Sandbox {
         }
     }
 
-    /// Delivers a template message to a following user, once per `client_msg_id`.
+    /// Delivers a template message to a following user, once per `client_msg_id`. The flag
+    /// is false for a repeat that was not delivered again.
     pub fn send_template(
         &self,
         touser: &str,
@@ -240,7 +241,7 @@ impl Sandbox {
         url: Option<String>,
         data: serde_json::Value,
         client_msg_id: Option<&str>,
-    ) -> Result<i64, SimError> {
+    ) -> Result<(i64, bool), SimError> {
         let mut inner = self.lock();
         let user = inner
             .users
@@ -252,7 +253,7 @@ impl Sandbox {
         }
         if let Some(id) = client_msg_id {
             if let Some(msgid) = inner.sent.get(&(touser.to_owned(), id.to_owned())) {
-                return Ok(*msgid);
+                return Ok((*msgid, false));
             }
         }
         inner.next_msgid += 1;
@@ -271,7 +272,7 @@ impl Sandbox {
                 msgid,
                 received_at: Utc::now(),
             });
-        Ok(msgid)
+        Ok((msgid, true))
     }
 
     /// Creates a temporary QR ticket for `scene`.
@@ -352,7 +353,8 @@ mod tests {
         let b = s
             .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
             .expect("dedup");
-        assert_eq!(a, b);
+        assert_eq!(a.0, b.0, "a repeat gets the same msgid");
+        assert!(a.1 && !b.1, "and is not delivered again");
         assert_eq!(s.inbox(&u.openid).len(), 1);
         assert_eq!(
             s.send_template("ounknown", "T", None, data, None)

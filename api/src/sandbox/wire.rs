@@ -289,10 +289,25 @@ pub(super) async fn template_send(
         b["data"].clone(),
         b["client_msg_id"].as_str(),
     ) {
-        Ok(msgid) => HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid})),
+        Ok((msgid, new)) => {
+            if new {
+                // WeChat reports delivery a moment after the send returns.
+                let (sim_, touser) = (sim_.clone(), touser.to_owned());
+                actix_web::rt::spawn(async move {
+                    tokio::time::sleep(REPORT_DELAY).await;
+                    let extra =
+                        format!("<MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status>");
+                    let _ = sim_.push(&touser, "TEMPLATESENDJOBFINISH", &extra).await;
+                });
+            }
+            HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}))
+        }
         Err(e) => wx_error(&e),
     }
 }
+
+/// How long after a send the simulator reports its delivery.
+const REPORT_DELAY: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// `POST /cgi-bin/qrcode/create`: a temporary parametric QR code.
 pub(super) async fn qrcode_create(
