@@ -311,12 +311,7 @@ async fn delete_binding_clears_the_openid() {
 
     assert_eq!(resp.status(), 204);
     assert_eq!(openid_of(&app, user.id), None);
-    let me: Value = app
-        .get_as(&user.token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let me = app.me(&user.token).await;
     assert_eq!(me["wechat_bound"], false);
     // The openid is free for another account now.
     let bob = app.user("bob").await;

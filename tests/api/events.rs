@@ -22,14 +22,6 @@ fn follower(app: &TestApp, openid: &str) -> Option<bool> {
     })
 }
 
-async fn me(app: &TestApp, token: &str) -> Value {
-    app.get_as(token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json")
-}
-
 #[actix_web::test]
 async fn url_check_echoes_echostr_only_when_signed() {
     let app = spawn_app().await;
@@ -58,7 +50,7 @@ async fn subscribe_and_unsubscribe_set_the_follow_state_in_me() {
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
     assert_eq!(
-        me(&app, &user.token).await["subscribed"],
+        app.me(&user.token).await["subscribed"],
         Value::Null,
         "unknown before any push"
     );
@@ -68,18 +60,18 @@ async fn subscribe_and_unsubscribe_set_the_follow_state_in_me() {
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.expect("body"), "success");
-    let after_follow = me(&app, &user.token).await;
+    let after_follow = app.me(&user.token).await;
     assert_eq!(after_follow["subscribed"], true);
     assert!(after_follow["subscribed_at"].is_string());
 
     app.push_plain(&push_xml("openid-alice", 1_700_000_200, "unsubscribe", ""))
         .await;
-    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+    assert_eq!(app.me(&user.token).await["subscribed"], false);
 
     // A late retry of the older subscribe does not undo the newer unsubscribe.
     let late = push_xml("openid-alice", 1_700_000_150, "subscribe", "");
     app.push_plain(&late).await;
-    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+    assert_eq!(app.me(&user.token).await["subscribed"], false);
 }
 
 #[actix_web::test]
@@ -92,7 +84,7 @@ async fn follows_of_unbound_openids_are_kept_for_a_later_binding() {
     let user = app.user("alice").await;
     app.bind(&user, "openid-later").await;
 
-    assert_eq!(me(&app, &user.token).await["subscribed"], true);
+    assert_eq!(app.me(&user.token).await["subscribed"], true);
 }
 
 #[actix_web::test]
@@ -157,7 +149,7 @@ async fn a_send_refused_with_43004_marks_the_user_as_not_following() {
     let id = app.send_simple(&user).await;
     assert_eq!(app.wait_for_final(&user.token, &id).await["errcode"], 43004);
 
-    assert_eq!(me(&app, &user.token).await["subscribed"], false);
+    assert_eq!(app.me(&user.token).await["subscribed"], false);
 }
 
 #[actix_web::test]
@@ -281,7 +273,7 @@ async fn scanning_a_bind_qrcode_binds_and_replies() {
         "{reply}"
     );
     assert!(reply_content(&reply).contains("alice"), "{reply}");
-    assert_eq!(me(&app, &user.token).await["wechat_bound"], true);
+    assert_eq!(app.me(&user.token).await["wechat_bound"], true);
 
     // WeChat's retry gets the same reply and changes nothing.
     let again = app.push_plain(&scan).await.text().await.expect("body");
@@ -315,7 +307,7 @@ async fn subscribing_by_scanning_follows_and_binds_in_one_step() {
     let reply = app.push_plain(&subscribe).await.text().await.expect("body");
 
     assert!(reply_content(&reply).contains("alice"));
-    let profile = me(&app, &user.token).await;
+    let profile = app.me(&user.token).await;
     assert_eq!(profile["wechat_bound"], true);
     assert_eq!(profile["subscribed"], true);
 }
@@ -343,7 +335,7 @@ async fn an_expired_scene_binds_nothing() {
     let reply = app.push_plain(&scan).await.text().await.expect("body");
 
     assert!(reply_content(&reply).contains("expired"));
-    assert_eq!(me(&app, &user.token).await["wechat_bound"], false);
+    assert_eq!(app.me(&user.token).await["wechat_bound"], false);
 }
 
 #[actix_web::test]
@@ -363,8 +355,8 @@ async fn scanning_with_a_wechat_bound_elsewhere_is_refused() {
     let reply = app.push_plain(&scan).await.text().await.expect("body");
 
     assert!(reply_content(&reply).contains("another user"), "{reply}");
-    assert_eq!(me(&app, &bob.token).await["wechat_bound"], false);
-    assert_eq!(me(&app, &alice.token).await["wechat_bound"], true);
+    assert_eq!(app.me(&bob.token).await["wechat_bound"], false);
+    assert_eq!(app.me(&alice.token).await["wechat_bound"], true);
 }
 
 #[actix_web::test]

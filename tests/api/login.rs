@@ -168,23 +168,13 @@ async fn protected_routes_return_401_for_bad_tokens() {
 async fn me_shows_the_binding() {
     let app = spawn_app().await;
     let user = app.user("alice").await;
-    let before: Value = app
-        .get_as(&user.token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let before = app.me(&user.token).await;
     assert_eq!(before["wechat_bound"], false);
     assert_eq!(before["bound_at"], Value::Null);
 
     app.bind(&user, "openid-alice").await;
 
-    let after: Value = app
-        .get_as(&user.token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after = app.me(&user.token).await;
     assert_eq!(after["wechat_bound"], true);
     assert!(after["bound_at"].is_string());
     assert_eq!(after["id"], user.id);

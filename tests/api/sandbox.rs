@@ -67,12 +67,7 @@ async fn the_whole_flow_runs_in_the_sandbox() {
     let callback = app.http.get(&location).send().await.expect("callback");
     assert_eq!(callback.status(), 200);
 
-    let me: Value = app
-        .get_as(&token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let me = app.me(&token).await;
     assert_eq!(me["wechat_bound"], true);
 
     // follow the account in the sandbox, then send
@@ -370,11 +365,7 @@ async fn template_send_checks_the_data_shape() {
         .await
         .expect("json");
     let token = token["access_token"].as_str().expect("token").to_owned();
-    app.http
-        .post(app.url("/sandbox/api/users/carol/follow"))
-        .send()
-        .await
-        .expect("follow");
+    app.post_empty("/sandbox/api/users/carol/follow").await;
     let openid = sandbox_users(&app).await[0]["openid"]
         .as_str()
         .expect("openid")
@@ -444,17 +435,8 @@ async fn following_in_the_sandbox_pushes_events_the_service_applies() {
     let app = spawn_sandbox_app().await;
     let token = bound_demo(&app, "alice").await;
 
-    app.http
-        .post(app.url("/sandbox/api/users/alice/follow"))
-        .send()
-        .await
-        .expect("follow");
-    let me: Value = app
-        .get_as(&token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+    let me = app.me(&token).await;
     assert_eq!(me["subscribed"], true);
 
     // A template send is followed by WeChat's delivery report.
@@ -471,17 +453,8 @@ async fn following_in_the_sandbox_pushes_events_the_service_applies() {
     .await;
     assert_eq!(report["delivery"], "delivered");
 
-    app.http
-        .post(app.url("/sandbox/api/users/alice/unfollow"))
-        .send()
-        .await
-        .expect("unfollow");
-    let me: Value = app
-        .get_as(&token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    app.post_empty("/sandbox/api/users/alice/unfollow").await;
+    let me = app.me(&token).await;
     assert_eq!(me["subscribed"], false);
 }
 
@@ -529,12 +502,7 @@ async fn scanning_a_bind_qrcode_in_the_sandbox_follows_and_binds() {
         scanned["reply"].as_str().expect("reply").contains("demo"),
         "{scanned}"
     );
-    let me: Value = app
-        .get_as(&token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let me = app.me(&token).await;
     assert_eq!(me["wechat_bound"], true);
     assert_eq!(me["subscribed"], true);
     let users = sandbox_users(&app).await;
@@ -556,18 +524,9 @@ async fn sandbox_pushes_use_safe_mode_when_an_aes_key_is_set() {
     wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD).expect("demo");
     let token = bound_demo(&app, "dave").await;
 
-    app.http
-        .post(app.url("/sandbox/api/users/dave/follow"))
-        .send()
-        .await
-        .expect("follow");
+    app.post_empty("/sandbox/api/users/dave/follow").await;
 
-    let me: Value = app
-        .get_as(&token, "/api/me")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let me = app.me(&token).await;
     assert_eq!(me["subscribed"], true);
 }
 

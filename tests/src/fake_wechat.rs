@@ -169,6 +169,15 @@ impl FakeWechat {
     }
 }
 
+/// The `access_token` query parameter of a request.
+fn access_token_of(req: &Request) -> String {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 struct OAuth(Arc<Mutex<State>>);
 
 impl Respond for OAuth {
@@ -252,12 +261,7 @@ struct TemplateSend {
 
 impl Respond for TemplateSend {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        let token = req
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        let token = access_token_of(req);
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let mut s = self.state.lock().expect("fake state");
         let received = ReceivedSend {
@@ -311,12 +315,7 @@ struct QrCreate(Arc<Mutex<State>>);
 
 impl Respond for QrCreate {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        let token = req
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        let token = access_token_of(req);
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let mut s = self.0.lock().expect("fake state");
         if s.current_token.as_deref() != Some(token.as_str()) {

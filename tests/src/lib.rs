@@ -217,6 +217,24 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `GET /api/me` as JSON.
+    pub async fn me(&self, token: &str) -> Value {
+        self.get_as(token, "/api/me")
+            .await
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// `POST path` without credentials or body.
+    pub async fn post_empty(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// `GET path` without credentials.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")

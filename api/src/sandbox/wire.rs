@@ -250,17 +250,21 @@ fn require_token(sim_: &Simulator, req: &HttpRequest) -> Result<(), SimError> {
     sim_.state.check_token(token)
 }
 
+/// The preamble of the token-authenticated JSON endpoints: a valid access token, a JSON body.
+fn authed_json(sim_: &Simulator, req: &HttpRequest, body: &[u8]) -> Result<Value, HttpResponse> {
+    require_token(sim_, req).map_err(|e| wx_error(&e))?;
+    serde_json::from_slice::<Value>(body).map_err(|_| wx_error(&sim(47001, "data format error")))
+}
+
 /// `POST /cgi-bin/message/template/send`.
 pub(super) async fn template_send(
     sim_: web::Data<Simulator>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(e) = require_token(&sim_, &req) {
-        return wx_error(&e);
-    }
-    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
-        return wx_error(&sim(47001, "data format error"));
+    let b = match authed_json(&sim_, &req, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let Some(touser) = b["touser"].as_str().filter(|t| !t.is_empty()) else {
         return wx_error(&sim(40003, "invalid openid"));
@@ -315,11 +319,9 @@ pub(super) async fn qrcode_create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(e) = require_token(&sim_, &req) {
-        return wx_error(&e);
-    }
-    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
-        return wx_error(&sim(47001, "data format error"));
+    let b = match authed_json(&sim_, &req, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let scene = match b["action_name"].as_str() {
         Some("QR_STR_SCENE") => b["action_info"]["scene"]["scene_str"]
