@@ -39,6 +39,12 @@ pub struct Config {
     pub db_pool_size: u32,
     /// HTTP worker threads; `None` means one per core.
     pub http_workers: Option<usize>,
+    /// Lifetime of a browser refresh session without use.
+    pub session_ttl: Duration,
+    /// SameSite of the session cookie.
+    pub cookie_same_site: actix_web::cookie::SameSite,
+    /// Origins allowed to call the API from a browser (exact `scheme://host[:port]`).
+    pub cors_origins: Vec<String>,
     /// Server-push security (`/api/wechat/events`); `None` means the endpoint answers 503.
     pub push: Option<PushConfig>,
     /// Base of WeChat's QR-code pages (`https://mp.weixin.qq.com`).
@@ -136,7 +142,44 @@ impl Config {
         let public_url = p.url("WXBIND_PUBLIC_URL");
         let jwt_ttl = p
             .seconds("JWT_TTL_SECONDS")
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(Duration::from_secs(15 * 60));
+        let session_ttl = p
+            .seconds("WXBIND_SESSION_TTL_SECONDS")
+            .unwrap_or(Duration::from_secs(14 * 24 * 3600));
+        let cookie_same_site = match p.string("WXBIND_COOKIE_SAMESITE") {
+            None => actix_web::cookie::SameSite::Lax,
+            Some(raw) => crate::session::parse_same_site(&raw).unwrap_or_else(|| {
+                p.fail("WXBIND_COOKIE_SAMESITE", "must be lax, strict or none");
+                actix_web::cookie::SameSite::Lax
+            }),
+        };
+        let mut cors_origins = Vec::new();
+        for origin in p
+            .string("WXBIND_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+        {
+            let origin = origin.trim().trim_end_matches('/');
+            if origin.is_empty() {
+                continue;
+            }
+            match Url::parse(origin) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none() =>
+                {
+                    cors_origins.push(origin.to_owned());
+                }
+                _ => p.fail(
+                    "WXBIND_CORS_ORIGINS",
+                    &format!(
+                        "must list exact origins like https://app.example.com (never *), got {origin:?}"
+                    ),
+                ),
+            }
+        }
 
         let app_id = p.string("WECHAT_APP_ID");
         let app_secret = p.string("WECHAT_APP_SECRET");
@@ -288,10 +331,18 @@ impl Config {
         }
         let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let explicit_bases = (wechat_api_base.clone(), wechat_oauth_base.clone());
+        let public_url = public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080"));
+        if cookie_same_site == actix_web::cookie::SameSite::None && public_url.scheme() != "https" {
+            errors.push(
+                "WXBIND_COOKIE_SAMESITE none needs an https WXBIND_PUBLIC_URL (browsers require Secure)"
+                    .into(),
+            );
+            return Err(ConfigError(errors));
+        }
         let mut config = Self {
             database_url: database_url.into(),
             listen,
-            public_url: public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080")),
+            public_url,
             jwt_secret,
             jwt_secret_generated,
             jwt_ttl,
@@ -306,6 +357,9 @@ impl Config {
             delivery,
             db_pool_size,
             http_workers,
+            session_ttl,
+            cookie_same_site,
+            cors_origins,
             push: push_token.map(|token| PushConfig {
                 token: token.into(),
                 aes_key: aes_key.map(SecretString::from),
@@ -471,7 +525,9 @@ mod tests {
         );
         assert!(c.jwt_secret_generated);
         assert!(c.jwt_secret.expose_secret().len() >= 32);
-        assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+        assert_eq!(c.jwt_ttl, Duration::from_secs(900));
+        assert_eq!(c.session_ttl, Duration::from_secs(14 * 24 * 3600));
+        assert!(c.cors_origins.is_empty());
     }
 
     #[test]
@@ -522,6 +578,22 @@ mod tests {
         ])
         .expect("valid");
         assert!(ok.push.is_some_and(|p| p.aes_key.is_some()));
+    }
+
+    #[test]
+    fn cors_origins_are_exact_and_never_a_wildcard() {
+        let c = config(&[(
+            "WXBIND_CORS_ORIGINS",
+            "https://app.example.com, http://localhost:5173/",
+        )])
+        .expect("valid");
+        assert_eq!(
+            c.cors_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        for bad in ["*", "https://app.example.com/path", "app.example.com"] {
+            assert!(config(&[("WXBIND_CORS_ORIGINS", bad)]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// No, malformed, forged or expired bearer token.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// No valid refresh session (expired, logged out, or no cookie).
+    #[error("no valid session; log in again")]
+    SessionExpired,
     /// Authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -93,6 +96,7 @@ impl ApiError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthorized(_) => "unauthorized",
+            Self::SessionExpired => "session_expired",
             Self::Forbidden(_) => "forbidden",
             Self::UserNotFound => "user_not_found",
             Self::MessageNotFound => "message_not_found",
@@ -121,6 +125,124 @@ impl ApiError {
     }
 }
 
+/// Every error code the API can answer with: code, HTTP status, meaning. Rendered into the
+/// OpenAPI description and the README; a test fails when `ApiError::code` can return a code
+/// missing here.
+pub const CATALOGUE: &[(&str, u16, &str)] = &[
+    (
+        "invalid_request",
+        400,
+        "Malformed or invalid input; the message names the field.",
+    ),
+    (
+        "invalid_state",
+        400,
+        "The bind link's state is missing, unknown, expired or already used.",
+    ),
+    (
+        "authorization_denied",
+        400,
+        "The WeChat user refused the authorization.",
+    ),
+    (
+        "invalid_code",
+        400,
+        "WeChat rejected the OAuth code (invalid, used or expired).",
+    ),
+    (
+        "snapshot_user",
+        400,
+        "WeChat answered for a virtual snapshot user, which cannot be bound.",
+    ),
+    (
+        "invalid_credentials",
+        401,
+        "Unknown username or wrong password.",
+    ),
+    (
+        "unauthorized",
+        401,
+        "Missing, malformed, forged or expired access token.",
+    ),
+    (
+        "session_expired",
+        401,
+        "No valid refresh session: expired, logged out, or no cookie.",
+    ),
+    (
+        "invalid_signature",
+        401,
+        "A WeChat push or URL check whose signature does not verify.",
+    ),
+    (
+        "forbidden",
+        403,
+        "Authenticated but not allowed (only admins message other users).",
+    ),
+    ("user_not_found", 404, "The named user does not exist."),
+    (
+        "message_not_found",
+        404,
+        "No such message, or not visible to the caller.",
+    ),
+    ("not_found", 404, "No such route."),
+    (
+        "method_not_allowed",
+        405,
+        "The route exists with other methods (see `Allow`).",
+    ),
+    ("not_bound", 409, "The recipient has no WeChat binding."),
+    (
+        "already_bound",
+        409,
+        "The WeChat account is bound to another user.",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "The body is over the limit (64 KiB).",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "The body is not `application/json`.",
+    ),
+    (
+        "too_many_attempts",
+        429,
+        "More than 10 failed logins a minute for one username.",
+    ),
+    (
+        "internal",
+        500,
+        "A bug or unexpected failure; the cause is in the server log.",
+    ),
+    (
+        "wechat_unavailable",
+        502,
+        "WeChat failed, timed out or answered an unexpected error.",
+    ),
+    (
+        "wechat_not_configured",
+        503,
+        "This server has no WeChat credentials (or no WECHAT_TOKEN).",
+    ),
+    (
+        "unavailable",
+        503,
+        "The database is unreachable or migrations are pending.",
+    ),
+];
+
+/// The catalogue as a Markdown table.
+pub fn catalogue_markdown() -> String {
+    let mut out = String::from("| code | status | meaning |\n| --- | --- | --- |\n");
+    for (code, status, meaning) in CATALOGUE {
+        out.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
+    }
+    out
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -129,9 +251,10 @@ impl ResponseError for ApiError {
             | Self::AuthorizationDenied
             | Self::InvalidCode
             | Self::SnapshotUser => StatusCode::BAD_REQUEST,
-            Self::InvalidCredentials | Self::Unauthorized(_) | Self::InvalidSignature => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::InvalidCredentials
+            | Self::Unauthorized(_)
+            | Self::SessionExpired
+            | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UserNotFound | Self::MessageNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -283,6 +406,45 @@ mod tests {
         assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
     }
 
+    /// The codes `ApiError::code` can return, read from its source, so a new variant's code
+    /// cannot slip past the catalogue.
+    fn codes_in_source() -> std::collections::BTreeSet<String> {
+        let src = include_str!("error.rs");
+        let start = src.find("pub fn code(&self)").expect("code()");
+        let end = start + src[start..].find("\n    }\n").expect("end of code()");
+        src[start..end]
+            .split("=> \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_code_the_api_returns_is_in_the_catalogue() {
+        let catalogue: std::collections::BTreeSet<String> =
+            CATALOGUE.iter().map(|(c, _, _)| (*c).to_owned()).collect();
+        let returned = codes_in_source();
+        assert!(returned.len() > 20, "parsed {returned:?}");
+        let missing: Vec<_> = returned.difference(&catalogue).collect();
+        assert!(
+            missing.is_empty(),
+            "codes missing from error::CATALOGUE: {missing:?}"
+        );
+        let stale: Vec<_> = catalogue.difference(&returned).collect();
+        assert!(
+            stale.is_empty(),
+            "catalogue codes nothing returns: {stale:?}"
+        );
+        let readme = include_str!("../../README.md");
+        for (code, _, _) in CATALOGUE {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README lacks `{code}`"
+            );
+        }
+    }
+
     #[test]
     fn the_wire_table_matches_the_contract() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
@@ -309,6 +471,11 @@ mod tests {
         for (err, status, code) in cases {
             assert_eq!(err.status_code().as_u16(), status, "{code}");
             assert_eq!(err.code(), code);
+            let listed = CATALOGUE
+                .iter()
+                .find(|(c, _, _)| *c == code)
+                .expect("catalogued");
+            assert_eq!(listed.1, status, "catalogue status of {code}");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod sandbox;
+pub mod session;
 pub mod startup;
 pub mod telemetry;
 pub mod wechat;

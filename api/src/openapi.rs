@@ -2,7 +2,7 @@
 //! `routes::configure` the server runs, so the document cannot drift from the routes.
 use actix_web::App;
 use utoipa::openapi::OpenApi as OpenApiDoc;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
@@ -47,16 +47,28 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::session::COOKIE_NAME,
+                "HttpOnly refresh session set by `POST /api/login`.",
+            ))),
+        );
     }
 }
 
 /// The document of every registered route.
 pub fn spec() -> OpenApiDoc {
-    let (_, doc) = App::new()
+    let (_, mut doc) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(crate::routes::configure)
         .split_for_parts();
+    let description = doc.info.description.take().unwrap_or_default();
+    doc.info.description = Some(format!(
+        "{description}\n\n## Error codes\n\n{}",
+        crate::error::catalogue_markdown()
+    ));
     doc
 }
 

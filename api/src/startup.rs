@@ -46,6 +46,21 @@ pub struct Application {
     metrics: Arc<Metrics>,
 }
 
+/// CORS for the configured browser origins only; credentials (the session cookie) are
+/// allowed for exactly those, never for `*`. Other origins get no CORS headers, so browsers
+/// refuse them, while same-origin and non-browser callers are unaffected.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::{Method, header};
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |c, o| c.allowed_origin(o))
+        .allowed_methods([Method::GET, Method::POST, Method::DELETE])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .max_age(600)
+}
+
 /// Installs rustls' crypto provider; awc panics on its first client without one.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -105,6 +120,8 @@ impl Application {
 
         let settings = wechat_settings.clone();
         let workers = config.http_workers;
+        let factory_config = Arc::clone(&config);
+        let session_pool = pool.clone();
         let mut server = HttpServer::new(move || {
             // awc clients are !Send: one per worker thread.
             let wechat = web::Data::new(Wechat(settings.clone().map(WechatClient::new)));
@@ -133,6 +150,11 @@ impl Application {
                 .configure(routes::configure)
                 .into_app()
                 .default_service(web::to(routes::fallback))
+                .wrap(crate::session::middleware(
+                    &factory_config,
+                    session_pool.clone(),
+                ))
+                .wrap(cors(&factory_config.cors_origins))
                 .wrap(TracingLogger::default())
         })
         .listen(listener)?

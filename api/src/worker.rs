@@ -33,7 +33,7 @@ pub struct WorkerDeps {
 
 /// How long a stopping worker waits for sends in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often expired bind states are deleted.
+/// How often expired bind states and sessions are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs the delivery loop on the current (actix) thread until `stop` turns true.
@@ -91,7 +91,7 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
 
         if last_purge.elapsed() >= PURGE_EVERY {
             last_purge = std::time::Instant::now();
-            purge_bind_states(&deps.pool).await;
+            purge_expired(&deps.pool).await;
         }
         if !full_batch {
             tokio::select! {
@@ -122,18 +122,22 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn purge_bind_states(pool: &PgPool) {
+/// Deletes bind states and browser sessions that expired more than a day ago.
+async fn purge_expired(pool: &PgPool) {
     let cutoff = Utc::now() - TimeDelta::days(1);
-    match db::run(pool, move |conn| {
-        Ok(db::bind_states::purge_expired(conn, cutoff)?)
+    let purged = db::run(pool, move |conn| {
+        Ok((
+            db::bind_states::purge_expired(conn, cutoff)?,
+            db::sessions::purge_expired(conn, cutoff)?,
+        ))
     })
-    .await
-    {
-        Ok(n) if n > 0 => tracing::info!(count = n, "purged expired bind states"),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "purging bind states failed")
+    .await;
+    match purged {
+        Ok((states, sessions)) if states + sessions > 0 => {
+            tracing::info!(states, sessions, "purged expired bind states and sessions");
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %crate::error::ErrorChain(&e), "purging failed"),
     }
 }
 

@@ -6,3 +6,4 @@ mod login;
 mod messages;
 mod ops;
 mod sandbox;
+mod session;

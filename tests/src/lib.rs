@@ -26,6 +26,9 @@ pub const TEST_APP_ID: &str = "wxtestappid";
 pub const TEST_APP_SECRET: &str = "test-app-secret";
 /// The JWT key of every test app.
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
+/// The one browser origin test apps allow.
+pub const TEST_SPA_ORIGIN: &str = "http://spa.test:5173";
+
 /// The server-push token of every test app.
 pub const TEST_PUSH_TOKEN: &str = "testpushtoken";
 /// A test EncodingAESKey (WeChat's documentation example).
@@ -76,6 +79,9 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
         },
         db_pool_size: 8,
         http_workers: Some(2),
+        session_ttl: Duration::from_secs(14 * 24 * 3600),
+        cookie_same_site: actix_web::cookie::SameSite::Lax,
+        cors_origins: vec![TEST_SPA_ORIGIN.to_owned()],
         push: Some(wxbind::config::PushConfig {
             token: SecretString::from(TEST_PUSH_TOKEN.to_owned()),
             aes_key: None,

@@ -5,6 +5,7 @@ pub mod events;
 pub mod followers;
 pub mod messages;
 pub mod schema;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 

@@ -33,6 +33,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    sessions (key_hash) {
+        key_hash -> Text,
+        state -> Jsonb,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         username -> Text,
@@ -83,6 +92,7 @@ diesel::joinable!(bind_states -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     bind_states,
     messages,
+    sessions,
     users,
     wechat_events,
     wechat_followers,

@@ -1,4 +1,6 @@
-//! `POST /api/login`: username + password → access token.
+//! Logging in and staying logged in: `POST /api/login` (username + password → access token
+//! and a refresh session cookie), `POST /api/token/refresh`, `POST /api/logout`.
+use actix_session::Session;
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -37,6 +39,8 @@ pub struct LoginResponse {
 
 /// Log in with username and password.
 ///
+/// Returns a short-lived access token (JWT, 15 minutes by default) and sets the HttpOnly
+/// `wxbind_session` cookie: a refresh session (14 days) for `POST /api/token/refresh`.
 /// Unknown usernames and wrong passwords get the same answer in about the same time.
 /// More than 10 failures in a minute for one username are refused with 429.
 #[utoipa::path(
@@ -55,6 +59,7 @@ pub struct LoginResponse {
 pub async fn login(
     state: web::Data<AppState>,
     keys: web::Data<JwtKeys>,
+    session: Session,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
@@ -91,13 +96,79 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     state.throttle.record_success(&username);
-    let issued = keys.issue(user.id, Role::from_db(&user.role))?;
+    // A new session id at every login: a session fixed before login is worthless after it.
+    session.renew();
+    session
+        .insert(crate::session::USER_ID, user.id)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
     tracing::info!(user.id = user.id, "logged in");
+    issue(&state, &keys, user).await
+}
+
+async fn issue(
+    state: &AppState,
+    keys: &JwtKeys,
+    user: crate::db::users::User,
+) -> Result<HttpResponse, ApiError> {
+    let issued = keys.issue(user.id, Role::from_db(&user.role))?;
     let profile = db::run(&state.pool, move |conn| UserResponse::load(conn, user)).await?;
-    Ok(HttpResponse::Ok().json(LoginResponse {
-        access_token: issued.token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in,
-        user: profile,
-    }))
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(LoginResponse {
+            access_token: issued.token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            user: profile,
+        }))
+}
+
+/// A new access token from the refresh session cookie.
+///
+/// The SPA calls this (with `credentials: "include"`) when its access token is about to
+/// expire or after a reload. Fails with 401 `session_expired` once the session has expired
+/// or was ended by `POST /api/logout`.
+#[utoipa::path(
+    tag = "auth",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "A fresh access token", body = LoginResponse),
+        (status = 401, description = "`session_expired`: no valid refresh session", body = ErrorBody),
+    )
+)]
+#[post("/token/refresh")]
+#[tracing::instrument(skip_all)]
+pub async fn refresh_token(
+    state: web::Data<AppState>,
+    keys: web::Data<JwtKeys>,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = session
+        .get::<i64>(crate::session::USER_ID)
+        .ok()
+        .flatten()
+        .ok_or(ApiError::SessionExpired)?;
+    let user = db::run(&state.pool, move |conn| Ok(db::users::find(conn, user_id)?)).await?;
+    let Some(user) = user else {
+        session.purge();
+        return Err(ApiError::SessionExpired);
+    };
+    // Touching the state slides the session's expiry forward.
+    session
+        .insert("refreshed_at", chrono::Utc::now().timestamp())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
+    issue(&state, &keys, user).await
+}
+
+/// End the refresh session: later refreshes fail; the cookie is cleared.
+///
+/// Access tokens already issued stay valid until they expire (at most `JWT_TTL_SECONDS`).
+#[utoipa::path(
+    tag = "auth",
+    security(("session_cookie" = [])),
+    responses((status = 204, description = "Logged out (also when there was no session)"))
+)]
+#[post("/logout")]
+pub async fn logout(session: Session) -> HttpResponse {
+    session.purge();
+    HttpResponse::NoContent().finish()
 }

@@ -17,6 +17,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(
         scope("/api")
             .service(auth::login)
+            .service(auth::refresh_token)
+            .service(auth::logout)
             .service(me::get_me)
             .service(binding::get_bind_url)
             .service(binding::wechat_callback)

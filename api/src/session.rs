@@ -1,0 +1,168 @@
+//! Browser refresh sessions: actix-session over a Postgres [`SessionStore`], so no extra
+//! server is needed. The cookie carries only a random session key (signed and encrypted by
+//! actix-session); the database holds a SHA-256 of it and the session state.
+use std::collections::HashMap;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{PersistentSession, TtlExtensionPolicy};
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::{Key, SameSite};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::db::{self, PgPool};
+
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "wxbind_session";
+/// The session state key holding the user id.
+pub const USER_ID: &str = "user_id";
+
+/// Sessions stored in the `sessions` table.
+#[derive(Clone)]
+pub struct PgSessionStore {
+    pool: PgPool,
+}
+
+impl PgSessionStore {
+    /// A store on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn hash(key: &SessionKey) -> String {
+    hex::encode(Sha256::digest(key.as_ref().as_bytes()))
+}
+
+fn expiry(ttl: &actix_web::cookie::time::Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::TimeDelta::seconds(ttl.whole_seconds())
+}
+
+fn to_json(state: &HashMap<String, String>) -> serde_json::Value {
+    serde_json::to_value(state).unwrap_or_default()
+}
+
+impl SessionStore for PgSessionStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let key_hash = hash(key);
+        let state = db::run(&self.pool, move |conn| {
+            Ok(db::sessions::load(conn, &key_hash)?)
+        })
+        .await
+        .map_err(|e| LoadError::Other(anyhow::anyhow!("{e}")))?;
+        state
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| LoadError::Deserialization(e.into()))
+    }
+
+    async fn save(
+        &self,
+        state: HashMap<String, String>,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<SessionKey, SaveError> {
+        let key = SessionKey::try_from(crate::domain::random_alphanumeric(64))
+            .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
+        let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
+        db::run(&self.pool, move |conn| {
+            Ok(db::sessions::insert(conn, &key_hash, &json, expires_at)?)
+        })
+        .await
+        .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
+        Ok(key)
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        state: HashMap<String, String>,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
+        let updated = db::run(&self.pool, move |conn| {
+            Ok(db::sessions::update(
+                conn,
+                &key_hash,
+                Some(&json),
+                expires_at,
+            )?)
+        })
+        .await
+        .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))?;
+        if updated {
+            return Ok(key);
+        }
+        // Expired or logged out in the meantime: start a new session.
+        self.save(state, ttl)
+            .await
+            .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
+    }
+
+    async fn update_ttl(
+        &self,
+        key: &SessionKey,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<(), anyhow::Error> {
+        let (key_hash, expires_at) = (hash(key), expiry(ttl));
+        db::run(&self.pool, move |conn| {
+            Ok(db::sessions::update(conn, &key_hash, None, expires_at)?)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+        let key_hash = hash(key);
+        db::run(&self.pool, move |conn| {
+            Ok(db::sessions::delete(conn, &key_hash)?)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// True when the public URL is plain http on this machine, where browsers drop `Secure`
+/// cookies.
+fn local_http(config: &Config) -> bool {
+    config.public_url.scheme() == "http"
+        && matches!(
+            config.public_url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]")
+        )
+}
+
+/// The session middleware: HttpOnly cookie on `/api`, SameSite as configured, Secure unless
+/// served over plain http on localhost, expiring after the session TTL without use.
+pub fn middleware(config: &Config, pool: PgPool) -> SessionMiddleware<PgSessionStore> {
+    // A key of its own, derived from the JWT secret (which is at least 32 bytes).
+    let key = Key::derive_from(config.jwt_secret.expose_secret().as_bytes());
+    let ttl = actix_web::cookie::time::Duration::seconds(
+        i64::try_from(config.session_ttl.as_secs()).unwrap_or(i64::MAX),
+    );
+    SessionMiddleware::builder(PgSessionStore::new(pool), key)
+        .cookie_name(COOKIE_NAME.into())
+        .cookie_path("/api".into())
+        .cookie_http_only(true)
+        .cookie_same_site(config.cookie_same_site)
+        .cookie_secure(!local_http(config))
+        .session_lifecycle(
+            PersistentSession::default()
+                .session_ttl(ttl)
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+        )
+        .build()
+}
+
+/// Parses `WXBIND_COOKIE_SAMESITE`.
+pub fn parse_same_site(raw: &str) -> Option<SameSite> {
+    match raw.to_ascii_lowercase().as_str() {
+        "lax" => Some(SameSite::Lax),
+        "strict" => Some(SameSite::Strict),
+        "none" => Some(SameSite::None),
+        _ => None,
+    }
+}

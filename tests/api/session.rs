@@ -1,0 +1,187 @@
+//! Browser auth: the refresh session cookie, token refresh, logout, and CORS.
+use diesel::prelude::*;
+use serde_json::Value;
+use wxbind::db::schema::sessions;
+use wxbind_tests::{TEST_PASSWORD, TEST_SPA_ORIGIN, TestApp, assert_error, spawn_app};
+
+/// Logs in and returns the `Set-Cookie` header of the session cookie.
+async fn login_cookie(app: &TestApp, username: &str) -> String {
+    let resp = app.post_login(username, TEST_PASSWORD).await;
+    assert_eq!(resp.status(), 200);
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .find(|c| c.starts_with("wxbind_session="))
+        .expect("session cookie")
+}
+
+/// `name=value` of a Set-Cookie header.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().expect("pair").to_owned()
+}
+
+async fn refresh(app: &TestApp, cookie: Option<&str>) -> reqwest::Response {
+    let mut req = app.http.post(app.url("/api/token/refresh"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.expect("request")
+}
+
+#[actix_web::test]
+async fn login_sets_an_httponly_session_cookie() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+
+    let cookie = login_cookie(&app, "alice").await;
+
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(cookie.contains("Path=/api"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http on 127.0.0.1 must not be Secure: {cookie}"
+    );
+    // Only a hash of the session key is stored, and the cookie value itself is sealed.
+    let stored: Vec<String> = app.query(|c| sessions::table.select(sessions::key_hash).load(c));
+    assert_eq!(stored.len(), 1);
+    assert!(!cookie.contains(&stored[0]));
+}
+
+#[actix_web::test]
+async fn refresh_issues_a_new_token_from_the_cookie() {
+    let app = spawn_app().await;
+    let id = app.insert_user("alice", false);
+    let cookie = pair(&login_cookie(&app, "alice").await);
+
+    let resp = refresh(&app, Some(&cookie)).await;
+
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["user"]["id"], id);
+    let token = body["access_token"].as_str().expect("token");
+    assert_eq!(app.get_as(token, "/api/me").await.status(), 200);
+}
+
+#[actix_web::test]
+async fn refresh_returns_401_without_a_valid_session() {
+    let app = spawn_app().await;
+    assert_error(refresh(&app, None).await, 401, "session_expired").await;
+    assert_error(
+        refresh(&app, Some("wxbind_session=forged")).await,
+        401,
+        "session_expired",
+    )
+    .await;
+
+    app.insert_user("alice", false);
+    let cookie = pair(&login_cookie(&app, "alice").await);
+    app.query(|c| {
+        diesel::update(sessions::table)
+            .set(sessions::expires_at.eq(chrono::Utc::now() - chrono::TimeDelta::seconds(1)))
+            .execute(c)
+    });
+    assert_error(refresh(&app, Some(&cookie)).await, 401, "session_expired").await;
+}
+
+#[actix_web::test]
+async fn logout_revokes_the_session() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    let cookie = pair(&login_cookie(&app, "alice").await);
+
+    let resp = app
+        .http
+        .post(app.url("/api/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(resp.status(), 204);
+    let cleared = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    assert!(
+        cleared.is_some_and(|c| c.starts_with("wxbind_session=")),
+        "cookie cleared"
+    );
+    assert_error(refresh(&app, Some(&cookie)).await, 401, "session_expired").await;
+    let left: i64 = app.query(|c| sessions::table.count().get_result(c));
+    assert_eq!(left, 0);
+}
+
+#[actix_web::test]
+async fn the_session_id_rotates_at_login() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    let first = pair(&login_cookie(&app, "alice").await);
+
+    // Logging in again with the old cookie gets a new session; the old one is gone.
+    let resp = app
+        .http
+        .post(app.url("/api/login"))
+        .header("cookie", &first)
+        .json(&serde_json::json!({"username": "alice", "password": TEST_PASSWORD}))
+        .send()
+        .await
+        .expect("request");
+    let second = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| pair(v.to_str().expect("ascii")))
+        .find(|c| c.starts_with("wxbind_session="))
+        .expect("new cookie");
+
+    assert_ne!(first, second);
+    assert_error(refresh(&app, Some(&first)).await, 401, "session_expired").await;
+    assert_eq!(refresh(&app, Some(&second)).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn cors_allows_only_the_configured_origin_with_credentials() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .request(reqwest::Method::OPTIONS, app.url("/api/login"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+
+    let allowed = preflight(TEST_SPA_ORIGIN).await;
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        TEST_SPA_ORIGIN
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+
+    let other = preflight("https://evil.example").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let simple = app
+        .http
+        .get(app.url("/api/health"))
+        .header("origin", TEST_SPA_ORIGIN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        TEST_SPA_ORIGIN
+    );
+    assert_ne!(simple.headers()["access-control-allow-origin"], "*");
+}
