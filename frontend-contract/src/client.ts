@@ -1,0 +1,92 @@
+// A thin typed client for wxbind, on openapi-fetch and the types generated from the spec.
+// Access tokens live in memory only; the HttpOnly refresh cookie does the rest.
+import createClient from "openapi-fetch";
+import type { components, paths } from "./schema";
+
+export type User = components["schemas"]["UserResponse"];
+export type Login = components["schemas"]["LoginResponse"];
+export type Message = components["schemas"]["MessageResponse"];
+export type NewMessage = components["schemas"]["CreateMessageRequest"];
+export type BindUrl = components["schemas"]["BindUrlResponse"];
+export type BindQrcode = components["schemas"]["BindQrcodeResponse"];
+
+/** An API error: the `{error: {code, message}}` body plus the HTTP status. */
+export class WxbindError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "WxbindError";
+  }
+}
+
+type Fetched<T> = { data?: T; error?: unknown; response: Response };
+
+function unwrap<T>({ data, error, response }: Fetched<T>): T {
+  if (response.ok) return data as T;
+  const body = error as { error?: { code?: string; message?: string } } | undefined;
+  throw new WxbindError(
+    response.status,
+    body?.error?.code ?? "http_error",
+    body?.error?.message ?? response.statusText,
+  );
+}
+
+/** Creates a client for the API at `baseUrl` (e.g. `https://api.example.com`). */
+export function createWxbind(baseUrl: string) {
+  let accessToken: string | undefined;
+  // `include` sends the refresh cookie cross-origin (the server allows listed origins only).
+  const api = createClient<paths>({ baseUrl, credentials: "include" });
+  api.use({
+    onRequest({ request }) {
+      if (accessToken) request.headers.set("Authorization", `Bearer ${accessToken}`);
+      return request;
+    },
+  });
+
+  const remember = (login: Login) => {
+    accessToken = login.access_token;
+    return login;
+  };
+
+  /** Runs an authenticated call, refreshing the access token once on a 401. */
+  async function authed<T>(call: () => Promise<Fetched<T>>): Promise<T> {
+    const first = await call();
+    if (first.response.status !== 401) return unwrap(first);
+    await refresh();
+    return unwrap(await call());
+  }
+
+  async function refresh(): Promise<Login> {
+    return remember(unwrap(await api.POST("/api/token/refresh")));
+  }
+
+  return {
+    /** Logs in; also starts the refresh session (HttpOnly cookie). */
+    login: async (username: string, password: string) =>
+      remember(unwrap(await api.POST("/api/login", { body: { username, password } }))),
+    /** A new access token from the refresh session (after a reload, or before expiry). */
+    refresh,
+    /** Ends the refresh session. */
+    logout: async () => {
+      accessToken = undefined;
+      const { response } = await api.POST("/api/logout");
+      if (!response.ok) throw new WxbindError(response.status, "http_error", response.statusText);
+    },
+    me: () => authed(() => api.GET("/api/me")),
+    bindUrl: () => authed(() => api.GET("/api/bind-url")),
+    bindQrcode: () => authed(() => api.GET("/api/bind-qrcode")),
+    unbind: () => authed(() => api.DELETE("/api/binding")),
+    sendMessage: (message: NewMessage) => authed(() => api.POST("/api/messages", { body: message })),
+    getMessage: (id: string) =>
+      authed(() => api.GET("/api/messages/{id}", { params: { path: { id } } })),
+    /** Whether an access token is held. */
+    get loggedIn() {
+      return accessToken !== undefined;
+    },
+  };
+}
+
+export type Wxbind = ReturnType<typeof createWxbind>;
