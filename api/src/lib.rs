@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod intake;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

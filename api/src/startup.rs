@@ -12,8 +12,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::config::Config;
+use crate::db::messages::{Queued, QueuedRequest};
 use crate::db::{self, PgPool};
 use crate::error;
+use crate::intake::Batcher;
 use crate::metrics::Metrics;
 use crate::routes::{self, Wechat};
 use crate::wechat::{AccessTokenCache, WechatClient, WechatSettings};
@@ -35,6 +37,10 @@ pub struct AppState {
     pub tokens: Option<Arc<AccessTokenCache>>,
     /// How server pushes are verified; `None` without `WECHAT_TOKEN`.
     pub push: Option<routes::wechat_events::PushSecurity>,
+    /// Group commit for queued messages.
+    pub messages: Batcher<QueuedRequest, Queued>,
+    /// Group commit for new bind states.
+    pub bind_states: Batcher<crate::db::bind_states::NewState, ()>,
 }
 
 /// A built, not yet awaited, server plus its delivery worker.
@@ -107,6 +113,8 @@ impl Application {
             wake_worker: Arc::clone(&wake),
             tokens: tokens.clone(),
             push,
+            messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many),
+            bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many),
         });
         let wechat_settings = config.wechat.as_ref().map(|w| WechatSettings {
             api_base: config.wechat_api_base.clone(),

@@ -41,6 +41,75 @@ pub struct NewMessage<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
+/// A message to queue, owning its values (it crosses into the batching task).
+#[derive(Debug, Clone)]
+pub struct QueuedRequest {
+    pub id: Uuid,
+    pub sender_id: i64,
+    pub user_id: i64,
+    pub template_id: String,
+    pub url: Option<String>,
+    pub data: serde_json::Value,
+    pub idempotency_key: Option<String>,
+}
+
+impl QueuedRequest {
+    fn as_new(&self) -> NewMessage<'_> {
+        NewMessage {
+            id: self.id,
+            sender_id: self.sender_id,
+            user_id: self.user_id,
+            template_id: &self.template_id,
+            url: self.url.as_deref(),
+            data: &self.data,
+            idempotency_key: self.idempotency_key.as_deref(),
+        }
+    }
+}
+
+/// Queues many messages with one statement: each bound recipient's row is inserted, and only
+/// the rest (idempotent repeats, unknown or unbound recipients) are resolved one by one.
+/// Run it inside a transaction: one commit serves the whole batch.
+pub fn enqueue_many(conn: &mut PgConnection, batch: &[QueuedRequest]) -> QueryResult<Vec<Queued>> {
+    let inserted: Vec<Message> = diesel::sql_query(
+        "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
+         SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key
+         FROM unnest($1, $2, $3, $4, $5, $6, $7)
+              AS v (id, sender_id, user_id, template_id, url, data, idempotency_key)
+         JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
+         JOIN users s ON s.id = v.sender_id
+         ON CONFLICT (sender_id, idempotency_key) DO NOTHING
+         RETURNING *",
+    )
+    .bind::<Array<diesel::sql_types::Uuid>, _>(batch.iter().map(|m| m.id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.sender_id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.user_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        batch
+            .iter()
+            .map(|m| m.template_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|m| m.url.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(batch.iter().map(|m| &m.data).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        batch
+            .iter()
+            .map(|m| m.idempotency_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .load(conn)?;
+    let mut by_id: std::collections::HashMap<Uuid, Message> =
+        inserted.into_iter().map(|m| (m.id, m)).collect();
+    batch
+        .iter()
+        .map(|m| match by_id.remove(&m.id) {
+            Some(row) => Ok(Queued::Created(row)),
+            None => enqueue(conn, &m.as_new()),
+        })
+        .collect()
+}
+
 /// What queueing a message did.
 #[derive(Debug)]
 pub enum Queued {
@@ -52,6 +121,8 @@ pub enum Queued {
     NoRecipient,
     /// The recipient has no WeChat binding.
     NotBound,
+    /// The sender's account no longer exists.
+    NoSender,
 }
 
 /// Queues `new` in one statement when the recipient exists and is bound (the common case);
@@ -60,8 +131,8 @@ pub enum Queued {
 pub fn enqueue(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<Queued> {
     let inserted: Option<Message> = diesel::sql_query(
         "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
-         SELECT $1, $2, u.id, $4, $5, $6, $7 FROM users u
-         WHERE u.id = $3 AND u.openid IS NOT NULL
+         SELECT $1, s.id, u.id, $4, $5, $6, $7 FROM users u, users s
+         WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2
          ON CONFLICT (sender_id, idempotency_key) DO NOTHING
          RETURNING *",
     )
@@ -97,8 +168,14 @@ pub fn enqueue(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<Que
     Ok(match openid {
         None => Queued::NoRecipient,
         Some(None) => Queued::NotBound,
-        // Bound after all (a binding raced this call): one more try inserts it.
-        Some(Some(_)) => return enqueue(conn, new),
+        Some(Some(_)) => {
+            let sender_exists = super::users::find(conn, new.sender_id)?.is_some();
+            if !sender_exists {
+                return Ok(Queued::NoSender);
+            }
+            // Bound after all (a binding raced this call): one more try inserts it.
+            return enqueue(conn, new);
+        }
     })
 }
 

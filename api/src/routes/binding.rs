@@ -52,11 +52,10 @@ pub async fn get_bind_url(
     let app_id = wechat.client()?.app_id().to_owned();
     let nonce = BindState::generate();
     let expires_at = Utc::now() + STATE_TTL;
-    let hash = nonce.hash();
-    db::run(&state.pool, move |conn| {
-        Ok(db::bind_states::insert(conn, &hash, auth.id, expires_at)?)
-    })
-    .await?;
+    state
+        .bind_states
+        .submit((nonce.hash(), auth.id, expires_at))
+        .await?;
     let url = wechat::authorize_url(
         &state.config.wechat_oauth_base,
         &app_id,
@@ -265,11 +264,10 @@ pub async fn get_bind_qrcode(
     let qr = created.map_err(ApiError::WechatUnavailable)?;
     // Stored only once WeChat made the code: a failure above leaves nothing behind.
     let expires_at = Utc::now() + STATE_TTL;
-    let hash = nonce.hash();
-    db::run(&state.pool, move |conn| {
-        Ok(db::bind_states::insert(conn, &hash, auth.id, expires_at)?)
-    })
-    .await?;
+    state
+        .bind_states
+        .submit((nonce.hash(), auth.id, expires_at))
+        .await?;
     let qrcode_url = wechat::showqrcode_url(&state.config.wechat_mp_base, &qr.ticket);
     Ok(HttpResponse::Ok().json(BindQrcodeResponse {
         ticket: qr.ticket,

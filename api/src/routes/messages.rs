@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Wechat;
 use crate::auth::AuthUser;
-use crate::db::{self, messages::Message, messages::NewMessage, messages::Queued};
+use crate::db::{self, messages::Message, messages::Queued, messages::QueuedRequest};
 use crate::domain::{MessageUrl, TemplateData, TemplateId, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
@@ -198,25 +198,28 @@ pub async fn create_message(
             "only admins may send messages to other users",
         ));
     }
-    let queued = db::run(&state.pool, move |conn| {
-        let data = msg.data.to_json();
-        let new = NewMessage {
+    let queued = state
+        .messages
+        .submit(QueuedRequest {
             id: Uuid::new_v4(),
             sender_id: auth.id,
             user_id: msg.user_id,
-            template_id: msg.template_id.as_ref(),
-            url: msg.url.as_ref().map(AsRef::as_ref),
-            data: &data,
-            idempotency_key: msg.idempotency_key.as_deref(),
-        };
-        Ok(db::messages::enqueue(conn, &new)?)
-    })
-    .await?;
+            template_id: msg.template_id.as_ref().to_owned(),
+            url: msg.url.as_ref().map(|u| u.as_ref().to_owned()),
+            data: msg.data.to_json(),
+            idempotency_key: msg.idempotency_key,
+        })
+        .await?;
     let message = match queued {
         Queued::Created(m) => m,
         Queued::Existing(m) => return Ok(HttpResponse::Ok().json(MessageResponse::from(m))),
         Queued::NoRecipient => return Err(ApiError::UserNotFound),
         Queued::NotBound => return Err(ApiError::NotBound),
+        Queued::NoSender => {
+            return Err(ApiError::Unauthorized(
+                "the account of this token no longer exists",
+            ));
+        }
     };
     state.metrics.message_accepted();
     state.wake_worker.notify_one();
