@@ -314,3 +314,52 @@ async fn get_message_returns_404_for_other_users_and_unknown_ids() {
         200
     );
 }
+
+#[actix_web::test]
+async fn a_burst_of_mixed_requests_gets_one_outcome_each() {
+    // Concurrent requests are written together (group commit); each must still get its own
+    // answer, and only the valid ones may leave a row.
+    let app = spawn_app().await;
+    let admin = app.admin("root").await;
+    let bound = app.user("bound").await;
+    app.bind(&bound, "openid-bound").await;
+    let unbound = app.user("unbound").await;
+    let cases: Vec<(Value, u16)> = (0..40)
+        .map(|i| match i % 4 {
+            0 => (json!({"user_id": bound.id, "data": {"k": {"value": format!("m{i}")}}}), 202),
+            1 => (json!({"user_id": unbound.id, "data": {"k": {"value": "v"}}}), 409),
+            2 => (json!({"user_id": 999_999, "data": {"k": {"value": "v"}}}), 404),
+            _ => (
+                json!({"user_id": bound.id, "data": {"k": {"value": "v"}}, "idempotency_key": "burst"}),
+                0, // one 202, the rest 200
+            ),
+        })
+        .collect();
+
+    let calls = cases
+        .iter()
+        .map(|(body, _)| app.post_message(&admin.token, body));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+
+    for (i, ((_, expected), got)) in cases.iter().zip(&statuses).enumerate() {
+        if *expected != 0 {
+            assert_eq!(got, expected, "request {i}");
+        }
+    }
+    let keyed: Vec<u16> = statuses.iter().skip(3).step_by(4).copied().collect();
+    assert_eq!(keyed.iter().filter(|s| **s == 202).count(), 1, "{keyed:?}");
+    assert_eq!(
+        keyed.iter().filter(|s| **s == 200).count(),
+        keyed.len() - 1,
+        "{keyed:?}"
+    );
+    assert_eq!(
+        message_count(&app),
+        10 + 1,
+        "10 distinct messages and one keyed message"
+    );
+}
