@@ -30,18 +30,6 @@ pub struct Message {
 }
 
 /// A message to queue.
-#[derive(Debug)]
-pub struct NewMessage<'a> {
-    pub id: Uuid,
-    pub sender_id: i64,
-    pub user_id: i64,
-    pub template_id: &'a str,
-    pub url: Option<&'a str>,
-    pub data: &'a serde_json::Value,
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// A message to queue, owning its values (it crosses into the batching task).
 #[derive(Debug, Clone)]
 pub struct QueuedRequest {
     pub id: Uuid,
@@ -51,20 +39,6 @@ pub struct QueuedRequest {
     pub url: Option<String>,
     pub data: serde_json::Value,
     pub idempotency_key: Option<String>,
-}
-
-impl QueuedRequest {
-    fn as_new(&self) -> NewMessage<'_> {
-        NewMessage {
-            id: self.id,
-            sender_id: self.sender_id,
-            user_id: self.user_id,
-            template_id: &self.template_id,
-            url: self.url.as_deref(),
-            data: &self.data,
-            idempotency_key: self.idempotency_key.as_deref(),
-        }
-    }
 }
 
 /// Queues many messages with one statement: each bound recipient's row is inserted, and only
@@ -105,7 +79,7 @@ pub fn enqueue_many(conn: &mut PgConnection, batch: &[QueuedRequest]) -> QueryRe
         .iter()
         .map(|m| match by_id.remove(&m.id) {
             Some(row) => Ok(Queued::Created(row)),
-            None => enqueue(conn, &m.as_new()),
+            None => enqueue(conn, m),
         })
         .collect()
 }
@@ -128,7 +102,7 @@ pub enum Queued {
 /// Queues `new` in one statement when the recipient exists and is bound (the common case);
 /// otherwise finds out why not, or returns the message already queued under the same
 /// idempotency key.
-pub fn enqueue(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<Queued> {
+pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queued> {
     let inserted: Option<Message> = diesel::sql_query(
         "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
          SELECT $1, s.id, u.id, $4, $5, $6, $7 FROM users u, users s
@@ -139,17 +113,17 @@ pub fn enqueue(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<Que
     .bind::<diesel::sql_types::Uuid, _>(new.id)
     .bind::<BigInt, _>(new.sender_id)
     .bind::<BigInt, _>(new.user_id)
-    .bind::<Text, _>(new.template_id)
-    .bind::<Nullable<Text>, _>(new.url)
-    .bind::<Jsonb, _>(new.data)
-    .bind::<Nullable<Text>, _>(new.idempotency_key)
+    .bind::<Text, _>(&new.template_id)
+    .bind::<Nullable<Text>, _>(new.url.as_deref())
+    .bind::<Jsonb, _>(&new.data)
+    .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
     .get_result(conn)
     .optional()?;
     if let Some(m) = inserted {
         return Ok(Queued::Created(m));
     }
     // ON CONFLICT waited for any concurrent insert of the key to commit, so it is visible.
-    if let Some(key) = new.idempotency_key {
+    if let Some(key) = &new.idempotency_key {
         let existing = messages::table
             .filter(messages::sender_id.eq(new.sender_id))
             .filter(messages::idempotency_key.eq(key))
