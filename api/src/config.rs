@@ -239,6 +239,14 @@ impl Config {
         }
         let bind_result_url = p.url("BIND_RESULT_URL");
         let wechat_mp_base = p.url("WECHAT_MP_BASE");
+        if cookie_same_site == actix_web::cookie::SameSite::None
+            && public_url.as_ref().is_none_or(|u| u.scheme() != "https")
+        {
+            p.fail(
+                "WXBIND_COOKIE_SAMESITE",
+                "none needs an https WXBIND_PUBLIC_URL (browsers require Secure cookies)",
+            );
+        }
         let push_token = p.string("WECHAT_TOKEN");
         if let Some(t) = &push_token {
             if t.len() < 3 || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -332,13 +340,6 @@ impl Config {
         let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let explicit_bases = (wechat_api_base.clone(), wechat_oauth_base.clone());
         let public_url = public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080"));
-        if cookie_same_site == actix_web::cookie::SameSite::None && public_url.scheme() != "https" {
-            errors.push(
-                "WXBIND_COOKIE_SAMESITE none needs an https WXBIND_PUBLIC_URL (browsers require Secure)"
-                    .into(),
-            );
-            return Err(ConfigError(errors));
-        }
         let mut config = Self {
             database_url: database_url.into(),
             listen,
@@ -578,6 +579,30 @@ mod tests {
         ])
         .expect("valid");
         assert!(ok.push.is_some_and(|p| p.aes_key.is_some()));
+    }
+
+    #[test]
+    fn samesite_none_needs_https_and_is_reported_with_the_rest() {
+        let err = config(&[
+            ("WXBIND_COOKIE_SAMESITE", "none"),
+            ("WXBIND_LISTEN", "nowhere"),
+        ])
+        .expect_err("plain http");
+        assert!(
+            err.0
+                .iter()
+                .any(|l| l.starts_with("WXBIND_COOKIE_SAMESITE")),
+            "{err}"
+        );
+        assert!(
+            err.0.iter().any(|l| l.starts_with("WXBIND_LISTEN")),
+            "{err}"
+        );
+        let ok = config(&[
+            ("WXBIND_COOKIE_SAMESITE", "none"),
+            ("WXBIND_PUBLIC_URL", "https://api.example.com"),
+        ]);
+        assert!(ok.is_ok());
     }
 
     #[test]

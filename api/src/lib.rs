@@ -1,11 +1,11 @@
 //! wxbind: bind website accounts to a WeChat Official Account and send them template messages.
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
-pub mod intake;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

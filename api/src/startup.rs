@@ -11,11 +11,11 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{JwtKeys, LoginThrottle};
+use crate::batch::Batcher;
 use crate::config::Config;
 use crate::db::messages::{Queued, QueuedRequest};
 use crate::db::{self, PgPool};
 use crate::error;
-use crate::intake::Batcher;
 use crate::metrics::Metrics;
 use crate::routes::{self, Wechat};
 use crate::wechat::{AccessTokenCache, WechatClient, WechatSettings};

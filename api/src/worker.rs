@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use diesel::Connection;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use uuid::Uuid;
@@ -303,12 +304,12 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             // 43004: WeChat says the recipient does not follow the account (any more).
             let unfollowed = m.openid.clone().filter(|_| errcode == Some(43004));
             db::run(&deps.pool, move |conn| {
-                if let Some(openid) = &unfollowed {
-                    db::followers::set(conn, openid, false, Utc::now().timestamp())?;
-                }
-                Ok(db::messages::mark_failed(
-                    conn, id, attempt, errcode, &errmsg,
-                )?)
+                Ok(conn.transaction(|conn| {
+                    if let Some(openid) = &unfollowed {
+                        db::followers::set(conn, openid, false, Utc::now().timestamp())?;
+                    }
+                    db::messages::mark_failed(conn, id, attempt, errcode, &errmsg)
+                })?)
             })
             .await
         }

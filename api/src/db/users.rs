@@ -2,7 +2,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::users;
+use super::followers::Follower;
+use super::schema::{users, wechat_followers};
 
 /// One account.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -34,11 +35,32 @@ pub fn insert(conn: &mut PgConnection, new: &NewUser<'_>) -> QueryResult<User> {
         .get_result(conn)
 }
 
-/// The account with `username`, if any.
-pub fn find_by_username(conn: &mut PgConnection, username: &str) -> QueryResult<Option<User>> {
+/// An account with the follow state of its openid, if WeChat has told one.
+pub type Profile = (User, Option<Follower>);
+
+/// The account with `id` and its follow state, in one query.
+pub fn find_profile(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Profile>> {
     users::table
+        .left_join(
+            wechat_followers::table.on(wechat_followers::openid.nullable().eq(users::openid)),
+        )
+        .filter(users::id.eq(id))
+        .select((User::as_select(), Option::<Follower>::as_select()))
+        .first(conn)
+        .optional()
+}
+
+/// The account called `username` and its follow state, in one query.
+pub fn find_profile_by_username(
+    conn: &mut PgConnection,
+    username: &str,
+) -> QueryResult<Option<Profile>> {
+    users::table
+        .left_join(
+            wechat_followers::table.on(wechat_followers::openid.nullable().eq(users::openid)),
+        )
         .filter(users::username.eq(username))
-        .select(User::as_select())
+        .select((User::as_select(), Option::<Follower>::as_select()))
         .first(conn)
         .optional()
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::me::UserResponse;
 use crate::auth::{self, JwtKeys, Role};
-use crate::db;
+use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 
@@ -72,15 +72,15 @@ pub async fn login(
     state.throttle.check(&username)?;
 
     let name = username.clone();
-    let user = db::run(&state.pool, move |conn| {
-        Ok(db::users::find_by_username(conn, &name)?)
+    let profile = db::run(&state.pool, move |conn| {
+        Ok(db::users::find_profile_by_username(conn, &name)?)
     })
     .await?;
     // Hashing is CPU-heavy: keep it off the async workers, and without a DB connection held.
-    let (user, ok) = actix_web::web::block(move || match user {
-        Some(u) => {
-            let ok = auth::verify_password(&password, &u.password_hash);
-            (Some(u), ok)
+    let (profile, ok) = actix_web::web::block(move || match profile {
+        Some(p) => {
+            let ok = auth::verify_password(&password, &p.0.password_hash);
+            (Some(p), ok)
         }
         None => {
             auth::verify_dummy(&password);
@@ -89,7 +89,7 @@ pub async fn login(
     })
     .await?;
 
-    let Some(user) = user.filter(|_| ok) else {
+    let Some(profile) = profile.filter(|_| ok) else {
         state.throttle.record_failure(&username);
         state.metrics.login_failed();
         tracing::info!("login failed");
@@ -99,26 +99,22 @@ pub async fn login(
     // A new session id at every login: a session fixed before login is worthless after it.
     session.renew();
     session
-        .insert(crate::session::USER_ID, user.id)
+        .insert(crate::session::USER_ID, profile.0.id)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
-    tracing::info!(user.id = user.id, "logged in");
-    issue(&state, &keys, user).await
+    tracing::info!(user.id = profile.0.id, "logged in");
+    issue(&keys, profile)
 }
 
-async fn issue(
-    state: &AppState,
-    keys: &JwtKeys,
-    user: crate::db::users::User,
-) -> Result<HttpResponse, ApiError> {
-    let issued = keys.issue(user.id, Role::from_db(&user.role))?;
-    let profile = db::run(&state.pool, move |conn| UserResponse::load(conn, user)).await?;
+/// The login answer: a fresh access token and the user it is for.
+fn issue(keys: &JwtKeys, profile: Profile) -> Result<HttpResponse, ApiError> {
+    let issued = keys.issue(profile.0.id, Role::from_db(&profile.0.role))?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(LoginResponse {
             access_token: issued.token,
             token_type: "Bearer",
             expires_in: issued.expires_in,
-            user: profile,
+            user: UserResponse::from(profile),
         }))
 }
 
@@ -147,8 +143,11 @@ pub async fn refresh_token(
         .ok()
         .flatten()
         .ok_or(ApiError::SessionExpired)?;
-    let user = db::run(&state.pool, move |conn| Ok(db::users::find(conn, user_id)?)).await?;
-    let Some(user) = user else {
+    let profile = db::run(&state.pool, move |conn| {
+        Ok(db::users::find_profile(conn, user_id)?)
+    })
+    .await?;
+    let Some(profile) = profile else {
         session.purge();
         return Err(ApiError::SessionExpired);
     };
@@ -156,7 +155,7 @@ pub async fn refresh_token(
     session
         .insert("refreshed_at", chrono::Utc::now().timestamp())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
-    issue(&state, &keys, user).await
+    issue(&keys, profile)
 }
 
 /// End the refresh session: later refreshes fail; the cookie is cleared.

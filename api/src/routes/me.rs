@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{AuthUser, Role};
-use crate::db::{self, users::User};
+use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 
@@ -34,23 +34,19 @@ pub struct UserResponse {
     pub subscribed_at: Option<DateTime<Utc>>,
 }
 
-impl UserResponse {
-    /// The user with their follow state, as one unit of DB work.
-    pub fn load(conn: &mut diesel::PgConnection, user: User) -> Result<Self, ApiError> {
-        let follower = match &user.openid {
-            Some(openid) => db::followers::find(conn, openid)?,
-            None => None,
-        };
-        Ok(Self {
+impl From<Profile> for UserResponse {
+    fn from((user, follower): Profile) -> Self {
+        Self {
             id: user.id,
             uid: crate::domain::public_uid(&user.username),
             username: user.username,
             role: Role::from_db(&user.role),
             wechat_bound: user.openid.is_some(),
             bound_at: user.bound_at,
+            // A follow state is only the user's while the openid is bound to them.
             subscribed: follower.as_ref().map(|f| f.subscribed),
             subscribed_at: follower.and_then(|f| f.subscribed_at),
-        })
+        }
     }
 }
 
@@ -69,11 +65,12 @@ impl UserResponse {
 #[tracing::instrument(skip_all, fields(user.id = %auth.id))]
 pub async fn get_me(state: web::Data<AppState>, auth: AuthUser) -> Result<HttpResponse, ApiError> {
     let profile = db::run(&state.pool, move |conn| {
-        let user = db::users::find(conn, auth.id)?.ok_or(ApiError::Unauthorized(
-            "the account of this token no longer exists",
-        ))?;
-        UserResponse::load(conn, user)
+        Ok(db::users::find_profile(conn, auth.id)?)
     })
-    .await?;
+    .await?
+    .ok_or(ApiError::Unauthorized(
+        "the account of this token no longer exists",
+    ))?;
+    let profile = UserResponse::from(profile);
     Ok(HttpResponse::Ok().json(profile))
 }

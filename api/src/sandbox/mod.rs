@@ -105,19 +105,22 @@ pub const DEMO_USERS: [(&str, bool); 2] = [("demo", false), ("admin", true)];
 pub fn ensure_demo_accounts(conn: &mut PgConnection, password: &str) -> anyhow::Result<()> {
     use crate::db::schema::users;
     let hash = crate::auth::hash_password(password)?;
-    for (name, admin) in DEMO_USERS {
-        let role = if admin { "admin" } else { "user" };
-        diesel::insert_into(users::table)
-            .values((
-                users::username.eq(name),
-                users::password_hash.eq(&hash),
-                users::role.eq(role),
-            ))
-            .on_conflict(users::username)
-            .do_update()
-            .set(users::password_hash.eq(&hash))
-            .execute(conn)?;
-    }
+    conn.transaction(|conn| {
+        for (name, admin) in DEMO_USERS {
+            let role = if admin { "admin" } else { "user" };
+            diesel::insert_into(users::table)
+                .values((
+                    users::username.eq(name),
+                    users::password_hash.eq(&hash),
+                    users::role.eq(role),
+                ))
+                .on_conflict(users::username)
+                .do_update()
+                .set(users::password_hash.eq(&hash))
+                .execute(conn)?;
+        }
+        diesel::QueryResult::Ok(())
+    })?;
     Ok(())
 }
 
