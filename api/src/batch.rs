@@ -1,17 +1,32 @@
-//! Group commit: concurrent requests hand their row to one task per kind, which writes
-//! whatever has gathered with one statement in one transaction. Each request still gets
-//! exactly its own outcome; a failed batch fails every request in it with nothing written
-//! (one transaction), so no request sees a partial write.
-use diesel::{Connection, PgConnection, QueryResult};
+//! Group commit: concurrent requests hand their row to one writer thread per kind, which
+//! writes whatever has gathered with one statement. Each request gets exactly its own outcome.
+//!
+//! The batch statement runs on its own (autocommit): it is one round trip, and it writes all
+//! of its rows or none. The rare requests it cannot settle (an idempotent repeat, an unknown
+//! recipient) are then resolved one by one, each with its own atomic statement, so a failure
+//! there fails only that request and never one whose row has already been committed.
+//!
+//! The writer is a plain thread that owns the blocking database work, rather than an async
+//! task that hops to the blocking pool for every batch: under load each hop is a wake-up of
+//! another thread, and on a small machine those wake-ups are most of a batch's latency.
+use std::thread;
+
+use diesel::{PgConnection, QueryResult};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{self, PgPool};
-use crate::error::ApiError;
+use crate::db::PgPool;
+use crate::error::{ApiError, ErrorChain};
 
 /// Most rows one statement writes.
 const MAX_BATCH: usize = 256;
 
-type Job<Req, Out> = (Req, oneshot::Sender<Result<Out, String>>);
+type Reply<Out> = oneshot::Sender<Result<Out, String>>;
+type Job<Req, Out> = (Req, Reply<Out>);
+
+/// Writes one batch: `Err` means nothing was written for any request in it; otherwise one
+/// outcome per request, in the order given. Each request's own write must be atomic, since no
+/// transaction spans the batch.
+pub type WriteBatch<Req, Out> = fn(&mut PgConnection, &[Req]) -> QueryResult<Vec<QueryResult<Out>>>;
 
 /// Writes one kind of row for many concurrent requests at once.
 pub struct Batcher<Req, Out> {
@@ -19,19 +34,20 @@ pub struct Batcher<Req, Out> {
 }
 
 impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
-    /// Starts the batching task on the current actix system. `write` gets the batch in
-    /// arrival order and returns one outcome per request, in the same order.
+    /// Starts the writer thread; it ends when the last handle to this batcher is dropped.
     pub fn start(
         pool: PgPool,
         what: &'static str,
-        write: fn(&mut PgConnection, &[Req]) -> QueryResult<Vec<Out>>,
-    ) -> Self {
+        write: WriteBatch<Req, Out>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        actix_web::rt::spawn(run(pool, what, write, rx));
-        Self { tx }
+        thread::Builder::new()
+            .name(format!("wxbind-batch-{}", what.replace(' ', "-")))
+            .spawn(move || run(&pool, what, write, rx))?;
+        Ok(Self { tx })
     }
 
-    /// Submits one request and waits for the batch that carries it to commit.
+    /// Submits one request and waits for the statement that carries it to commit.
     pub async fn submit(&self, request: Req) -> Result<Out, ApiError> {
         let (reply, outcome) = oneshot::channel();
         self.tx
@@ -44,42 +60,62 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
     }
 }
 
-async fn run<Req: Send + 'static, Out: Send + 'static>(
-    pool: PgPool,
+fn run<Req, Out>(
+    pool: &PgPool,
     what: &'static str,
-    write: fn(&mut PgConnection, &[Req]) -> QueryResult<Vec<Out>>,
+    write: WriteBatch<Req, Out>,
     mut rx: mpsc::UnboundedReceiver<Job<Req, Out>>,
 ) {
-    let mut jobs: Vec<Job<Req, Out>> = Vec::with_capacity(MAX_BATCH);
-    // Whatever arrived while the previous batch was committing forms the next one: no timer,
-    // so a lone request is never delayed.
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (requests, replies): (Vec<Req>, Vec<_>) = jobs.drain(..).unzip();
-        let result = db::run(&pool, move |conn| {
-            Ok(conn.transaction(|conn| write(conn, &requests))?)
-        })
-        .await;
+    let mut requests: Vec<Req> = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply<Out>> = Vec::with_capacity(MAX_BATCH);
+    // Whatever arrived while the previous batch was being written forms the next one: no
+    // timer, so a lone request is never delayed.
+    while let Some((request, reply)) = rx.blocking_recv() {
+        requests.push(request);
+        replies.push(reply);
+        while requests.len() < MAX_BATCH {
+            let Ok((request, reply)) = rx.try_recv() else {
+                break;
+            };
+            requests.push(request);
+            replies.push(reply);
+        }
+        let result = pool
+            .get()
+            .map_err(|e| ErrorChain(&e).to_string())
+            .and_then(|mut conn| {
+                write(&mut conn, &requests).map_err(|e| ErrorChain(&e).to_string())
+            });
+        let count = requests.len();
+        requests.clear();
         match result {
-            Ok(outcomes) if outcomes.len() == replies.len() => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
             Ok(outcomes) => {
-                let cause = format!(
-                    "{what}: {} outcomes for {} requests",
-                    outcomes.len(),
-                    replies.len()
-                );
-                tracing::error!(error.cause = %cause, "batch write returned the wrong count");
-                for reply in replies {
-                    let _ = reply.send(Err(cause.clone()));
+                if outcomes.len() != count {
+                    // A bug in `write`: answer what it answered, fail the rest.
+                    tracing::error!(
+                        what,
+                        outcomes = outcomes.len(),
+                        count,
+                        "batch write returned the wrong count"
+                    );
+                }
+                let mut outcomes = outcomes.into_iter();
+                for reply in replies.drain(..) {
+                    let outcome = match outcomes.next() {
+                        Some(Ok(out)) => Ok(out),
+                        Some(Err(e)) => {
+                            let cause = ErrorChain(&e).to_string();
+                            tracing::error!(error.cause = %cause, what, "writing one request of a batch failed");
+                            Err(cause)
+                        }
+                        None => Err(format!("{what}: the batch writer gave no outcome")),
+                    };
+                    let _ = reply.send(outcome);
                 }
             }
-            Err(e) => {
-                let cause = crate::error::ErrorChain(&e).to_string();
-                tracing::error!(error.cause = %cause, count = replies.len(), what, "batch write failed");
-                for reply in replies {
+            Err(cause) => {
+                tracing::error!(error.cause = %cause, count, what, "batch write failed");
+                for reply in replies.drain(..) {
                     let _ = reply.send(Err(cause.clone()));
                 }
             }

@@ -113,8 +113,8 @@ impl Application {
             wake_worker: Arc::clone(&wake),
             tokens: tokens.clone(),
             push,
-            messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many),
-            bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many),
+            messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
+            bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,
         });
         let wechat_settings = config.wechat.as_ref().map(|w| WechatSettings {
             api_base: config.wechat_api_base.clone(),

@@ -128,11 +128,7 @@ async fn callback_returns_400_when_state_is_missing_unknown_or_malformed() {
         let body: Value = resp.json().await.expect("json");
         assert_eq!(body["error"]["code"], "invalid_state", "case {case}");
     }
-    assert_eq!(
-        app.wechat.requests_to("/sns/oauth2/access_token").await,
-        0,
-        "WeChat not called"
-    );
+    assert_eq!(app.wechat.oauth_requests(), 0, "WeChat not called");
 }
 
 #[actix_web::test]
@@ -154,7 +150,7 @@ async fn callback_returns_400_when_state_is_reused_and_keeps_the_first_binding()
 
     assert_error(again, 400, "invalid_state").await;
     assert_eq!(openid_of(&app, user.id).as_deref(), Some("openid-alice"));
-    assert_eq!(app.wechat.requests_to("/sns/oauth2/access_token").await, 1);
+    assert_eq!(app.wechat.oauth_requests(), 1);
 }
 
 #[actix_web::test]
@@ -174,7 +170,7 @@ async fn callback_returns_400_when_state_has_expired() {
 
     assert_error(resp, 400, "invalid_state").await;
     assert_eq!(openid_of(&app, user.id), None);
-    assert_eq!(app.wechat.requests_to("/sns/oauth2/access_token").await, 0);
+    assert_eq!(app.wechat.oauth_requests(), 0);
 }
 
 #[actix_web::test]
@@ -210,7 +206,7 @@ async fn concurrent_callbacks_with_one_state_bind_once() {
         7,
         "{statuses:?}"
     );
-    assert_eq!(app.wechat.requests_to("/sns/oauth2/access_token").await, 1);
+    assert_eq!(app.wechat.oauth_requests(), 1);
 }
 
 #[actix_web::test]
@@ -223,7 +219,7 @@ async fn callback_returns_400_when_the_user_refuses() {
 
     assert_error(resp, 400, "authorization_denied").await;
     assert_eq!(used_states(&app), 0, "the link stays usable");
-    assert_eq!(app.wechat.requests_to("/sns/oauth2/access_token").await, 0);
+    assert_eq!(app.wechat.oauth_requests(), 0);
 }
 
 async fn assert_upstream_failure(reply: CodeReply, status: u16, code: &str) {

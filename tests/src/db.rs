@@ -113,6 +113,12 @@ fn template() -> &'static str {
             diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
                 .execute(&mut admin)
                 .expect("rename template");
+        } else {
+            // The name follows the files on disk, the migrations follow what this binary
+            // embedded: a binary built before a migration was added could have made this
+            // template without it. Applying what is pending makes either order safe.
+            let mut conn = connect(&with_database(&admin_url(), &name));
+            wxbind::db::run_migrations(&mut conn).expect("migrate template");
         }
         diesel::sql_query("SELECT pg_advisory_unlock(hashtext('wxbind.test.template'))::text")
             .execute(&mut admin)

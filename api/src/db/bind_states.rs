@@ -8,8 +8,11 @@ use super::schema::bind_states;
 /// A state to store: its hash, its user and its expiry.
 pub type NewState = (String, i64, DateTime<Utc>);
 
-/// Stores many states with one statement (for the group-commit writer).
-pub fn insert_many(conn: &mut PgConnection, states: &[NewState]) -> QueryResult<Vec<()>> {
+/// Stores many states with one statement (for the group-commit writer): all or none.
+pub fn insert_many(
+    conn: &mut PgConnection,
+    states: &[NewState],
+) -> QueryResult<Vec<QueryResult<()>>> {
     diesel::sql_query(
         "INSERT INTO bind_states (state_hash, user_id, expires_at)
          SELECT * FROM unnest($1, $2, $3)",
@@ -18,7 +21,7 @@ pub fn insert_many(conn: &mut PgConnection, states: &[NewState]) -> QueryResult<
     .bind::<Array<BigInt>, _>(states.iter().map(|s| s.1).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(states.iter().map(|s| s.2).collect::<Vec<_>>())
     .execute(conn)?;
-    Ok(vec![(); states.len()])
+    Ok(states.iter().map(|_| Ok(())).collect())
 }
 
 /// Marks the state used and returns its user, in one statement: of two concurrent callbacks

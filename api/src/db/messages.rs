@@ -43,16 +43,22 @@ pub struct QueuedRequest {
 
 /// Queues many messages with one statement: each bound recipient's row is inserted, and only
 /// the rest (idempotent repeats, unknown or unbound recipients) are resolved one by one.
-/// Run it inside a transaction: one commit serves the whole batch.
-pub fn enqueue_many(conn: &mut PgConnection, batch: &[QueuedRequest]) -> QueryResult<Vec<Queued>> {
-    let inserted: Vec<Message> = diesel::sql_query(
+///
+/// Run it outside a transaction: the statement commits on its own (one round trip, all rows
+/// or none), and each request resolved afterwards stands alone, so `Err` means nothing was
+/// written and an inner error concerns only its own request.
+pub fn enqueue_many(
+    conn: &mut PgConnection,
+    batch: &[QueuedRequest],
+) -> QueryResult<Vec<QueryResult<Queued>>> {
+    let insert = diesel::sql_query(
         "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
          SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key
          FROM unnest($1, $2, $3, $4, $5, $6, $7)
               AS v (id, sender_id, user_id, template_id, url, data, idempotency_key)
          JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
          JOIN users s ON s.id = v.sender_id
-         ON CONFLICT (sender_id, idempotency_key) DO NOTHING
+         ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING *",
     )
     .bind::<Array<diesel::sql_types::Uuid>, _>(batch.iter().map(|m| m.id).collect::<Vec<_>>())
@@ -71,17 +77,17 @@ pub fn enqueue_many(conn: &mut PgConnection, batch: &[QueuedRequest]) -> QueryRe
             .iter()
             .map(|m| m.idempotency_key.as_deref())
             .collect::<Vec<_>>(),
-    )
-    .load(conn)?;
+    );
+    let inserted: Vec<Message> = super::Prepared(insert).load(conn)?;
     let mut by_id: std::collections::HashMap<Uuid, Message> =
         inserted.into_iter().map(|m| (m.id, m)).collect();
-    batch
+    Ok(batch
         .iter()
         .map(|m| match by_id.remove(&m.id) {
             Some(row) => Ok(Queued::Created(row)),
             None => enqueue(conn, m),
         })
-        .collect()
+        .collect())
 }
 
 /// What queueing a message did.
@@ -107,7 +113,7 @@ pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queu
         "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
          SELECT $1, s.id, u.id, $4, $5, $6, $7 FROM users u, users s
          WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2
-         ON CONFLICT (sender_id, idempotency_key) DO NOTHING
+         ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING *",
     )
     .bind::<diesel::sql_types::Uuid, _>(new.id)
@@ -182,28 +188,16 @@ pub struct Claimed {
     pub openid: Option<String>,
 }
 
-/// Claims up to `limit` due messages (queued and due, or `sending` with an expired lease),
-/// skipping rows another worker is claiming right now.
+/// Claims up to `limit` due messages: those whose lease ran out first, then queued ones that
+/// are due, oldest first, skipping rows another worker is claiming right now. The query lives
+/// in the `claim_due_messages` database function, which pins an index-ordered plan so a claim
+/// costs the same however long the queue is (see its migration).
 pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryResult<Vec<Claimed>> {
-    diesel::sql_query(
-        "WITH due AS (
-             SELECT id FROM messages
-             WHERE (status = 'queued' AND next_attempt_at <= now())
-                OR (status = 'sending' AND lease_until <= now())
-             ORDER BY next_attempt_at
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE messages m
-         SET status = 'sending',
-             attempts = m.attempts + 1,
-             lease_until = now() + $2 * interval '1 millisecond'
-         FROM due, users u
-         WHERE m.id = due.id AND u.id = m.user_id
-         RETURNING m.id, m.user_id, m.template_id, m.url, m.data, m.attempts, u.openid",
+    super::Prepared(
+        diesel::sql_query("SELECT * FROM claim_due_messages($1, $2)")
+            .bind::<BigInt, _>(limit)
+            .bind::<BigInt, _>(lease_ms),
     )
-    .bind::<BigInt, _>(limit)
-    .bind::<BigInt, _>(lease_ms)
     .load(conn)
 }
 
@@ -220,23 +214,33 @@ fn still_claimed(
     )
 }
 
+/// The id of a row a statement touched.
+#[derive(QueryableByName)]
+struct MessageId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    #[expect(dead_code, reason = "read by diesel; callers count the rows")]
+    id: Uuid,
+}
+
 /// Records many successful sends in one statement: `(id, attempt, msgid)` each. Returns how
 /// many claims were still held (the others were lost to a newer claim).
 pub fn mark_sent_batch(conn: &mut PgConnection, sent: &[(Uuid, i32, i64)]) -> QueryResult<usize> {
     let ids: Vec<Uuid> = sent.iter().map(|s| s.0).collect();
     let attempts: Vec<i32> = sent.iter().map(|s| s.1).collect();
     let msgids: Vec<i64> = sent.iter().map(|s| s.2).collect();
-    diesel::sql_query(
+    let update = diesel::sql_query(
         "UPDATE messages m
          SET status = 'sent', msgid = v.msgid, sent_at = now(), lease_until = NULL,
              errcode = NULL, errmsg = NULL
          FROM unnest($1, $2, $3) AS v (id, attempt, msgid)
-         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = 'sending'",
+         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = 'sending'
+         RETURNING m.id",
     )
     .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts)
-    .bind::<Array<BigInt>, _>(msgids)
-    .execute(conn)
+    .bind::<Array<BigInt>, _>(msgids);
+    let held: Vec<MessageId> = super::Prepared(update).load(conn)?;
+    Ok(held.len())
 }
 
 /// Records WeChat's delivery report for the message with `msgid`.
