@@ -90,6 +90,10 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     /// How often the worker looks for due messages when nobody woke it.
     pub poll_interval: Duration,
+    /// How many nice steps (0-19) the worker's thread runs below the rest of the process:
+    /// under CPU contention the kernel favours the threads that answer requests; with CPU to
+    /// spare it changes nothing.
+    pub nice: u8,
 }
 
 impl Default for DeliveryConfig {
@@ -101,6 +105,7 @@ impl Default for DeliveryConfig {
             retry_max: Duration::from_secs(300),
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            nice: 10,
         }
     }
 }
@@ -303,6 +308,17 @@ impl Config {
             poll_interval: p
                 .millis("WXBIND_POLL_INTERVAL_MS")
                 .unwrap_or(defaults.poll_interval),
+            nice: match p.parsed::<u8>("WXBIND_DELIVERY_NICE", "a whole number from 0 to 19") {
+                Some(n) if n > 19 => {
+                    p.fail(
+                        "WXBIND_DELIVERY_NICE",
+                        "must be a whole number from 0 to 19",
+                    );
+                    defaults.nice
+                }
+                Some(n) => n,
+                None => defaults.nice,
+            },
         };
         let db_pool_size = p.parsed_positive("WXBIND_DB_POOL_SIZE").unwrap_or(16);
         let http_workers = p.parsed_positive("WXBIND_HTTP_WORKERS");
@@ -643,6 +659,7 @@ mod tests {
             ("WECHAT_API_BASE", "ftp://x"),
             ("WECHAT_APP_ID", "wx1"),
             ("WXBIND_MAX_ATTEMPTS", "0"),
+            ("WXBIND_DELIVERY_NICE", "20"),
         ])
         .expect_err("must refuse");
         let lines = &err.0;
@@ -652,6 +669,7 @@ mod tests {
             "WECHAT_API_BASE",
             "WECHAT_APP_SECRET",
             "WXBIND_MAX_ATTEMPTS",
+            "WXBIND_DELIVERY_NICE",
         ] {
             assert_eq!(
                 lines.iter().filter(|l| l.starts_with(key)).count(),

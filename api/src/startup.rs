@@ -48,7 +48,7 @@ pub struct Application {
     port: u16,
     server: Server,
     stop_worker: watch::Sender<bool>,
-    worker: Option<actix_web::rt::task::JoinHandle<()>>,
+    worker: Option<tokio::sync::oneshot::Receiver<()>>,
     metrics: Arc<Metrics>,
 }
 
@@ -82,7 +82,9 @@ impl Application {
     }
 
     /// Builds the application on an already bound listener (tests bind port 0). Must be
-    /// called inside an actix system: the delivery worker is spawned onto it.
+    /// called inside an actix system, which runs the server; the delivery worker and the
+    /// group-commit writers get threads of their own, and stop when the application is
+    /// dropped.
     pub fn build_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
         install_crypto_provider();
         let port = listener.local_addr()?.port();
@@ -182,9 +184,7 @@ impl Application {
                     metrics: Arc::clone(&metrics),
                     config: config.delivery.clone(),
                 };
-                Some(actix_web::rt::spawn(async move {
-                    worker::run(deps, WechatClient::new(settings), stop_rx).await;
-                }))
+                Some(worker::spawn(deps, settings, stop_rx)?)
             }
             _ => None,
         };

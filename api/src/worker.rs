@@ -9,13 +9,15 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::Connection;
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::config::DeliveryConfig;
 use crate::db::{self, PgPool, messages::Claimed};
 use crate::metrics::Metrics;
-use crate::wechat::{AccessTokenCache, ErrorClass, WechatClient, WechatError, types::TemplateSend};
+use crate::wechat::{
+    AccessTokenCache, ErrorClass, WechatClient, WechatError, WechatSettings, types::TemplateSend,
+};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -37,7 +39,53 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired bind states and sessions are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Runs the delivery loop on the current (actix) thread until `stop` turns true.
+/// Starts the delivery loop on a thread of its own (with its own actix runtime, which awc
+/// needs) at the configured nice value, so background delivery never competes with request
+/// handling on equal terms for the CPU; the blocking threads it starts for database calls
+/// inherit that priority. The receiver resolves when the loop has stopped.
+pub fn spawn(
+    deps: WorkerDeps,
+    settings: WechatSettings,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("wxbind-delivery".into())
+        .spawn(move || {
+            lower_thread_priority(deps.config.nice);
+            actix_web::rt::System::new().block_on(run(deps, WechatClient::new(settings), stop));
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+/// Raises the calling thread's nice value by `nice` steps (lowering its CPU priority, as
+/// `nice -n` does), capped at 19; needs no privilege.
+fn lower_thread_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    // On Linux the nice value belongs to each thread: this leaves the rest of the process alone.
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let tid = Some(rustix::thread::gettid());
+        let result = getpriority_process(tid)
+            .and_then(|current| setpriority_process(tid, (current + i32::from(nice)).min(19)));
+        if let Err(e) = result {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::from(e),
+                "could not lower the delivery thread's priority; delivering at normal priority"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::debug!(nice, "thread priorities are only set on Linux");
+}
+
+/// Runs the delivery loop on the current (actix) thread until `stop` turns true or its sender
+/// is dropped.
 pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiver<bool>) {
     let concurrency = deps.config.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
@@ -52,7 +100,9 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
     tracing::info!(concurrency, "delivery worker started");
 
     loop {
-        if *stop.borrow() {
+        // Stop when told to, or when whoever could tell us is gone (the application was
+        // dropped): the loop runs on a thread of its own and would otherwise spin on forever.
+        if *stop.borrow() || stop.has_changed().is_err() {
             break;
         }
         // Claim only what can be sent now, so no lease runs down while a row waits for a
@@ -341,6 +391,65 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worker_thread_ends_when_its_application_is_dropped() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let deps = WorkerDeps {
+            // Nothing listens there: every claim fails and the loop goes round again.
+            pool: db::build_pool("postgres://nobody@127.0.0.1:1/nothing", 1),
+            tokens: Arc::new(AccessTokenCache::new("wxtest", Arc::clone(&metrics))),
+            wake: Arc::new(Notify::new()),
+            metrics,
+            config: DeliveryConfig {
+                poll_interval: Duration::from_millis(10),
+                nice: 0,
+                ..DeliveryConfig::default()
+            },
+        };
+        let settings = WechatSettings {
+            api_base: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            app_id: "wxtest".into(),
+            app_secret: secrecy::SecretString::from("test-secret".to_owned()),
+            timeout: Duration::from_millis(100),
+        };
+        let mut done = spawn(deps, settings, stop_rx).expect("thread");
+        drop(stop_tx);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match done.try_recv() {
+                Ok(()) => break,
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the worker kept running"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("the worker thread died: {e}"),
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowering_priority_affects_only_the_calling_thread() {
+        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = own().expect("getpriority");
+        let lowered = std::thread::spawn(move || {
+            lower_thread_priority(5);
+            own().expect("getpriority")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(lowered, (before + 5).min(19));
+        assert_eq!(
+            own().expect("getpriority"),
+            before,
+            "the calling thread is untouched"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_stays_bounded() {

@@ -76,6 +76,9 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             retry_max: Duration::from_millis(200),
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
+            // Tests share the machine with each other: a deprioritised worker would only make
+            // them slower and their timing less predictable.
+            nice: 0,
         },
         db_pool_size: 8,
         http_workers: Some(2),
