@@ -153,6 +153,11 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
         }
     }
 
+    if !*stop.borrow() {
+        // The application was dropped rather than stopped: nobody waits for a drain, and work
+        // left behind is retaken after its lease like a crash's.
+        return;
+    }
     // Let sends in flight record their outcome; anything left is retaken after its lease.
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))

@@ -8,9 +8,14 @@ use diesel::sql_types::Text;
 use sha2::{Digest, Sha256};
 
 /// The server tests run against; `TEST_DATABASE_URL` overrides it.
+///
+/// Without TLS: on loopback it protects nothing, and with it a test process could crash as it
+/// exits. Each test's app is dropped while its pools may still be opening connections to the
+/// database just dropped with it, and OpenSSL's exit-time cleanup then frees what those
+/// threads' libpq handshakes are using (a SIGSEGV in libcrypto after every test passed).
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
 }
 
 /// One test's database.
