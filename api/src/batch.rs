@@ -80,12 +80,13 @@ fn run<Req, Out>(
             requests.push(request);
             replies.push(reply);
         }
-        let result = pool
-            .get()
-            .map_err(|e| ErrorChain(&e).to_string())
-            .and_then(|mut conn| {
-                write(&mut conn, &requests).map_err(|e| ErrorChain(&e).to_string())
-            });
+        // A panic must not take the writer down with it: every later request of this kind
+        // would fail until a restart. It fails this batch, like any other error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut conn = pool.get().map_err(|e| ErrorChain(&e).to_string())?;
+            write(&mut conn, &requests).map_err(|e| ErrorChain(&e).to_string())
+        }))
+        .unwrap_or_else(|_| Err(format!("{what}: the batch writer panicked")));
         let count = requests.len();
         requests.clear();
         match result {

@@ -15,6 +15,8 @@ const PLUG: i64 = 1000;
 const FAILS_ALONE: i64 = -1;
 /// Fails the batch statement itself: every request in that batch fails.
 const FAILS_BATCH: i64 = 0;
+/// A bug in the write function.
+const PANICS: i64 = -2;
 
 static SAW_BATCH_OF_THREE: AtomicBool = AtomicBool::new(false);
 
@@ -25,6 +27,7 @@ fn write(conn: &mut PgConnection, batch: &[i64]) -> QueryResult<Vec<QueryResult<
     if batch.len() == 3 {
         SAW_BATCH_OF_THREE.store(true, Ordering::SeqCst);
     }
+    assert!(!batch.contains(&PANICS), "a bug in the writer");
     if batch.contains(&FAILS_BATCH) {
         diesel::sql_query("SELECT 1 / 0").execute(conn)?;
     }
@@ -81,4 +84,19 @@ async fn one_failing_request_fails_alone_and_a_failing_batch_fails_all_of_it() {
 
     // The writer goes on after a failed batch.
     assert_eq!(batcher.submit(5).await.expect("after a failure"), 10);
+}
+
+#[actix_web::test]
+async fn a_panicking_batch_fails_its_requests_and_the_writer_goes_on() {
+    let db = TestDb::create();
+    let batcher =
+        Batcher::start(wxbind::db::build_pool(&db.url, 2), "test", write).expect("writer thread");
+
+    let outcome = batcher.submit(PANICS).await;
+    assert!(
+        matches!(outcome, Err(ApiError::Unavailable(_))),
+        "{outcome:?}"
+    );
+
+    assert_eq!(batcher.submit(6).await.expect("after a panic"), 12);
 }
