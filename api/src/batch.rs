@@ -9,18 +9,39 @@
 //! The writer is a plain thread that owns the blocking database work, rather than an async
 //! task that hops to the blocking pool for every batch: under load each hop is a wake-up of
 //! another thread, and on a small machine those wake-ups are most of a batch's latency.
+use std::sync::Arc;
 use std::thread;
 
 use diesel::{PgConnection, QueryResult};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::PgPool;
-use crate::error::{ApiError, ErrorChain};
+use crate::db::{DbError, PgPool};
 
 /// Most rows one statement writes.
 const MAX_BATCH: usize = 256;
 
-type Reply<Out> = oneshot::Sender<Result<Out, String>>;
+type Reply<Out> = oneshot::Sender<Result<Out, BatchError>>;
+
+/// Why a request's row was not written. The writer does not log it: the caller does, once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The statement failed; every request of its batch gets the same cause.
+    #[error("writing a batch of {what} failed")]
+    Write {
+        /// Which writer.
+        what: &'static str,
+        /// The database's answer, shared by the batch.
+        #[source]
+        cause: Arc<DbError>,
+    },
+    /// The write panicked (a bug); the writer goes on with the next batch.
+    #[error("the {0} batch writer panicked")]
+    Panicked(&'static str),
+    /// The writer is gone or answered nothing (the application is shutting down, or a bug).
+    #[error("the {0} batch writer gave no answer")]
+    NoAnswer(&'static str),
+}
+
 type Job<Req, Out> = (Req, Reply<Out>);
 
 /// Writes one batch: `Err` means nothing was written for any request in it; otherwise one
@@ -31,6 +52,7 @@ pub type WriteBatch<Req, Out> = fn(&mut PgConnection, &[Req]) -> QueryResult<Vec
 /// Writes one kind of row for many concurrent requests at once.
 pub struct Batcher<Req, Out> {
     tx: mpsc::UnboundedSender<Job<Req, Out>>,
+    what: &'static str,
 }
 
 impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
@@ -44,19 +66,16 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
         thread::Builder::new()
             .name(format!("wxbind-batch-{}", what.replace(' ', "-")))
             .spawn(move || run(&pool, what, write, rx))?;
-        Ok(Self { tx })
+        Ok(Self { tx, what })
     }
 
     /// Submits one request and waits for the statement that carries it to commit.
-    pub async fn submit(&self, request: Req) -> Result<Out, ApiError> {
+    pub async fn submit(&self, request: Req) -> Result<Out, BatchError> {
         let (reply, outcome) = oneshot::channel();
         self.tx
             .send((request, reply))
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("batch writer has stopped")))?;
-        outcome
-            .await
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("batch writer dropped a request")))?
-            .map_err(|cause| ApiError::Unavailable(anyhow::anyhow!(cause)))
+            .map_err(|_| BatchError::NoAnswer(self.what))?;
+        outcome.await.map_err(|_| BatchError::NoAnswer(self.what))?
     }
 }
 
@@ -82,11 +101,15 @@ fn run<Req, Out>(
         }
         // A panic must not take the writer down with it: every later request of this kind
         // would fail until a restart. It fails this batch, like any other error.
+        let failed = |e: DbError| BatchError::Write {
+            what,
+            cause: Arc::new(e),
+        };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut conn = pool.get().map_err(|e| ErrorChain(&e).to_string())?;
-            write(&mut conn, &requests).map_err(|e| ErrorChain(&e).to_string())
+            let mut conn = pool.get().map_err(|e| failed(e.into()))?;
+            write(&mut conn, &requests).map_err(|e| failed(e.into()))
         }))
-        .unwrap_or_else(|_| Err(format!("{what}: the batch writer panicked")));
+        .unwrap_or_else(|_| Err(BatchError::Panicked(what)));
         let count = requests.len();
         requests.clear();
         match result {
@@ -104,18 +127,13 @@ fn run<Req, Out>(
                 for reply in replies.drain(..) {
                     let outcome = match outcomes.next() {
                         Some(Ok(out)) => Ok(out),
-                        Some(Err(e)) => {
-                            let cause = ErrorChain(&e).to_string();
-                            tracing::error!(error.cause = %cause, what, "writing one request of a batch failed");
-                            Err(cause)
-                        }
-                        None => Err(format!("{what}: the batch writer gave no outcome")),
+                        Some(Err(e)) => Err(failed(e.into())),
+                        None => Err(BatchError::NoAnswer(what)),
                     };
                     let _ = reply.send(outcome);
                 }
             }
             Err(cause) => {
-                tracing::error!(error.cause = %cause, count, what, "batch write failed");
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(cause.clone()));
                 }

@@ -6,62 +6,82 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// The whole validated configuration of one wxbind process.
+/// The whole validated configuration of one wxbind process, in sections.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Postgres connection URL (may carry a password, hence secret).
-    pub database_url: SecretString,
-    /// Address the HTTP server binds.
+    /// The HTTP server and the URLs it is known by.
+    pub http: HttpConfig,
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// Access tokens and browser sessions.
+    pub auth: AuthConfig,
+    /// The official account (real, or the sandbox's); `None` means WeChat-dependent routes
+    /// answer `wechat_not_configured`.
+    pub wechat: Option<WechatConfig>,
+    /// How queued messages are delivered.
+    pub delivery: DeliveryConfig,
+    /// Sandbox mode.
+    pub sandbox: SandboxConfig,
+}
+
+/// The HTTP server.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Address the server binds.
     pub listen: SocketAddr,
     /// Public base URL; the OAuth `redirect_uri` is this plus `/api/callback`.
     pub public_url: Url,
-    /// HS256 key for access tokens.
+    /// Worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+    /// Origins allowed to call the API from a browser (exact `scheme://host[:port]`).
+    pub cors_origins: Vec<String>,
+    /// SPA page the OAuth callback redirects to; `None` renders a small HTML page instead.
+    pub bind_result_url: Option<Url>,
+}
+
+/// PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// Connection URL (may carry a password, hence secret).
+    pub url: SecretString,
+    /// Maximum connections in the pool.
+    pub pool_size: u32,
+}
+
+/// Access tokens and browser refresh sessions.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// HS256 key for access tokens (and, derived, the session cookie's key).
     pub jwt_secret: SecretString,
     /// True when no `JWT_SECRET` was given and a random per-process key is in use.
     pub jwt_secret_generated: bool,
     /// Lifetime of an issued JWT.
     pub jwt_ttl: Duration,
-    /// The official account; `None` means WeChat-dependent routes answer `wechat_not_configured`.
-    pub wechat: Option<WechatCredentials>,
-    /// Base of WeChat's server API (`https://api.weixin.qq.com`).
-    pub wechat_api_base: Url,
-    /// Base of WeChat's OAuth pages (`https://open.weixin.qq.com`).
-    pub wechat_oauth_base: Url,
-    /// Timeout of every call to WeChat.
-    pub wechat_timeout: Duration,
-    /// Template used when a message names none.
-    pub default_template_id: Option<String>,
-    /// SPA page the OAuth callback redirects to; `None` renders a small HTML page instead.
-    pub bind_result_url: Option<Url>,
-    /// How queued messages are delivered.
-    pub delivery: DeliveryConfig,
-    /// Maximum connections in the Postgres pool.
-    pub db_pool_size: u32,
-    /// HTTP worker threads; `None` means one per core.
-    pub http_workers: Option<usize>,
     /// Lifetime of a browser refresh session without use.
     pub session_ttl: Duration,
     /// SameSite of the session cookie.
     pub cookie_same_site: actix_web::cookie::SameSite,
-    /// Origins allowed to call the API from a browser (exact `scheme://host[:port]`).
-    pub cors_origins: Vec<String>,
-    /// Server-push security (`/api/wechat/events`); `None` means the endpoint answers 503.
-    pub push: Option<PushConfig>,
-    /// Base of WeChat's QR-code pages (`https://mp.weixin.qq.com`).
-    pub wechat_mp_base: Url,
-    /// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
-    pub sandbox: bool,
-    /// Password of the sandbox demo accounts; random per start when unset.
-    pub demo_password: Option<SecretString>,
 }
 
-/// App id and secret of the official account.
+/// The official account and how to reach WeChat, with every base URL already resolved.
 #[derive(Clone, Debug)]
-pub struct WechatCredentials {
+pub struct WechatConfig {
     /// `appid`, public.
     pub app_id: String,
     /// `secret`, never logged.
     pub app_secret: SecretString,
+    /// Base of WeChat's server API (`https://api.weixin.qq.com`).
+    pub api_base: Url,
+    /// Base of WeChat's OAuth pages (`https://open.weixin.qq.com`).
+    pub oauth_base: Url,
+    /// Base of WeChat's QR-code pages (`https://mp.weixin.qq.com`).
+    pub mp_base: Url,
+    /// Timeout of every call to WeChat.
+    pub timeout: Duration,
+    /// Template used when a message names none.
+    pub default_template_id: Option<String>,
+    /// Server-push security (`/api/wechat/events`); `None` means the endpoint answers 503.
+    pub push: Option<PushConfig>,
 }
 
 /// How WeChat's server pushes are authenticated.
@@ -73,6 +93,15 @@ pub struct PushConfig {
     pub aes_key: Option<SecretString>,
     /// The previous EncodingAESKey, accepted during a key rotation.
     pub aes_key_previous: Option<SecretString>,
+}
+
+/// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    /// Whether the simulator runs (never together with real credentials).
+    pub enabled: bool,
+    /// Password of the sandbox demo accounts; random per start when unset.
+    pub demo_password: Option<SecretString>,
 }
 
 /// Tuning of the delivery worker.
@@ -133,314 +162,401 @@ impl Config {
     }
 
     /// Builds the configuration from any key lookup (the environment, or a map in tests).
+    /// Every section is parsed even when an earlier one failed, so one start reports every
+    /// problem.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         let mut p = Parser {
             get: &get,
             errors: &mut errors,
         };
-
-        let database_url = p
-            .string("DATABASE_URL")
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        let listen = p.parsed("WXBIND_LISTEN", "an address like 127.0.0.1:8080");
-        let public_url = p.url("WXBIND_PUBLIC_URL");
-        let jwt_ttl = p
-            .seconds("JWT_TTL_SECONDS")
-            .unwrap_or(Duration::from_secs(15 * 60));
-        let session_ttl = p
-            .seconds("WXBIND_SESSION_TTL_SECONDS")
-            .unwrap_or(Duration::from_secs(14 * 24 * 3600));
-        let cookie_same_site = match p.string("WXBIND_COOKIE_SAMESITE") {
-            None => actix_web::cookie::SameSite::Lax,
-            Some(raw) => crate::session::parse_same_site(&raw).unwrap_or_else(|| {
-                p.fail("WXBIND_COOKIE_SAMESITE", "must be lax, strict or none");
-                actix_web::cookie::SameSite::Lax
-            }),
-        };
-        let mut cors_origins = Vec::new();
-        for origin in p
-            .string("WXBIND_CORS_ORIGINS")
-            .unwrap_or_default()
-            .split(',')
-        {
-            let origin = origin.trim().trim_end_matches('/');
-            if origin.is_empty() {
-                continue;
-            }
-            match Url::parse(origin) {
-                Ok(u)
-                    if matches!(u.scheme(), "http" | "https")
-                        && u.host().is_some()
-                        && u.path() == "/"
-                        && u.query().is_none() =>
-                {
-                    cors_origins.push(origin.to_owned());
-                }
-                _ => p.fail(
-                    "WXBIND_CORS_ORIGINS",
-                    &format!(
-                        "must list exact origins like https://app.example.com (never *), got {origin:?}"
-                    ),
-                ),
-            }
-        }
-
-        let app_id = p.string("WECHAT_APP_ID");
-        let app_secret = p.string("WECHAT_APP_SECRET");
-        let wechat = match (app_id, app_secret) {
-            (Some(app_id), Some(secret)) => Some(WechatCredentials {
-                app_id,
-                app_secret: secret.into(),
-            }),
-            (Some(_), None) => {
-                p.fail("WECHAT_APP_SECRET", "is required when WECHAT_APP_ID is set");
-                None
-            }
-            (None, Some(_)) => {
-                p.fail("WECHAT_APP_ID", "is required when WECHAT_APP_SECRET is set");
-                None
-            }
-            (None, None) => None,
-        };
-        if let Some(w) = &wechat {
-            if !w.app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-                p.fail(
-                    "WECHAT_APP_ID",
-                    "must be letters and digits (like wx1234567890abcdef)",
-                );
-            }
-        }
-
-        let (jwt_secret, jwt_secret_generated) = match p.string("JWT_SECRET") {
-            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
-                p.fail(
-                    "JWT_SECRET",
-                    &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
-                );
-                (SecretString::from(String::new()), false)
-            }
-            Some(s) => (SecretString::from(s), false),
-            None if wechat.is_some() => {
-                p.fail(
-                    "JWT_SECRET",
-                    "is required when WECHAT_APP_ID is set (at least 32 random bytes)",
-                );
-                (SecretString::from(String::new()), false)
-            }
-            None => (SecretString::from(random_secret()), true),
-        };
-
-        let wechat_api_base = p.url("WECHAT_API_BASE");
-        let wechat_oauth_base = p.url("WECHAT_OAUTH_BASE");
-        let wechat_timeout = p
-            .millis("WECHAT_TIMEOUT_MS")
-            .unwrap_or(Duration::from_secs(10));
-        let default_template_id = p.string("WECHAT_TEMPLATE_ID");
-        if let Some(t) = &default_template_id {
-            if crate::domain::TemplateId::parse(t).is_err() {
-                p.fail("WECHAT_TEMPLATE_ID", "is not a valid template id");
-            }
-        }
-        let bind_result_url = p.url("BIND_RESULT_URL");
-        let wechat_mp_base = p.url("WECHAT_MP_BASE");
-        if cookie_same_site == actix_web::cookie::SameSite::None
-            && public_url.as_ref().is_none_or(|u| u.scheme() != "https")
-        {
-            p.fail(
-                "WXBIND_COOKIE_SAMESITE",
-                "none needs an https WXBIND_PUBLIC_URL (browsers require Secure cookies)",
-            );
-        }
-        let push_token = p.string("WECHAT_TOKEN");
-        if let Some(t) = &push_token {
-            if t.len() < 3 || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
-                p.fail(
-                    "WECHAT_TOKEN",
-                    "must be 3-32 letters and digits (as WeChat requires)",
-                );
-            }
-        }
-        let aes_key = p.string("WECHAT_ENCODING_AES_KEY");
-        let aes_key_previous = p.string("WECHAT_ENCODING_AES_KEY_PREVIOUS");
-        for (key, value) in [
-            ("WECHAT_ENCODING_AES_KEY", &aes_key),
-            ("WECHAT_ENCODING_AES_KEY_PREVIOUS", &aes_key_previous),
-        ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| crate::wechat::crypto::decode_key(v).is_err())
-            {
-                p.fail(
-                    key,
-                    "must be 43 characters of base64 (the EncodingAESKey WeChat shows)",
-                );
-            }
-        }
-        if aes_key_previous.is_some() && aes_key.is_none() {
-            p.fail(
-                "WECHAT_ENCODING_AES_KEY_PREVIOUS",
-                "needs WECHAT_ENCODING_AES_KEY as well",
-            );
-        }
-        if push_token.is_none() && aes_key.is_some() {
-            p.fail(
-                "WECHAT_TOKEN",
-                "is required when WECHAT_ENCODING_AES_KEY is set",
-            );
-        }
-
-        let defaults = DeliveryConfig::default();
-        let delivery = DeliveryConfig {
-            concurrency: p
-                .parsed_positive("WXBIND_DELIVERY_CONCURRENCY")
-                .unwrap_or(defaults.concurrency),
-            max_attempts: p
-                .parsed_positive("WXBIND_MAX_ATTEMPTS")
-                .unwrap_or(defaults.max_attempts),
-            retry_base: p
-                .millis("WXBIND_RETRY_BASE_MS")
-                .unwrap_or(defaults.retry_base),
-            retry_max: p
-                .millis("WXBIND_RETRY_MAX_MS")
-                .unwrap_or(defaults.retry_max),
-            lease: p.seconds("WXBIND_LEASE_SECONDS").unwrap_or(defaults.lease),
-            poll_interval: p
-                .millis("WXBIND_POLL_INTERVAL_MS")
-                .unwrap_or(defaults.poll_interval),
-            nice: match p.parsed::<u8>("WXBIND_DELIVERY_NICE", "a whole number from 0 to 19") {
-                Some(n) if n > 19 => {
-                    p.fail(
-                        "WXBIND_DELIVERY_NICE",
-                        "must be a whole number from 0 to 19",
-                    );
-                    defaults.nice
-                }
-                Some(n) => n,
-                None => defaults.nice,
-            },
-        };
-        let db_pool_size = p.parsed_positive("WXBIND_DB_POOL_SIZE").unwrap_or(16);
-        let http_workers = p.parsed_positive("WXBIND_HTTP_WORKERS");
-        let sandbox = match p.string("WXBIND_SANDBOX").as_deref() {
-            None | Some("auto") => wechat.is_none() && !p.has("WECHAT_APP_SECRET"),
-            Some("off" | "0" | "false") => false,
-            Some("on" | "1" | "true") => {
-                if wechat.is_some() {
-                    p.fail(
-                        "WXBIND_SANDBOX",
-                        "cannot be on while WECHAT_APP_ID is set: the sandbox never runs with real credentials",
-                    );
-                }
-                true
-            }
-            Some(other) => {
-                p.fail(
-                    "WXBIND_SANDBOX",
-                    &format!("must be auto, on or off, got {other:?}"),
-                );
-                false
-            }
-        };
-        let demo_password = p.string("WXBIND_DEMO_PASSWORD");
-        if demo_password
-            .as_ref()
-            .is_some_and(|pw| pw.chars().count() < 8)
-        {
-            p.fail("WXBIND_DEMO_PASSWORD", "must be at least 8 characters");
-        }
-
+        let database = database_section(&mut p);
+        let http = http_section(&mut p);
+        let credentials = credentials(&mut p);
+        let auth = auth_section(&mut p, &http, credentials.is_some());
+        let sandbox = sandbox_section(&mut p, credentials.is_some());
+        let wechat = wechat_section(&mut p, credentials, &http.public_url, sandbox.enabled);
+        let delivery = delivery_section(&mut p);
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let explicit_bases = (wechat_api_base.clone(), wechat_oauth_base.clone());
-        let public_url = public_url.unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080"));
-        let mut config = Self {
-            database_url: database_url.into(),
-            listen,
-            public_url,
-            jwt_secret,
-            jwt_secret_generated,
-            jwt_ttl,
+        Ok(Self {
+            http,
+            database,
+            auth,
             wechat,
-            wechat_api_base: wechat_api_base
-                .unwrap_or_else(|| url_or_panic("https://api.weixin.qq.com")),
-            wechat_oauth_base: wechat_oauth_base
-                .unwrap_or_else(|| url_or_panic("https://open.weixin.qq.com")),
-            wechat_timeout,
-            default_template_id,
-            bind_result_url,
             delivery,
-            db_pool_size,
-            http_workers,
-            session_ttl,
-            cookie_same_site,
-            cors_origins,
-            push: push_token.map(|token| PushConfig {
-                token: token.into(),
-                aes_key: aes_key.map(SecretString::from),
-                aes_key_previous: aes_key_previous.map(SecretString::from),
-            }),
-            wechat_mp_base: wechat_mp_base
-                .clone()
-                .unwrap_or_else(|| url_or_panic("https://mp.weixin.qq.com")),
-            sandbox: false,
-            demo_password: demo_password.map(SecretString::from),
-        };
-        if sandbox {
-            config.enable_sandbox();
-            // Explicit bases win over the sandbox defaults.
-            if let Some(base) = explicit_bases.0 {
-                config.wechat_api_base = base;
-            }
-            if let Some(base) = explicit_bases.1 {
-                config.wechat_oauth_base = base;
-            }
-            if let Some(base) = wechat_mp_base {
-                config.wechat_mp_base = base;
-            }
-        }
-        Ok(config)
+            sandbox,
+        })
     }
 
-    /// Switches to sandbox mode: simulated credentials, and WeChat's bases pointing at this
-    /// service's own `/sandbox` simulator (from `public_url`, so set that first).
+    /// Switches to sandbox mode, as `WXBIND_SANDBOX=on` does: simulated credentials, with
+    /// WeChat's bases on this service's own `/sandbox` (from `http.public_url`, so set that
+    /// first). For tests and tools that build a `Config` by hand.
     pub fn enable_sandbox(&mut self) {
-        self.sandbox = true;
-        self.wechat = Some(WechatCredentials {
-            app_id: SANDBOX_APP_ID.into(),
-            app_secret: SecretString::from(crate::domain::random_alphanumeric(32)),
-        });
-        let base = format!("{}/sandbox", self.public_url.as_str().trim_end_matches('/'));
-        let base = Url::parse(&base).unwrap_or_else(|_| self.public_url.clone());
-        self.wechat_api_base = base.clone();
-        self.wechat_oauth_base = base.clone();
-        self.wechat_mp_base = base;
-        // The simulator signs its pushes with this token, so sandbox mode always has one.
-        if self.push.is_none() {
-            self.push = Some(PushConfig {
-                token: SecretString::from(crate::domain::random_alphanumeric(32)),
-                aes_key: None,
-                aes_key_previous: None,
-            });
-        }
-        if self.default_template_id.is_none() {
-            self.default_template_id = Some(SANDBOX_TEMPLATE_ID.into());
-        }
+        self.sandbox.enabled = true;
+        self.wechat = Some(WechatConfig::sandbox(
+            &self.http.public_url,
+            Bases::default(),
+            None,
+            None,
+        ));
     }
 
     /// `redirect_uri` of the OAuth flow.
     pub fn callback_url(&self) -> String {
         format!(
             "{}/api/callback",
-            self.public_url.as_str().trim_end_matches('/')
+            self.http.public_url.as_str().trim_end_matches('/')
         )
     }
 
     /// The database URL, for the pool and migrations only.
     pub fn database_url(&self) -> &str {
-        self.database_url.expose_secret()
+        self.database.url.expose_secret()
+    }
+}
+
+/// Base URLs given explicitly; the rest come from the mode.
+#[derive(Default)]
+struct Bases {
+    api: Option<Url>,
+    oauth: Option<Url>,
+    mp: Option<Url>,
+}
+
+impl WechatConfig {
+    /// The sandbox's account: simulated credentials, a push token of its own (the simulator
+    /// signs its pushes with it) and WeChat's bases on `public_url/sandbox` unless given.
+    fn sandbox(
+        public_url: &Url,
+        bases: Bases,
+        push: Option<PushConfig>,
+        default_template_id: Option<String>,
+    ) -> Self {
+        let own = format!("{}/sandbox", public_url.as_str().trim_end_matches('/'));
+        let own = Url::parse(&own).unwrap_or_else(|_| public_url.clone());
+        Self {
+            app_id: SANDBOX_APP_ID.into(),
+            app_secret: SecretString::from(crate::domain::random_alphanumeric(32)),
+            api_base: bases.api.unwrap_or_else(|| own.clone()),
+            oauth_base: bases.oauth.unwrap_or_else(|| own.clone()),
+            mp_base: bases.mp.unwrap_or(own),
+            timeout: DEFAULT_WECHAT_TIMEOUT,
+            default_template_id: default_template_id.or_else(|| Some(SANDBOX_TEMPLATE_ID.into())),
+            push: push.or_else(|| {
+                Some(PushConfig {
+                    token: SecretString::from(crate::domain::random_alphanumeric(32)),
+                    aes_key: None,
+                    aes_key_previous: None,
+                })
+            }),
+        }
+    }
+}
+
+const DEFAULT_WECHAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn database_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> DatabaseConfig {
+    DatabaseConfig {
+        url: p
+            .string("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
+            .into(),
+        pool_size: p.parsed_positive("WXBIND_DB_POOL_SIZE").unwrap_or(16),
+    }
+}
+
+fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpConfig {
+    let listen = p
+        .parsed("WXBIND_LISTEN", "an address like 127.0.0.1:8080")
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let public_url = p
+        .url("WXBIND_PUBLIC_URL")
+        .unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080"));
+    let mut cors_origins = Vec::new();
+    for origin in p
+        .string("WXBIND_CORS_ORIGINS")
+        .unwrap_or_default()
+        .split(',')
+    {
+        let origin = origin.trim().trim_end_matches('/');
+        if origin.is_empty() {
+            continue;
+        }
+        match Url::parse(origin) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none() =>
+            {
+                cors_origins.push(origin.to_owned());
+            }
+            _ => p.fail(
+                "WXBIND_CORS_ORIGINS",
+                &format!(
+                    "must list exact origins like https://app.example.com (never *), got {origin:?}"
+                ),
+            ),
+        }
+    }
+    HttpConfig {
+        listen,
+        public_url,
+        workers: p.parsed_positive("WXBIND_HTTP_WORKERS"),
+        cors_origins,
+        bind_result_url: p.url("BIND_RESULT_URL"),
+    }
+}
+
+/// `WECHAT_APP_ID` and `WECHAT_APP_SECRET`: both or neither.
+fn credentials<F: Fn(&str) -> Option<String>>(
+    p: &mut Parser<'_, F>,
+) -> Option<(String, SecretString)> {
+    let credentials = match (p.string("WECHAT_APP_ID"), p.string("WECHAT_APP_SECRET")) {
+        (Some(app_id), Some(secret)) => Some((app_id, SecretString::from(secret))),
+        (Some(_), None) => {
+            p.fail("WECHAT_APP_SECRET", "is required when WECHAT_APP_ID is set");
+            None
+        }
+        (None, Some(_)) => {
+            p.fail("WECHAT_APP_ID", "is required when WECHAT_APP_SECRET is set");
+            None
+        }
+        (None, None) => None,
+    };
+    if credentials
+        .as_ref()
+        .is_some_and(|(app_id, _)| !app_id.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        p.fail(
+            "WECHAT_APP_ID",
+            "must be letters and digits (like wx1234567890abcdef)",
+        );
+    }
+    credentials
+}
+
+fn auth_section<F: Fn(&str) -> Option<String>>(
+    p: &mut Parser<'_, F>,
+    http: &HttpConfig,
+    real_credentials: bool,
+) -> AuthConfig {
+    let (jwt_secret, jwt_secret_generated) = match p.string("JWT_SECRET") {
+        Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+            p.fail(
+                "JWT_SECRET",
+                &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            );
+            (SecretString::from(String::new()), false)
+        }
+        Some(s) => (SecretString::from(s), false),
+        None if real_credentials => {
+            p.fail(
+                "JWT_SECRET",
+                "is required when WECHAT_APP_ID is set (at least 32 random bytes)",
+            );
+            (SecretString::from(String::new()), false)
+        }
+        None => (SecretString::from(random_secret()), true),
+    };
+    let cookie_same_site = match p.string("WXBIND_COOKIE_SAMESITE") {
+        None => actix_web::cookie::SameSite::Lax,
+        Some(raw) => parse_same_site(&raw).unwrap_or_else(|| {
+            p.fail("WXBIND_COOKIE_SAMESITE", "must be lax, strict or none");
+            actix_web::cookie::SameSite::Lax
+        }),
+    };
+    if cookie_same_site == actix_web::cookie::SameSite::None && http.public_url.scheme() != "https"
+    {
+        p.fail(
+            "WXBIND_COOKIE_SAMESITE",
+            "none needs an https WXBIND_PUBLIC_URL (browsers require Secure cookies)",
+        );
+    }
+    AuthConfig {
+        jwt_secret,
+        jwt_secret_generated,
+        jwt_ttl: p
+            .seconds("JWT_TTL_SECONDS")
+            .unwrap_or(Duration::from_secs(15 * 60)),
+        session_ttl: p
+            .seconds("WXBIND_SESSION_TTL_SECONDS")
+            .unwrap_or(Duration::from_secs(14 * 24 * 3600)),
+        cookie_same_site,
+    }
+}
+
+/// Parses `WXBIND_COOKIE_SAMESITE`.
+fn parse_same_site(raw: &str) -> Option<actix_web::cookie::SameSite> {
+    use actix_web::cookie::SameSite;
+    match raw.to_ascii_lowercase().as_str() {
+        "lax" => Some(SameSite::Lax),
+        "strict" => Some(SameSite::Strict),
+        "none" => Some(SameSite::None),
+        _ => None,
+    }
+}
+
+fn sandbox_section<F: Fn(&str) -> Option<String>>(
+    p: &mut Parser<'_, F>,
+    real_credentials: bool,
+) -> SandboxConfig {
+    let enabled = match p.string("WXBIND_SANDBOX").as_deref() {
+        // A secret without an app id is a mistake reported elsewhere, not a wish for the sandbox.
+        None | Some("auto") => !real_credentials && !p.has("WECHAT_APP_SECRET"),
+        Some("off" | "0" | "false") => false,
+        Some("on" | "1" | "true") => {
+            if real_credentials {
+                p.fail(
+                    "WXBIND_SANDBOX",
+                    "cannot be on while WECHAT_APP_ID is set: the sandbox never runs with real credentials",
+                );
+            }
+            true
+        }
+        Some(other) => {
+            p.fail(
+                "WXBIND_SANDBOX",
+                &format!("must be auto, on or off, got {other:?}"),
+            );
+            false
+        }
+    };
+    let demo_password = p.string("WXBIND_DEMO_PASSWORD");
+    if demo_password
+        .as_ref()
+        .is_some_and(|pw| pw.chars().count() < 8)
+    {
+        p.fail("WXBIND_DEMO_PASSWORD", "must be at least 8 characters");
+    }
+    SandboxConfig {
+        enabled,
+        demo_password: demo_password.map(SecretString::from),
+    }
+}
+
+fn wechat_section<F: Fn(&str) -> Option<String>>(
+    p: &mut Parser<'_, F>,
+    credentials: Option<(String, SecretString)>,
+    public_url: &Url,
+    sandbox: bool,
+) -> Option<WechatConfig> {
+    let bases = Bases {
+        api: p.url("WECHAT_API_BASE"),
+        oauth: p.url("WECHAT_OAUTH_BASE"),
+        mp: p.url("WECHAT_MP_BASE"),
+    };
+    let timeout = p.millis("WECHAT_TIMEOUT_MS");
+    let default_template_id = p.string("WECHAT_TEMPLATE_ID");
+    if default_template_id
+        .as_deref()
+        .is_some_and(|t| crate::domain::TemplateId::parse(t).is_err())
+    {
+        p.fail("WECHAT_TEMPLATE_ID", "is not a valid template id");
+    }
+    let push = push_settings(p);
+    if sandbox {
+        let mut config = WechatConfig::sandbox(public_url, bases, push, default_template_id);
+        config.timeout = timeout.unwrap_or(DEFAULT_WECHAT_TIMEOUT);
+        return Some(config);
+    }
+    let (app_id, app_secret) = credentials?;
+    Some(WechatConfig {
+        app_id,
+        app_secret,
+        api_base: bases
+            .api
+            .unwrap_or_else(|| url_or_panic("https://api.weixin.qq.com")),
+        oauth_base: bases
+            .oauth
+            .unwrap_or_else(|| url_or_panic("https://open.weixin.qq.com")),
+        mp_base: bases
+            .mp
+            .unwrap_or_else(|| url_or_panic("https://mp.weixin.qq.com")),
+        timeout: timeout.unwrap_or(DEFAULT_WECHAT_TIMEOUT),
+        default_template_id,
+        push,
+    })
+}
+
+/// `WECHAT_TOKEN` and the EncodingAESKeys of safe mode.
+fn push_settings<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Option<PushConfig> {
+    let token = p.string("WECHAT_TOKEN");
+    if token.as_ref().is_some_and(|t| {
+        t.len() < 3 || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric())
+    }) {
+        p.fail(
+            "WECHAT_TOKEN",
+            "must be 3-32 letters and digits (as WeChat requires)",
+        );
+    }
+    let aes_key = p.string("WECHAT_ENCODING_AES_KEY");
+    let aes_key_previous = p.string("WECHAT_ENCODING_AES_KEY_PREVIOUS");
+    for (key, value) in [
+        ("WECHAT_ENCODING_AES_KEY", &aes_key),
+        ("WECHAT_ENCODING_AES_KEY_PREVIOUS", &aes_key_previous),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| crate::wechat::crypto::decode_key(v).is_err())
+        {
+            p.fail(
+                key,
+                "must be 43 characters of base64 (the EncodingAESKey WeChat shows)",
+            );
+        }
+    }
+    if aes_key_previous.is_some() && aes_key.is_none() {
+        p.fail(
+            "WECHAT_ENCODING_AES_KEY_PREVIOUS",
+            "needs WECHAT_ENCODING_AES_KEY as well",
+        );
+    }
+    if token.is_none() && aes_key.is_some() {
+        p.fail(
+            "WECHAT_TOKEN",
+            "is required when WECHAT_ENCODING_AES_KEY is set",
+        );
+    }
+    token.map(|token| PushConfig {
+        token: token.into(),
+        aes_key: aes_key.map(SecretString::from),
+        aes_key_previous: aes_key_previous.map(SecretString::from),
+    })
+}
+
+fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> DeliveryConfig {
+    let defaults = DeliveryConfig::default();
+    DeliveryConfig {
+        concurrency: p
+            .parsed_positive("WXBIND_DELIVERY_CONCURRENCY")
+            .unwrap_or(defaults.concurrency),
+        max_attempts: p
+            .parsed_positive("WXBIND_MAX_ATTEMPTS")
+            .unwrap_or(defaults.max_attempts),
+        retry_base: p
+            .millis("WXBIND_RETRY_BASE_MS")
+            .unwrap_or(defaults.retry_base),
+        retry_max: p
+            .millis("WXBIND_RETRY_MAX_MS")
+            .unwrap_or(defaults.retry_max),
+        lease: p.seconds("WXBIND_LEASE_SECONDS").unwrap_or(defaults.lease),
+        poll_interval: p
+            .millis("WXBIND_POLL_INTERVAL_MS")
+            .unwrap_or(defaults.poll_interval),
+        nice: match p.parsed::<u8>("WXBIND_DELIVERY_NICE", "a whole number from 0 to 19") {
+            Some(n) if n > 19 => {
+                p.fail(
+                    "WXBIND_DELIVERY_NICE",
+                    "must be a whole number from 0 to 19",
+                );
+                defaults.nice
+            }
+            Some(n) => n,
+            None => defaults.nice,
+        },
     }
 }
 
@@ -532,19 +648,17 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let c = config(&[]).expect("empty environment is valid");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.callback_url(), "http://127.0.0.1:8080/api/callback");
-        assert!(c.sandbox, "no credentials means sandbox mode");
-        assert_eq!(c.wechat_api_base.as_str(), "http://127.0.0.1:8080/sandbox");
-        assert_eq!(
-            c.wechat_oauth_base.as_str(),
-            "http://127.0.0.1:8080/sandbox"
-        );
-        assert!(c.jwt_secret_generated);
-        assert!(c.jwt_secret.expose_secret().len() >= 32);
-        assert_eq!(c.jwt_ttl, Duration::from_secs(900));
-        assert_eq!(c.session_ttl, Duration::from_secs(14 * 24 * 3600));
-        assert!(c.cors_origins.is_empty());
+        assert!(c.sandbox.enabled, "no credentials means sandbox mode");
+        let w = c.wechat.as_ref().expect("the sandbox's account");
+        assert_eq!(w.api_base.as_str(), "http://127.0.0.1:8080/sandbox");
+        assert_eq!(w.oauth_base.as_str(), "http://127.0.0.1:8080/sandbox");
+        assert!(c.auth.jwt_secret_generated);
+        assert!(c.auth.jwt_secret.expose_secret().len() >= 32);
+        assert_eq!(c.auth.jwt_ttl, Duration::from_secs(900));
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(14 * 24 * 3600));
+        assert!(c.http.cors_origins.is_empty());
     }
 
     #[test]
@@ -555,9 +669,10 @@ mod tests {
             ("JWT_SECRET", "jwt-secret-value-that-is-long-enough-32"),
         ])
         .expect("valid");
-        assert!(!c.sandbox);
-        assert_eq!(c.wechat_api_base.as_str(), "https://api.weixin.qq.com/");
-        assert_eq!(c.wechat_oauth_base.as_str(), "https://open.weixin.qq.com/");
+        assert!(!c.sandbox.enabled);
+        let w = c.wechat.as_ref().expect("configured");
+        assert_eq!(w.api_base.as_str(), "https://api.weixin.qq.com/");
+        assert_eq!(w.oauth_base.as_str(), "https://open.weixin.qq.com/");
         let err = config(&[
             ("WECHAT_APP_ID", "wx123"),
             ("WECHAT_APP_SECRET", "s"),
@@ -594,7 +709,11 @@ mod tests {
             ),
         ])
         .expect("valid");
-        assert!(ok.push.is_some_and(|p| p.aes_key.is_some()));
+        assert!(
+            ok.wechat
+                .and_then(|w| w.push)
+                .is_some_and(|p| p.aes_key.is_some())
+        );
     }
 
     #[test]
@@ -629,7 +748,7 @@ mod tests {
         )])
         .expect("valid");
         assert_eq!(
-            c.cors_origins,
+            c.http.cors_origins,
             ["https://app.example.com", "http://localhost:5173"]
         );
         for bad in ["*", "https://app.example.com/path", "app.example.com"] {
@@ -640,7 +759,7 @@ mod tests {
     #[test]
     fn sandbox_can_be_turned_off() {
         let c = config(&[("WXBIND_SANDBOX", "off")]).expect("valid");
-        assert!(!c.sandbox);
+        assert!(!c.sandbox.enabled);
         assert!(c.wechat.is_none());
     }
 

@@ -335,27 +335,57 @@ impl ErrorBody {
     }
 }
 
-impl From<diesel::result::Error> for ApiError {
-    fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match e {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-                Self::Unavailable(e.into())
-            }
-            other => Self::Internal(other.into()),
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Internal(e.into())
         }
     }
 }
 
-impl From<diesel::r2d2::PoolError> for ApiError {
-    fn from(e: diesel::r2d2::PoolError) -> Self {
-        Self::Unavailable(anyhow::Error::new(e).context("no database connection"))
+impl From<crate::batch::BatchError> for ApiError {
+    fn from(e: crate::batch::BatchError) -> Self {
+        use crate::batch::BatchError;
+        match e {
+            BatchError::Write { .. } | BatchError::Panicked(_) => Self::Unavailable(e.into()),
+            BatchError::NoAnswer(_) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<crate::wechat::CallError> for ApiError {
+    fn from(e: crate::wechat::CallError) -> Self {
+        use crate::wechat::{CallError, TokenError};
+        match e {
+            CallError::Wechat(w) | CallError::Token(TokenError::Wechat(w)) => {
+                Self::WechatUnavailable(w)
+            }
+            CallError::Token(TokenError::Store(db)) => Self::Unavailable(db.into()),
+        }
+    }
+}
+
+impl From<crate::wechat::push::PushError> for ApiError {
+    fn from(e: crate::wechat::push::PushError) -> Self {
+        use crate::wechat::push::PushError;
+        match e {
+            PushError::BadSignature => Self::InvalidSignature,
+            PushError::Malformed(why) => Self::InvalidRequest(why),
+        }
+    }
+}
+
+impl From<crate::wechat::NotConfigured> for ApiError {
+    fn from(_: crate::wechat::NotConfigured) -> Self {
+        Self::WechatNotConfigured
     }
 }
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
-        Self::Internal(anyhow::anyhow!("blocking task failed: {e}"))
+        Self::Internal(anyhow::Error::new(e).context("a blocking task did not finish"))
     }
 }
 

@@ -1,17 +1,21 @@
 //! wxbind: bind website accounts to a WeChat Official Account and send them template messages.
 pub mod auth;
 pub mod batch;
+pub mod binding;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod housekeeping;
 pub mod metrics;
 pub mod openapi;
+pub mod pushes;
 pub mod routes;
 pub mod sandbox;
 pub mod session;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod wechat;
 pub mod worker;

@@ -59,8 +59,8 @@ fn migrate(config: &Config) -> anyhow::Result<diesel::PgConnection> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let mut conn = migrate(&config)?;
-    if config.sandbox {
-        let password = config.demo_password.as_ref().map_or_else(
+    if config.sandbox.enabled {
+        let password = config.sandbox.demo_password.as_ref().map_or_else(
             || wxbind::domain::random_alphanumeric(12),
             |p| p.expose_secret().to_owned(),
         );
@@ -68,7 +68,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         print_sandbox_banner(&config, &password);
     }
     drop(conn);
-    if config.jwt_secret_generated {
+    if config.auth.jwt_secret_generated {
         tracing::warn!(
             "JWT_SECRET is not set: using a random key for this process; tokens will not survive a restart"
         );
@@ -79,8 +79,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "WECHAT_APP_ID is not set: binding and messages answer 503 wechat_not_configured"
         );
     }
-    let listen = config.listen;
-    let public = config.public_url.clone();
+    let listen = config.http.listen;
+    let public = config.http.public_url.clone();
     actix_web::rt::System::new().block_on(async move {
         let app = startup::Application::build(config)?;
         tracing::info!(
@@ -93,8 +93,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn print_sandbox_banner(config: &Config, password: &str) {
-    let base = config.public_url.as_str().trim_end_matches('/');
-    let shown = if config.demo_password.is_some() {
+    let base = config.http.public_url.as_str().trim_end_matches('/');
+    let shown = if config.sandbox.demo_password.is_some() {
         "(WXBIND_DEMO_PASSWORD)"
     } else {
         password

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix_session::SessionMiddleware;
 use actix_session::config::{PersistentSession, TtlExtensionPolicy};
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
-use actix_web::cookie::{Key, SameSite};
+use actix_web::cookie::Key;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -47,11 +47,9 @@ fn to_json(state: &HashMap<String, String>) -> serde_json::Value {
 impl SessionStore for PgSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
         let key_hash = hash(key);
-        let state = db::run(&self.pool, move |conn| {
-            Ok(db::sessions::load(conn, &key_hash)?)
-        })
-        .await
-        .map_err(|e| LoadError::Other(anyhow::anyhow!("{e}")))?;
+        let state = db::run(&self.pool, move |conn| db::sessions::load(conn, &key_hash))
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
         state
             .map(serde_json::from_value)
             .transpose()
@@ -64,13 +62,13 @@ impl SessionStore for PgSessionStore {
         ttl: &actix_web::cookie::time::Duration,
     ) -> Result<SessionKey, SaveError> {
         let key = SessionKey::try_from(crate::domain::random_alphanumeric(64))
-            .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
+            .map_err(|e| SaveError::Other(anyhow::anyhow!("generated session key refused: {e}")))?;
         let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
         db::run(&self.pool, move |conn| {
-            Ok(db::sessions::insert(conn, &key_hash, &json, expires_at)?)
+            db::sessions::insert(conn, &key_hash, &json, expires_at)
         })
         .await
-        .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
+        .map_err(|e| SaveError::Other(e.into()))?;
         Ok(key)
     }
 
@@ -82,22 +80,18 @@ impl SessionStore for PgSessionStore {
     ) -> Result<SessionKey, UpdateError> {
         let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
         let updated = db::run(&self.pool, move |conn| {
-            Ok(db::sessions::update(
-                conn,
-                &key_hash,
-                Some(&json),
-                expires_at,
-            )?)
+            db::sessions::update(conn, &key_hash, Some(&json), expires_at)
         })
         .await
-        .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))?;
+        .map_err(|e| UpdateError::Other(e.into()))?;
         if updated {
             return Ok(key);
         }
         // Expired or logged out in the meantime: start a new session.
-        self.save(state, ttl)
-            .await
-            .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
+        self.save(state, ttl).await.map_err(|e| match e {
+            SaveError::Serialization(e) => UpdateError::Serialization(e),
+            SaveError::Other(e) => UpdateError::Other(e),
+        })
     }
 
     async fn update_ttl(
@@ -107,30 +101,30 @@ impl SessionStore for PgSessionStore {
     ) -> Result<(), anyhow::Error> {
         let (key_hash, expires_at) = (hash(key), expiry(ttl));
         db::run(&self.pool, move |conn| {
-            Ok(db::sessions::update(conn, &key_hash, None, expires_at)?)
+            db::sessions::update(conn, &key_hash, None, expires_at)
         })
         .await
         .map(drop)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         let key_hash = hash(key);
         db::run(&self.pool, move |conn| {
-            Ok(db::sessions::delete(conn, &key_hash)?)
+            db::sessions::delete(conn, &key_hash)
         })
         .await
         .map(drop)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
     }
 }
 
 /// True when the public URL is plain http on this machine, where browsers drop `Secure`
 /// cookies.
 fn local_http(config: &Config) -> bool {
-    config.public_url.scheme() == "http"
+    config.http.public_url.scheme() == "http"
         && matches!(
-            config.public_url.host_str(),
+            config.http.public_url.host_str(),
             Some("localhost" | "127.0.0.1" | "[::1]")
         )
 }
@@ -139,15 +133,15 @@ fn local_http(config: &Config) -> bool {
 /// served over plain http on localhost, expiring after the session TTL without use.
 pub fn middleware(config: &Config, pool: PgPool) -> SessionMiddleware<PgSessionStore> {
     // A key of its own, derived from the JWT secret (which is at least 32 bytes).
-    let key = Key::derive_from(config.jwt_secret.expose_secret().as_bytes());
+    let key = Key::derive_from(config.auth.jwt_secret.expose_secret().as_bytes());
     let ttl = actix_web::cookie::time::Duration::seconds(
-        i64::try_from(config.session_ttl.as_secs()).unwrap_or(i64::MAX),
+        i64::try_from(config.auth.session_ttl.as_secs()).unwrap_or(i64::MAX),
     );
     SessionMiddleware::builder(PgSessionStore::new(pool), key)
         .cookie_name(COOKIE_NAME.into())
         .cookie_path("/api".into())
         .cookie_http_only(true)
-        .cookie_same_site(config.cookie_same_site)
+        .cookie_same_site(config.auth.cookie_same_site)
         .cookie_secure(!local_http(config))
         .session_lifecycle(
             PersistentSession::default()
@@ -155,14 +149,4 @@ pub fn middleware(config: &Config, pool: PgPool) -> SessionMiddleware<PgSessionS
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
         )
         .build()
-}
-
-/// Parses `WXBIND_COOKIE_SAMESITE`.
-pub fn parse_same_site(raw: &str) -> Option<SameSite> {
-    match raw.to_ascii_lowercase().as_str() {
-        "lax" => Some(SameSite::Lax),
-        "strict" => Some(SameSite::Strict),
-        "none" => Some(SameSite::None),
-        _ => None,
-    }
 }

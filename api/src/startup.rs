@@ -1,5 +1,5 @@
-//! Builds the actix application (routes, middleware, shared state), starts the HTTP server
-//! and the delivery worker, and stops both together.
+//! Builds the shared state and the actix application (routes, middleware), starts the HTTP
+//! server, the delivery worker and housekeeping, and stops them together.
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -13,40 +13,20 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{JwtKeys, LoginThrottle};
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::db::messages::{Queued, QueuedRequest};
-use crate::db::{self, PgPool};
+use crate::db;
 use crate::error;
+use crate::housekeeping;
 use crate::metrics::Metrics;
-use crate::routes::{self, Wechat};
-use crate::wechat::{AccessTokenCache, WechatClient, WechatSettings};
+use crate::routes;
+use crate::state::AppState;
+use crate::wechat::{Account, Wechat};
 use crate::worker::{self, WorkerDeps};
 
-/// State shared by every HTTP worker thread.
-pub struct AppState {
-    /// The database pool.
-    pub pool: PgPool,
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Failed-login throttle.
-    pub throttle: LoginThrottle,
-    /// Wakes the delivery worker when a message is queued.
-    pub wake_worker: Arc<Notify>,
-    /// The access-token cache (shared with the worker); `None` without WeChat.
-    pub tokens: Option<Arc<AccessTokenCache>>,
-    /// How server pushes are verified; `None` without `WECHAT_TOKEN`.
-    pub push: Option<routes::wechat_events::PushSecurity>,
-    /// Group commit for queued messages.
-    pub messages: Batcher<QueuedRequest, Queued>,
-    /// Group commit for new bind states.
-    pub bind_states: Batcher<crate::db::bind_states::NewState, ()>,
-}
-
-/// A built, not yet awaited, server plus its delivery worker.
+/// A built, not yet awaited, server plus its background tasks.
 pub struct Application {
     port: u16,
     server: Server,
+    /// Tells the delivery worker and housekeeping to stop (dropping it does too).
     stop_worker: watch::Sender<bool>,
     worker: Option<tokio::sync::oneshot::Receiver<()>>,
     metrics: Arc<Metrics>,
@@ -75,9 +55,9 @@ pub fn install_crypto_provider() {
 impl Application {
     /// Binds `config.listen` and builds the application.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen).map_err(|e| {
-            anyhow::anyhow!("cannot listen on {} (WXBIND_LISTEN): {e}", config.listen)
-        })?;
+        let listen = config.http.listen;
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (WXBIND_LISTEN): {e}"))?;
         Self::build_with_listener(config, listener)
     }
 
@@ -89,23 +69,14 @@ impl Application {
         install_crypto_provider();
         let port = listener.local_addr()?.port();
         let config = Arc::new(config);
-        let pool = db::build_pool(config.database_url(), config.db_pool_size);
+        let pool = db::build_pool(config.database_url(), config.database.pool_size);
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
-        let keys = web::Data::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl));
-        let tokens = config
+        let keys = web::Data::new(JwtKeys::new(&config.auth.jwt_secret, config.auth.jwt_ttl));
+        let account = config
             .wechat
             .as_ref()
-            .map(|w| Arc::new(AccessTokenCache::new(&w.app_id, Arc::clone(&metrics))));
-        let app_id = config
-            .wechat
-            .as_ref()
-            .map(|w| w.app_id.as_str())
-            .unwrap_or_default();
-        let push = config
-            .push
-            .as_ref()
-            .map(|p| routes::wechat_events::PushSecurity::new(p, app_id))
+            .map(|w| Account::new(w, pool.clone(), Arc::clone(&metrics)).map(Arc::new))
             .transpose()?;
         let state = web::Data::new(AppState {
             pool: pool.clone(),
@@ -113,28 +84,20 @@ impl Application {
             metrics: Arc::clone(&metrics),
             throttle: LoginThrottle::default(),
             wake_worker: Arc::clone(&wake),
-            tokens: tokens.clone(),
-            push,
             messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
             bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,
-        });
-        let wechat_settings = config.wechat.as_ref().map(|w| WechatSettings {
-            api_base: config.wechat_api_base.clone(),
-            app_id: w.app_id.clone(),
-            app_secret: w.app_secret.clone(),
-            timeout: config.wechat_timeout,
         });
         let simulator = crate::sandbox::Simulator::from_config(&config).map(web::Data::new);
         let spec = crate::openapi::spec();
         let allowed = web::Data::new(routes::AllowedMethods::from_spec(&spec));
 
-        let settings = wechat_settings.clone();
-        let workers = config.http_workers;
+        let thread_account = account.clone();
+        let workers = config.http.workers;
         let factory_config = Arc::clone(&config);
         let session_pool = pool.clone();
         let mut server = HttpServer::new(move || {
             // awc clients are !Send: one per worker thread.
-            let wechat = web::Data::new(Wechat(settings.clone().map(WechatClient::new)));
+            let wechat = web::Data::new(Wechat::new(thread_account.clone()));
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
@@ -164,7 +127,7 @@ impl Application {
                     &factory_config,
                     session_pool.clone(),
                 ))
-                .wrap(cors(&factory_config.cors_origins))
+                .wrap(cors(&factory_config.http.cors_origins))
                 .wrap(TracingLogger::default())
         })
         .listen(listener)?
@@ -175,18 +138,19 @@ impl Application {
         let server = server.run();
 
         let (stop_worker, stop_rx) = watch::channel(false);
-        let worker = match (wechat_settings, tokens) {
-            (Some(settings), Some(tokens)) => {
+        actix_web::rt::spawn(housekeeping::run(pool.clone(), stop_rx.clone()));
+        let worker = match account {
+            Some(account) => {
                 let deps = WorkerDeps {
                     pool,
-                    tokens,
+                    account,
                     wake,
                     metrics: Arc::clone(&metrics),
                     config: config.delivery.clone(),
                 };
-                Some(worker::spawn(deps, settings, stop_rx)?)
+                Some(worker::spawn(deps, stop_rx)?)
             }
-            _ => None,
+            None => None,
         };
         Ok(Self {
             port,

@@ -14,18 +14,17 @@ use uuid::Uuid;
 
 use crate::config::DeliveryConfig;
 use crate::db::{self, PgPool, messages::Claimed};
+use crate::error::ErrorChain;
 use crate::metrics::Metrics;
-use crate::wechat::{
-    AccessTokenCache, ErrorClass, WechatClient, WechatError, WechatSettings, types::TemplateSend,
-};
+use crate::wechat::{Account, CallError, Connected, WechatError, types::TemplateSend};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
 pub struct WorkerDeps {
     /// The database pool.
     pub pool: PgPool,
-    /// The process-wide access-token cache.
-    pub tokens: Arc<AccessTokenCache>,
+    /// The official account (and its process-wide access-token cache).
+    pub account: Arc<Account>,
     /// Woken whenever a message is queued.
     pub wake: Arc<Notify>,
     /// Counters.
@@ -36,8 +35,6 @@ pub struct WorkerDeps {
 
 /// How long a stopping worker waits for sends in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often expired bind states and sessions are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Starts the delivery loop on a thread of its own (with its own actix runtime, which awc
 /// needs) at the configured nice value, so background delivery never competes with request
@@ -45,7 +42,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// inherit that priority. The receiver resolves when the loop has stopped.
 pub fn spawn(
     deps: WorkerDeps,
-    settings: WechatSettings,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<oneshot::Receiver<()>> {
     let (done_tx, done_rx) = oneshot::channel();
@@ -53,7 +49,8 @@ pub fn spawn(
         .name("wxbind-delivery".into())
         .spawn(move || {
             lower_thread_priority(deps.config.nice);
-            actix_web::rt::System::new().block_on(run(deps, WechatClient::new(settings), stop));
+            let wechat = Connected::new(Arc::clone(&deps.account));
+            actix_web::rt::System::new().block_on(run(deps, wechat, stop));
             let _ = done_tx.send(());
         })?;
     Ok(done_rx)
@@ -86,17 +83,16 @@ fn lower_thread_priority(nice: u8) {
 
 /// Runs the delivery loop on the current (actix) thread until `stop` turns true or its sender
 /// is dropped.
-pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiver<bool>) {
+pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<bool>) {
     let concurrency = deps.config.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
     let claim_at = u32::try_from(concurrency.div_ceil(2)).unwrap_or(1);
-    let client = Rc::new(client);
+    let wechat = Rc::new(wechat);
     // Successful sends are recorded in batches: one statement and one commit for many rows.
     let (sent_tx, sent_rx) = mpsc::unbounded_channel();
     let recorder = actix_web::rt::spawn(record_sent(deps.pool.clone(), sent_rx));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
-    let mut last_purge = std::time::Instant::now();
     tracing::info!(concurrency, "delivery worker started");
 
     loop {
@@ -117,13 +113,13 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
         };
         let limit = i64::try_from(free).unwrap_or(1);
         let claimed = db::run(&deps.pool, move |conn| {
-            Ok(db::messages::claim_due(conn, limit, lease_ms)?)
+            db::messages::claim_due(conn, limit, lease_ms)
         })
         .await;
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %crate::error::ErrorChain(&e), "claiming messages failed; retrying");
+                tracing::warn!(error = %ErrorChain(&e), "claiming messages failed; retrying");
                 sleep_or_stop(deps.config.poll_interval, &mut stop).await;
                 continue;
             }
@@ -133,17 +129,13 @@ pub async fn run(deps: WorkerDeps, client: WechatClient, mut stop: watch::Receiv
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 break;
             };
-            let (deps, client, sent_tx) = (Rc::clone(&deps), Rc::clone(&client), sent_tx.clone());
+            let (deps, wechat, sent_tx) = (Rc::clone(&deps), Rc::clone(&wechat), sent_tx.clone());
             actix_web::rt::spawn(async move {
-                deliver(&deps, &client, &sent_tx, message).await;
+                deliver(&deps, &wechat, &sent_tx, message).await;
                 drop(slot);
             });
         }
 
-        if last_purge.elapsed() >= PURGE_EVERY {
-            last_purge = std::time::Instant::now();
-            purge_expired(&deps.pool).await;
-        }
         if !full_batch {
             tokio::select! {
                 () = deps.wake.notified() => {}
@@ -178,31 +170,14 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Deletes bind states and browser sessions that expired more than a day ago.
-async fn purge_expired(pool: &PgPool) {
-    let cutoff = Utc::now() - TimeDelta::days(1);
-    let purged = db::run(pool, move |conn| {
-        Ok((
-            db::bind_states::purge_expired(conn, cutoff)?,
-            db::sessions::purge_expired(conn, cutoff)?,
-        ))
-    })
-    .await;
-    match purged {
-        Ok((states, sessions)) if states + sessions > 0 => {
-            tracing::info!(states, sessions, "purged expired bind states and sessions");
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %crate::error::ErrorChain(&e), "purging failed"),
-    }
-}
-
 /// What became of one attempt.
 enum Outcome {
     Sent(i64),
     Failed {
         errcode: Option<i32>,
         errmsg: String,
+        /// WeChat said the recipient does not follow the account (any more).
+        not_following: bool,
     },
     Retry {
         errcode: Option<i32>,
@@ -211,19 +186,21 @@ enum Outcome {
 }
 
 #[tracing::instrument(skip_all, fields(message.id = %m.id, attempt = m.attempts))]
-async fn deliver(deps: &WorkerDeps, client: &WechatClient, sent: &SentSender, m: Claimed) {
+async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Claimed) {
     let outcome = match &m.openid {
         None => Outcome::Failed {
             errcode: None,
             errmsg: "the recipient is no longer bound to WeChat".into(),
+            not_following: false,
         },
         Some(_) if m.attempts > i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) => {
             Outcome::Failed {
                 errcode: None,
                 errmsg: format!("gave up after {} attempts", deps.config.max_attempts),
+                not_following: false,
             }
         }
-        Some(openid) => attempt(deps, client, &m, openid).await,
+        Some(openid) => attempt(wechat, &m, openid).await,
     };
     let outcome = match outcome {
         Outcome::Retry { errcode, errmsg }
@@ -232,6 +209,7 @@ async fn deliver(deps: &WorkerDeps, client: &WechatClient, sent: &SentSender, m:
             Outcome::Failed {
                 errcode,
                 errmsg: format!("gave up after {} attempts: {errmsg}", m.attempts),
+                not_following: false,
             }
         }
         other => other,
@@ -240,7 +218,7 @@ async fn deliver(deps: &WorkerDeps, client: &WechatClient, sent: &SentSender, m:
 }
 
 /// One send, with at most one immediate retry after a token refresh.
-async fn attempt(deps: &WorkerDeps, client: &WechatClient, m: &Claimed, openid: &str) -> Outcome {
+async fn attempt(wechat: &Connected, m: &Claimed, openid: &str) -> Outcome {
     let client_msg_id = m.id.to_string();
     let body = TemplateSend {
         touser: openid,
@@ -249,35 +227,18 @@ async fn attempt(deps: &WorkerDeps, client: &WechatClient, m: &Claimed, openid: 
         data: &m.data,
         client_msg_id: &client_msg_id,
     };
-    let token = match deps.tokens.get(client, &deps.pool).await {
-        Ok(t) => t,
-        Err(e) => {
-            return Outcome::Retry {
-                errcode: None,
-                errmsg: e.to_string(),
-            };
-        }
-    };
-    let mut result = client.send_template(token.secret(), &body).await;
-    if matches!(&result, Err(e) if e.class() == ErrorClass::TokenInvalid) {
-        tracing::info!("access token rejected; refreshing and retrying once");
-        result = match deps
-            .tokens
-            .replace_rejected(client, &deps.pool, &token)
-            .await
-        {
-            Ok(fresh) => client.send_template(fresh.secret(), &body).await,
-            Err(e) => {
-                return Outcome::Retry {
-                    errcode: None,
-                    errmsg: e.to_string(),
-                };
-            }
-        };
-    }
-    match result {
+    let body = &body;
+    let sent = wechat
+        .with_token(|client, token| async move { client.send_template(token.secret(), body).await })
+        .await;
+    match sent {
         Ok(msgid) => Outcome::Sent(msgid),
-        Err(e) => classify(&e),
+        // No token to send with: WeChat or the token store is in trouble, not the message.
+        Err(CallError::Token(e)) => Outcome::Retry {
+            errcode: None,
+            errmsg: ErrorChain(&e).to_string(),
+        },
+        Err(CallError::Wechat(e)) => classify(&e),
     }
 }
 
@@ -287,10 +248,14 @@ fn classify(e: &WechatError) -> Outcome {
         WechatError::Api { errmsg, .. } => errmsg.clone(),
         other => other.to_string(),
     };
-    match e.class() {
-        // A second token rejection right after a refresh: treat as WeChat trouble and back off.
-        ErrorClass::Transient | ErrorClass::TokenInvalid => Outcome::Retry { errcode, errmsg },
-        ErrorClass::Permanent => Outcome::Failed { errcode, errmsg },
+    if e.is_retryable() {
+        Outcome::Retry { errcode, errmsg }
+    } else {
+        Outcome::Failed {
+            errcode,
+            errmsg,
+            not_following: e.is_not_following(),
+        }
     }
 }
 
@@ -322,7 +287,7 @@ async fn record_sent(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Uuid, i32, i
         let rows = std::mem::replace(&mut batch, Vec::with_capacity(SENT_BATCH));
         let n = rows.len();
         match db::run(&pool, move |conn| {
-            Ok(db::messages::mark_sent_batch(conn, &rows)?)
+            db::messages::mark_sent_batch(conn, &rows)
         })
         .await
         {
@@ -334,7 +299,7 @@ async fn record_sent(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Uuid, i32, i
             }
             Ok(_) => {}
             Err(e) => tracing::error!(
-                error = %crate::error::ErrorChain(&e),
+                error = %ErrorChain(&e),
                 count = n,
                 "recording sent messages failed"
             ),
@@ -353,18 +318,21 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             }
             return;
         }
-        Outcome::Failed { errcode, errmsg } => {
+        Outcome::Failed {
+            errcode,
+            errmsg,
+            not_following,
+        } => {
             deps.metrics.message_failed();
             tracing::warn!(errcode, errmsg = %errmsg, "message failed");
-            // 43004: WeChat says the recipient does not follow the account (any more).
-            let unfollowed = m.openid.clone().filter(|_| errcode == Some(43004));
+            let unfollowed = m.openid.clone().filter(|_| not_following);
             db::run(&deps.pool, move |conn| {
-                Ok(conn.transaction(|conn| {
+                conn.transaction(|conn| {
                     if let Some(openid) = &unfollowed {
                         db::followers::set(conn, openid, false, Utc::now().timestamp())?;
                     }
                     db::messages::mark_failed(conn, id, attempt, errcode, &errmsg)
-                })?)
+                })
             })
             .await
         }
@@ -374,9 +342,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             tracing::info!(errcode, errmsg = %errmsg, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
             let at = Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
             db::run(&deps.pool, move |conn| {
-                Ok(db::messages::reschedule(
-                    conn, id, attempt, at, errcode, &errmsg,
-                )?)
+                db::messages::reschedule(conn, id, attempt, at, errcode, &errmsg)
             })
             .await
         }
@@ -388,7 +354,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
         }
         // The lease will run out and the message will be claimed again.
         Err(e) => {
-            tracing::error!(error = %crate::error::ErrorChain(&e), "recording the outcome failed")
+            tracing::error!(error = %ErrorChain(&e), "recording the outcome failed")
         }
     }
 }
@@ -401,10 +367,22 @@ mod tests {
     fn the_worker_thread_ends_when_its_application_is_dropped() {
         let (stop_tx, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        // Nothing listens there: every claim fails and the loop goes round again.
+        let pool = db::build_pool("postgres://nobody@127.0.0.1:1/nothing", 1);
+        let wechat = crate::config::WechatConfig {
+            app_id: "wxtest".into(),
+            app_secret: secrecy::SecretString::from("test-secret".to_owned()),
+            api_base: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            oauth_base: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            mp_base: url::Url::parse("http://127.0.0.1:1").expect("url"),
+            timeout: Duration::from_millis(100),
+            default_template_id: None,
+            push: None,
+        };
+        let account = Account::new(&wechat, pool.clone(), Arc::clone(&metrics)).expect("account");
         let deps = WorkerDeps {
-            // Nothing listens there: every claim fails and the loop goes round again.
-            pool: db::build_pool("postgres://nobody@127.0.0.1:1/nothing", 1),
-            tokens: Arc::new(AccessTokenCache::new("wxtest", Arc::clone(&metrics))),
+            pool,
+            account: Arc::new(account),
             wake: Arc::new(Notify::new()),
             metrics,
             config: DeliveryConfig {
@@ -413,13 +391,7 @@ mod tests {
                 ..DeliveryConfig::default()
             },
         };
-        let settings = WechatSettings {
-            api_base: url::Url::parse("http://127.0.0.1:1").expect("url"),
-            app_id: "wxtest".into(),
-            app_secret: secrecy::SecretString::from("test-secret".to_owned()),
-            timeout: Duration::from_millis(100),
-        };
-        let mut done = spawn(deps, settings, stop_rx).expect("thread");
+        let mut done = spawn(deps, stop_rx).expect("thread");
         drop(stop_tx);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

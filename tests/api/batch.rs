@@ -51,7 +51,10 @@ async fn submit_behind_plug(
     };
     let (plugged, rest) = tokio::join!(plug, rest);
     assert_eq!(plugged.expect("the plug succeeds"), PLUG * 2);
-    rest
+    // What a handler answers: the batch error as the HTTP edge maps it.
+    rest.into_iter()
+        .map(|r| r.map_err(ApiError::from))
+        .collect()
 }
 
 #[actix_web::test]
@@ -92,7 +95,7 @@ async fn a_panicking_batch_fails_its_requests_and_the_writer_goes_on() {
     let batcher =
         Batcher::start(wxbind::db::build_pool(&db.url, 2), "test", write).expect("writer thread");
 
-    let outcome = batcher.submit(PANICS).await;
+    let outcome = batcher.submit(PANICS).await.map_err(ApiError::from);
     assert!(
         matches!(outcome, Err(ApiError::Unavailable(_))),
         "{outcome:?}"

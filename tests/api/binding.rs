@@ -88,7 +88,7 @@ async fn callback_binds_the_openid_and_shows_a_page() {
 #[actix_web::test]
 async fn callback_redirects_to_bind_result_url_when_configured() {
     let app = spawn_app_with(|c| {
-        c.bind_result_url =
+        c.http.bind_result_url =
             Some(url::Url::parse("https://spa.example/bound?from=wx").expect("url"));
     })
     .await;

@@ -140,7 +140,9 @@ async fn transient_failures_end_failed_after_the_attempt_bound() {
 async fn a_lease_that_runs_out_mid_send_delivers_exactly_once() {
     let app = spawn_app_with(|c| {
         c.delivery.lease = Duration::from_millis(400);
-        c.wechat_timeout = Duration::from_secs(3);
+        if let Some(w) = c.wechat.as_mut() {
+            w.timeout = Duration::from_secs(3);
+        }
     })
     .await;
     let user = bound_user(&app).await;

@@ -155,7 +155,7 @@ async fn a_send_refused_with_43004_marks_the_user_as_not_following() {
 #[actix_web::test]
 async fn bad_pushes_are_refused_and_change_nothing() {
     let app = spawn_app_with(|c| {
-        if let Some(p) = c.push.as_mut() {
+        if let Some(p) = wxbind_tests::push_config(c) {
             p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
         }
     })
@@ -376,7 +376,7 @@ async fn scans_of_other_qr_codes_are_recorded_without_a_reply() {
 #[actix_web::test]
 async fn safe_mode_replies_are_encrypted_and_signed() {
     let app = spawn_app_with(|c| {
-        if let Some(p) = c.push.as_mut() {
+        if let Some(p) = wxbind_tests::push_config(c) {
             p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
         }
     })

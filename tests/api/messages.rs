@@ -62,7 +62,12 @@ async fn create_message_uses_the_default_template() {
 
 #[actix_web::test]
 async fn create_message_returns_400_without_any_template() {
-    let app = spawn_app_with(|c| c.default_template_id = None).await;
+    let app = spawn_app_with(|c| {
+        if let Some(w) = c.wechat.as_mut() {
+            w.default_template_id = None;
+        }
+    })
+    .await;
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
     assert_error(

@@ -21,7 +21,7 @@ async fn ready_is_200_with_a_migrated_database() {
 #[actix_web::test]
 async fn ready_is_503_when_the_database_is_unreachable() {
     let app = spawn_app_with(|c| {
-        c.database_url =
+        c.database.url =
             secrecy::SecretString::from("postgres://postgres@127.0.0.1:1/nowhere".to_owned());
     })
     .await;

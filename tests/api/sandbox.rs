@@ -512,9 +512,8 @@ async fn scanning_a_bind_qrcode_in_the_sandbox_follows_and_binds() {
 #[actix_web::test]
 async fn sandbox_pushes_use_safe_mode_when_an_aes_key_is_set() {
     let app = wxbind_tests::spawn_app_with(|c| {
-        c.wechat = None;
         c.enable_sandbox();
-        if let Some(p) = c.push.as_mut() {
+        if let Some(p) = wxbind_tests::push_config(c) {
             p.aes_key = Some(secrecy::SecretString::from(
                 wxbind_tests::TEST_AES_KEY.to_owned(),
             ));

@@ -12,7 +12,10 @@ use diesel::prelude::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;
-use wxbind::config::{Config, DeliveryConfig, WechatCredentials};
+use wxbind::config::{
+    AuthConfig, Config, DatabaseConfig, DeliveryConfig, HttpConfig, PushConfig, SandboxConfig,
+    WechatConfig,
+};
 use wxbind::startup::Application;
 
 pub use db::TestDb;
@@ -54,21 +57,38 @@ pub struct TestApp {
 /// A config pointing at `db` and `wechat`, tuned for fast tests.
 pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
     Config {
-        database_url: SecretString::from(db.url.clone()),
-        listen: ([127, 0, 0, 1], 0).into(),
-        public_url: Url::parse("http://127.0.0.1:1").expect("url"),
-        jwt_secret: SecretString::from(TEST_JWT_SECRET.to_owned()),
-        jwt_secret_generated: false,
-        jwt_ttl: Duration::from_secs(3600),
-        wechat: Some(WechatCredentials {
+        http: HttpConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            public_url: Url::parse("http://127.0.0.1:1").expect("url"),
+            workers: Some(2),
+            cors_origins: vec![TEST_SPA_ORIGIN.to_owned()],
+            bind_result_url: None,
+        },
+        database: DatabaseConfig {
+            url: SecretString::from(db.url.clone()),
+            pool_size: 8,
+        },
+        auth: AuthConfig {
+            jwt_secret: SecretString::from(TEST_JWT_SECRET.to_owned()),
+            jwt_secret_generated: false,
+            jwt_ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(14 * 24 * 3600),
+            cookie_same_site: actix_web::cookie::SameSite::Lax,
+        },
+        wechat: Some(WechatConfig {
             app_id: TEST_APP_ID.into(),
             app_secret: SecretString::from(TEST_APP_SECRET.to_owned()),
+            api_base: Url::parse(&wechat.uri()).expect("url"),
+            oauth_base: Url::parse("https://open.weixin.qq.com").expect("url"),
+            mp_base: Url::parse(&wechat.uri()).expect("url"),
+            timeout: Duration::from_millis(1500),
+            default_template_id: Some(DEFAULT_TEMPLATE.into()),
+            push: Some(PushConfig {
+                token: SecretString::from(TEST_PUSH_TOKEN.to_owned()),
+                aes_key: None,
+                aes_key_previous: None,
+            }),
         }),
-        wechat_api_base: Url::parse(&wechat.uri()).expect("url"),
-        wechat_oauth_base: Url::parse("https://open.weixin.qq.com").expect("url"),
-        wechat_timeout: Duration::from_millis(1500),
-        default_template_id: Some(DEFAULT_TEMPLATE.into()),
-        bind_result_url: None,
         delivery: DeliveryConfig {
             concurrency: 16,
             max_attempts: 4,
@@ -80,20 +100,13 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             // them slower and their timing less predictable.
             nice: 0,
         },
-        db_pool_size: 8,
-        http_workers: Some(2),
-        session_ttl: Duration::from_secs(14 * 24 * 3600),
-        cookie_same_site: actix_web::cookie::SameSite::Lax,
-        cors_origins: vec![TEST_SPA_ORIGIN.to_owned()],
-        push: Some(wxbind::config::PushConfig {
-            token: SecretString::from(TEST_PUSH_TOKEN.to_owned()),
-            aes_key: None,
-            aes_key_previous: None,
-        }),
-        wechat_mp_base: Url::parse(&wechat.uri()).expect("url"),
-        sandbox: false,
-        demo_password: None,
+        sandbox: SandboxConfig::default(),
     }
+}
+
+/// The test app's push settings (there are always some unless a test removed WeChat).
+pub fn push_config(config: &mut Config) -> Option<&mut PushConfig> {
+    config.wechat.as_mut().and_then(|w| w.push.as_mut())
 }
 
 /// Spawns the app with the default test configuration.
@@ -106,12 +119,7 @@ pub const DEMO_PASSWORD: &str = "demo-password-for-tests";
 
 /// Spawns the app in sandbox mode, with the demo accounts created as `wxbind serve` does.
 pub async fn spawn_sandbox_app() -> TestApp {
-    let app = spawn_app_with(|c| {
-        c.wechat = None;
-        c.default_template_id = None;
-        c.enable_sandbox();
-    })
-    .await;
+    let app = spawn_app_with(|c| c.enable_sandbox()).await;
     wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD)
         .expect("demo accounts");
     app
@@ -125,7 +133,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut config = test_config(&db, &wechat);
-    config.public_url = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    config.http.public_url = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
     customise(&mut config);
     let app = Application::build_with_listener(config.clone(), listener).expect("app builds");
     actix_web::rt::spawn(app.run_until_stopped());

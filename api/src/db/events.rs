@@ -47,3 +47,12 @@ pub fn set_reply(conn: &mut PgConnection, dedup_key: &str, reply: &str) -> Query
 pub fn count(conn: &mut PgConnection) -> QueryResult<i64> {
     wechat_events::table.count().get_result(conn)
 }
+
+/// Deletes pushes received before `before`. A retry from WeChat comes within minutes, so old
+/// records only matter for auditing.
+pub fn purge_received_before(
+    conn: &mut PgConnection,
+    before: chrono::DateTime<chrono::Utc>,
+) -> QueryResult<usize> {
+    diesel::delete(wechat_events::table.filter(wechat_events::received_at.lt(before))).execute(conn)
+}

@@ -18,8 +18,6 @@ use diesel::query_builder::QueryFragment;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::error::ApiError;
-
 /// The connection pool shared by the HTTP workers and the delivery worker.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 /// One checked-out connection.
@@ -42,21 +40,77 @@ pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
         .build_unchecked(ConnectionManager::new(database_url))
 }
 
+/// Why a unit of database work failed. Kept apart from HTTP: the worker, the session store
+/// and the token cache handle it in their own way, and only the HTTP edge maps it to a
+/// status (`ApiError`'s `From`).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had from the pool in time: the database is down or saturated.
+    #[error("no database connection")]
+    Unavailable(#[source] diesel::r2d2::PoolError),
+    /// The connection broke while in use (the server restarted or went away).
+    #[error("the database connection was lost")]
+    ConnectionLost(#[source] diesel::result::Error),
+    /// A statement failed.
+    #[error("database query failed")]
+    Query(#[source] diesel::result::Error),
+    /// The blocking task running the work was cancelled or panicked.
+    #[error("the database task did not finish")]
+    Task(#[source] actix_web::error::BlockingError),
+}
+
+impl DbError {
+    /// True when the database could not be reached at all, as opposed to a failed statement:
+    /// callers answer "try again later" rather than "bug".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::ConnectionLost(_))
+    }
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::ConnectionLost(e),
+            other => Self::Query(other),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for DbError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
 /// Runs `f` with a pooled connection on the blocking thread pool, inside the caller's span.
-/// Checkout blocks too, so it happens inside the closure as well.
-pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, ApiError>
+/// Checkout blocks too, so it happens inside the closure as well. One call per unit of work;
+/// a unit that writes more than once wraps itself in `conn.transaction`.
+pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
 where
-    F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
     T: Send + 'static,
+{
+    run_with(pool, move |conn| f(conn).map_err(DbError::from)).await
+}
+
+/// [`run`] for work with an error type of its own (a rule that can refuse, like binding an
+/// openid that belongs to someone else); database failures convert into it.
+pub async fn run_with<T, E, F>(pool: &PgPool, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
 {
     let pool = pool.clone();
     let span = tracing::Span::current();
     actix_web::web::block(move || {
         let _entered = span.enter();
-        let mut conn = pool.get()?;
+        let mut conn = pool.get().map_err(DbError::from)?;
         f(&mut conn)
     })
-    .await?
+    .await
+    .map_err(|e| E::from(DbError::Task(e)))?
 }
 
 /// A fixed SQL statement (built with `diesel::sql_query`) that diesel may prepare once per

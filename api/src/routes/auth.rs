@@ -5,11 +5,11 @@ use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::me::UserResponse;
+use super::UserResponse;
 use crate::auth::{self, JwtKeys, Role};
 use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Credentials.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,7 +73,7 @@ pub async fn login(
 
     let name = username.clone();
     let profile = db::run(&state.pool, move |conn| {
-        Ok(db::users::find_profile_by_username(conn, &name)?)
+        db::users::find_profile_by_username(conn, &name)
     })
     .await?;
     // Hashing is CPU-heavy: keep it off the async workers, and without a DB connection held.
@@ -144,7 +144,7 @@ pub async fn refresh_token(
         .flatten()
         .ok_or(ApiError::SessionExpired)?;
     let profile = db::run(&state.pool, move |conn| {
-        Ok(db::users::find_profile(conn, user_id)?)
+        db::users::find_profile(conn, user_id)
     })
     .await?;
     let Some(profile) = profile else {

@@ -1,22 +1,17 @@
-//! Binding a WeChat account: the bind URL (OAuth2 authorize link with a single-use state),
-//! the callback WeChat redirects the phone to, and unbinding.
+//! Binding a WeChat account over HTTP: the bind URL (OAuth2 authorize link with a single-use
+//! state), the callback WeChat redirects the phone to, the scan-to-bind QR code and unbinding.
+//! The rules live in `crate::binding`; these handlers extract, call and respond.
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, web};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::Wechat;
 use crate::auth::AuthUser;
-use crate::db;
-use crate::domain::BindState;
+use crate::binding;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
-use crate::wechat::{self, WechatError};
-use diesel::Connection;
-
-/// How long a bind link can be used.
-const STATE_TTL: TimeDelta = TimeDelta::minutes(10);
+use crate::state::AppState;
+use crate::wechat::Wechat;
 
 /// A bind link.
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,20 +44,11 @@ pub async fn get_bind_url(
     wechat: web::Data<Wechat>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    let app_id = wechat.client()?.app_id().to_owned();
-    let nonce = BindState::generate();
-    let expires_at = Utc::now() + STATE_TTL;
-    state
-        .bind_states
-        .submit((nonce.hash(), auth.id, expires_at))
-        .await?;
-    let url = wechat::authorize_url(
-        &state.config.wechat_oauth_base,
-        &app_id,
-        &state.config.callback_url(),
-        nonce.as_ref(),
-    );
-    Ok(HttpResponse::Ok().json(BindUrlResponse { url, expires_at }))
+    let link = binding::create_link(&state, wechat.get()?, auth.id).await?;
+    Ok(HttpResponse::Ok().json(BindUrlResponse {
+        url: link.url,
+        expires_at: link.expires_at,
+    }))
 }
 
 /// What WeChat appends to the redirect URI.
@@ -99,8 +85,12 @@ pub async fn wechat_callback(
     wechat: web::Data<Wechat>,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = bind(&state, &wechat, query.into_inner()).await;
-    let Some(result_url) = &state.config.bind_result_url else {
+    let CallbackQuery { code, state: raw } = query.into_inner();
+    let outcome = match wechat.get() {
+        Ok(connected) => binding::complete_oauth(&state, connected, raw.as_deref(), code).await,
+        Err(e) => Err(e.into()),
+    };
+    let Some(result_url) = &state.config.http.bind_result_url else {
         return outcome.map(|()| bound_page());
     };
     let mut target = result_url.clone();
@@ -122,93 +112,6 @@ pub async fn wechat_callback(
         .insert_header((header::LOCATION, target.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())
-}
-
-async fn bind(state: &AppState, wechat: &Wechat, query: CallbackQuery) -> Result<(), ApiError> {
-    let client = wechat.client()?;
-    let nonce = query
-        .state
-        .as_deref()
-        .and_then(|s| BindState::parse(s).ok())
-        .ok_or(ApiError::InvalidState)?;
-    // A refusal leaves the link usable: the user may scan again and allow.
-    let code = query
-        .code
-        .filter(|c| !c.is_empty() && c.len() <= 512)
-        .ok_or(ApiError::AuthorizationDenied)?;
-
-    let hash = nonce.hash();
-    let h = hash.clone();
-    // Consumed atomically: of two callbacks with one state (WeChat sometimes opens it twice),
-    // exactly one goes on, and the other cannot undo its work.
-    let user_id = db::run(&state.pool, move |conn| {
-        Ok(db::bind_states::consume(conn, &h)?)
-    })
-    .await?
-    .ok_or(ApiError::InvalidState)?;
-    tracing::Span::current().record("user.id", user_id);
-
-    let result = exchange_and_store(state, client, user_id, &code).await;
-    if result.is_err() {
-        // Nothing changed: give the state back so the same link can be retried.
-        db::run(&state.pool, move |conn| {
-            Ok(db::bind_states::release(conn, &hash)?)
-        })
-        .await?;
-    }
-    result
-}
-
-async fn exchange_and_store(
-    state: &AppState,
-    client: &wechat::WechatClient,
-    user_id: i64,
-    code: &str,
-) -> Result<(), ApiError> {
-    let token = client
-        .exchange_code(code)
-        .await
-        .map_err(|e| match e.errcode() {
-            // invalid code, code already used, code expired
-            Some(40029 | 40163 | 42003) => ApiError::InvalidCode,
-            _ => ApiError::WechatUnavailable(e),
-        })?;
-    if token.is_snapshotuser == Some(1) {
-        return Err(ApiError::SnapshotUser);
-    }
-    if token.openid.is_empty() || token.openid.len() > 128 {
-        return Err(ApiError::WechatUnavailable(WechatError::Decode(
-            "openid missing or too long".into(),
-        )));
-    }
-    let openid = token.openid;
-    db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| bind_openid(conn, user_id, &openid))
-    })
-    .await?;
-    state.metrics.bind();
-    tracing::info!(user.id = user_id, "WeChat account bound");
-    Ok(())
-}
-
-/// Binds `openid` to the user and returns the username. An openid bound to someone else is
-/// refused (`already_bound`), never moved. Shared by the OAuth callback and scan binding.
-pub fn bind_openid(
-    conn: &mut diesel::PgConnection,
-    user_id: i64,
-    openid: &str,
-) -> Result<String, ApiError> {
-    if db::users::find_by_openid(conn, openid)?.is_some_and(|owner| owner != user_id) {
-        return Err(ApiError::AlreadyBound);
-    }
-    match db::users::bind_openid(conn, user_id, openid) {
-        Ok(_) => {}
-        // Lost a race with another binding of the same openid.
-        Err(e) if db::is_unique_violation(&e) => return Err(ApiError::AlreadyBound),
-        Err(e) => return Err(e.into()),
-    }
-    let user = db::users::find(conn, user_id)?.ok_or(ApiError::UserNotFound)?;
-    Ok(user.username)
 }
 
 /// A scan-to-follow-and-bind QR code.
@@ -243,44 +146,12 @@ pub async fn get_bind_qrcode(
     wechat: web::Data<Wechat>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    let client = wechat.client()?;
-    let tokens = state.tokens.as_ref().ok_or(ApiError::WechatNotConfigured)?;
-    let nonce = BindState::generate();
-    let scene = format!(
-        "{}{}",
-        super::wechat_events::BIND_SCENE_PREFIX,
-        nonce.as_ref()
-    );
-    let lifetime = u32::try_from(STATE_TTL.num_seconds()).unwrap_or(600);
-    let token = tokens.get(client, &state.pool).await.map_err(token_error)?;
-    let mut created = client.create_qrcode(token.secret(), &scene, lifetime).await;
-    if matches!(&created, Err(e) if e.class() == wechat::ErrorClass::TokenInvalid) {
-        let fresh = tokens
-            .replace_rejected(client, &state.pool, &token)
-            .await
-            .map_err(token_error)?;
-        created = client.create_qrcode(fresh.secret(), &scene, lifetime).await;
-    }
-    let qr = created.map_err(ApiError::WechatUnavailable)?;
-    // Stored only once WeChat made the code: a failure above leaves nothing behind.
-    let expires_at = Utc::now() + STATE_TTL;
-    state
-        .bind_states
-        .submit((nonce.hash(), auth.id, expires_at))
-        .await?;
-    let qrcode_url = wechat::showqrcode_url(&state.config.wechat_mp_base, &qr.ticket);
+    let qr = binding::create_qrcode(&state, wechat.get()?, auth.id).await?;
     Ok(HttpResponse::Ok().json(BindQrcodeResponse {
         ticket: qr.ticket,
-        qrcode_url,
-        expires_at,
+        qrcode_url: qr.qrcode_url,
+        expires_at: qr.expires_at,
     }))
-}
-
-fn token_error(e: wechat::TokenError) -> ApiError {
-    match e {
-        wechat::TokenError::Wechat(w) => ApiError::WechatUnavailable(w),
-        wechat::TokenError::Store(s) => ApiError::Unavailable(anyhow::anyhow!(s)),
-    }
 }
 
 fn bound_page() -> HttpResponse {
@@ -314,10 +185,6 @@ pub async fn delete_binding(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    db::run(&state.pool, move |conn| {
-        Ok(db::users::unbind(conn, auth.id)?)
-    })
-    .await?;
-    tracing::info!("WeChat binding removed");
+    binding::unbind(&state, auth.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

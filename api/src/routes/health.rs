@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::db;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness.
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,7 +39,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         wechat_configured: state.config.wechat.is_some(),
-        sandbox: state.config.sandbox,
+        sandbox: state.config.sandbox.enabled,
     })
 }
 

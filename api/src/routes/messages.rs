@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Wechat;
 use crate::auth::AuthUser;
 use crate::db::{self, messages::Message, messages::Queued, messages::QueuedRequest};
 use crate::domain::{MessageUrl, TemplateData, TemplateId, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
+use crate::wechat::Wechat;
 
 /// Largest accepted `POST /api/messages` body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -187,11 +187,15 @@ pub async fn create_message(
     auth: AuthUser,
     body: web::Json<CreateMessageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    wechat.client()?;
+    wechat.get()?;
     let msg = ValidMessage::parse(
         body.into_inner(),
         auth.id,
-        state.config.default_template_id.as_deref(),
+        state
+            .config
+            .wechat
+            .as_ref()
+            .and_then(|w| w.default_template_id.as_deref()),
     )?;
     if !auth.may_act_for(msg.user_id) {
         return Err(ApiError::Forbidden(
@@ -248,7 +252,7 @@ pub async fn get_message(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
-    let message = db::run(&state.pool, move |conn| Ok(db::messages::find(conn, id)?))
+    let message = db::run(&state.pool, move |conn| db::messages::find(conn, id))
         .await?
         .filter(|m| auth.is_admin() || m.sender_id == auth.id || m.user_id == auth.id)
         .ok_or(ApiError::MessageNotFound)?;

@@ -7,10 +7,14 @@ pub mod me;
 pub mod messages;
 pub mod wechat_events;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_actix_web::{scope, service_config::ServiceConfig};
 
+use crate::auth::Role;
+use crate::db::users::Profile;
 use crate::error::ApiError;
-use crate::wechat::WechatClient;
 
 /// Registers every API route under `/api`.
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -34,13 +38,46 @@ pub fn configure(cfg: &mut ServiceConfig) {
     );
 }
 
-/// This thread's WeChat client, absent when no credentials are configured.
-pub struct Wechat(pub Option<WechatClient>);
+// Wire types more than one area answers with.
 
-impl Wechat {
-    /// The client, or `wechat_not_configured`.
-    pub fn client(&self) -> Result<&WechatClient, ApiError> {
-        self.0.as_ref().ok_or(ApiError::WechatNotConfigured)
+/// A user as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    /// Internal id; what `user_id` fields refer to.
+    #[schema(example = 1)]
+    pub id: i64,
+    /// Login name.
+    #[schema(example = "alice")]
+    pub username: String,
+    /// Public user id: md5 hex of the username. An identifier, never a secret.
+    #[schema(example = "6384e2b2184bcbf58eccf10ca7a6563c")]
+    pub uid: String,
+    /// `user` or `admin`.
+    pub role: Role,
+    /// Whether a WeChat account is bound.
+    pub wechat_bound: bool,
+    /// When it was bound.
+    pub bound_at: Option<DateTime<Utc>>,
+    /// Whether the bound WeChat user follows the official account; null while unbound or
+    /// before WeChat has said (follow events, or a send refused with 43004).
+    pub subscribed: Option<bool>,
+    /// When they last followed.
+    pub subscribed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Profile> for UserResponse {
+    fn from((user, follower): Profile) -> Self {
+        Self {
+            id: user.id,
+            uid: crate::domain::public_uid(&user.username),
+            username: user.username,
+            role: Role::from_db(&user.role),
+            wechat_bound: user.openid.is_some(),
+            bound_at: user.bound_at,
+            // A follow state is only the user's while the openid is bound to them.
+            subscribed: follower.as_ref().map(|f| f.subscribed),
+            subscribed_at: follower.and_then(|f| f.subscribed_at),
+        }
     }
 }
 

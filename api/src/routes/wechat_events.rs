@@ -1,49 +1,23 @@
 //! `/api/wechat/events`: WeChat's server push. The GET is the URL check; the POST carries
-//! events (plaintext, compatible or safe mode). Each push is verified, recorded in Postgres
-//! and applied in one transaction, so a retried push changes nothing twice.
+//! events (plaintext, compatible or safe mode). Each push is opened by `wechat::push`, then
+//! recorded and applied by `pushes` in one transaction, so a retried push changes nothing twice.
 use actix_web::{HttpResponse, get, post, web};
 use diesel::Connection;
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::db::{self, events::NewEvent};
-use crate::domain::BindState;
+use crate::db;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
-use crate::wechat::crypto::{self, MsgCrypt};
-use crate::wechat::events::{self, MAX_PUSH_BYTES, Push, PushKind};
+use crate::pushes;
+use crate::state::AppState;
+use crate::wechat::events::MAX_PUSH_BYTES;
+use crate::wechat::push::{PushParams, PushSecurity};
+use crate::wechat::{NotConfigured, Wechat};
 
-/// What verifying a push needs: the token and, in safe mode, the keys.
-pub struct PushSecurity {
-    token: secrecy::SecretString,
-    crypt: Option<MsgCrypt>,
-}
-
-impl PushSecurity {
-    /// From the configured token and keys for `app_id`.
-    pub fn new(
-        config: &crate::config::PushConfig,
-        app_id: &str,
-    ) -> Result<Self, crypto::CryptoError> {
-        let crypt = match &config.aes_key {
-            Some(key) => Some(MsgCrypt::new(
-                key.expose_secret(),
-                config.aes_key_previous.as_ref().map(|k| k.expose_secret()),
-                app_id,
-            )?),
-            None => None,
-        };
-        Ok(Self {
-            token: config.token.clone(),
-            crypt,
-        })
-    }
-
-    fn token(&self) -> &str {
-        self.token.expose_secret()
-    }
+/// This server's push security, or `wechat_not_configured` (no credentials or no token).
+fn push_security(wechat: &Wechat) -> Result<&PushSecurity, NotConfigured> {
+    wechat.get()?.account().push().ok_or(NotConfigured)
 }
 
 /// The URL check's parameters.
@@ -72,14 +46,10 @@ pub struct UrlCheck {
 )]
 #[get("/wechat/events")]
 pub async fn verify_wechat_url(
-    state: web::Data<AppState>,
+    wechat: web::Data<Wechat>,
     query: web::Query<UrlCheck>,
 ) -> Result<HttpResponse, ApiError> {
-    let security = state.push.as_ref().ok_or(ApiError::WechatNotConfigured)?;
-    if !crypto::signature_matches(
-        &query.signature,
-        &[security.token(), &query.timestamp, &query.nonce],
-    ) {
+    if !push_security(&wechat)?.verify_url(&query.signature, &query.timestamp, &query.nonce) {
         return Err(ApiError::InvalidSignature);
     }
     Ok(HttpResponse::Ok()
@@ -125,64 +95,38 @@ pub struct PushQuery {
 #[tracing::instrument(skip_all)]
 pub async fn receive_wechat_event(
     state: web::Data<AppState>,
+    wechat: web::Data<Wechat>,
     query: web::Query<PushQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let security = state.push.as_ref().ok_or(ApiError::WechatNotConfigured)?;
+    let security = push_security(&wechat)?;
     let body = read_limited(payload, MAX_PUSH_BYTES).await?;
     let body = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
-    let encrypted = query.encrypt_type.as_deref() == Some("aes");
-
-    let xml = if encrypted {
-        let crypt = security.crypt.as_ref().ok_or_else(|| {
-            ApiError::invalid("safe mode push, but WECHAT_ENCODING_AES_KEY is unset")
-        })?;
-        let envelope = events::parse_fields(body).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let sealed = envelope
-            .get("Encrypt")
-            .ok_or_else(|| ApiError::invalid("Encrypt element missing"))?;
-        let sig = query.msg_signature.as_deref().unwrap_or_default();
-        if !crypto::signature_matches(
-            sig,
-            &[security.token(), &query.timestamp, &query.nonce, sealed],
-        ) {
-            return Err(ApiError::InvalidSignature);
-        }
-        crypt
-            .decrypt(sealed)
-            .map_err(|e| ApiError::invalid(e.to_string()))?
-    } else {
-        let sig = query.signature.as_deref().unwrap_or_default();
-        if !crypto::signature_matches(sig, &[security.token(), &query.timestamp, &query.nonce]) {
-            return Err(ApiError::InvalidSignature);
-        }
-        body.to_owned()
+    let params = PushParams {
+        signature: query.signature.as_deref(),
+        timestamp: &query.timestamp,
+        nonce: &query.nonce,
+        encrypt_type: query.encrypt_type.as_deref(),
+        msg_signature: query.msg_signature.as_deref(),
     };
-    let push = events::parse_fields(&xml)
-        .and_then(Push::from_fields)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let opened = security.open(&params, body)?;
 
-    let p = push.clone();
-    let reply_text = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| record_and_apply(conn, &p))
+    let push = opened.push.clone();
+    let reply_text = db::run_with(&state.pool, move |conn| {
+        conn.transaction(|conn| pushes::record_and_apply(conn, &push))
     })
     .await?;
-    tracing::info!(push.msg_type = %push.msg_type, push.event = ?push.event, "server push handled");
+    tracing::info!(push.msg_type = %opened.push.msg_type, push.event = ?opened.push.event, "server push handled");
 
     let Some(text) = reply_text else {
         return Ok(HttpResponse::Ok()
             .content_type("text/plain")
             .body("success"));
     };
-    let now = chrono::Utc::now().timestamp();
-    let reply = events::text_reply(&push, &text, now);
-    let body = match (&security.crypt, encrypted) {
-        (Some(crypt), true) => seal_reply(crypt, security.token(), &reply, now),
-        _ => reply,
-    };
+    let reply = security.reply(&opened, &text, chrono::Utc::now().timestamp());
     Ok(HttpResponse::Ok()
         .content_type("application/xml; charset=utf-8")
-        .body(body))
+        .body(reply))
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them.
@@ -197,104 +141,3 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
     }
     Ok(body.freeze())
 }
-
-/// The safe-mode reply envelope.
-fn seal_reply(crypt: &MsgCrypt, token: &str, reply: &str, now: i64) -> String {
-    let sealed = crypt.encrypt(reply);
-    let nonce = crate::domain::random_alphanumeric(10);
-    let ts = now.to_string();
-    let sig = crypto::signature(&[token, &ts, &nonce, &sealed]);
-    format!(
-        "<xml><Encrypt>{}</Encrypt><MsgSignature>{}</MsgSignature><TimeStamp>{ts}</TimeStamp><Nonce>{}</Nonce></xml>",
-        events::cdata(&sealed),
-        events::cdata(&sig),
-        events::cdata(&nonce)
-    )
-}
-
-/// Records the push and, the first time only, applies it. Returns the passive reply text.
-fn record_and_apply(
-    conn: &mut diesel::PgConnection,
-    push: &Push,
-) -> Result<Option<String>, ApiError> {
-    let key = push.dedup_key();
-    let fields = serde_json::to_value(&push.fields).unwrap_or_default();
-    let new = NewEvent {
-        dedup_key: &key,
-        from_user: &push.from,
-        msg_type: &push.msg_type,
-        event: push.event.as_deref(),
-        event_key: push.event_key.as_deref(),
-        create_time: push.create_time,
-        fields: &fields,
-    };
-    if !db::events::insert_new(conn, &new)? {
-        // A retry: the same answer as the first time, and no second effect.
-        return Ok(db::events::reply_of(conn, &key)?);
-    }
-    let reply = match push.kind() {
-        PushKind::Subscribe { scene } => {
-            db::followers::set(conn, &push.from, true, push.create_time)?;
-            match scene {
-                Some(scene) => scan_bind(conn, &push.from, &scene)?,
-                None => None,
-            }
-        }
-        PushKind::Unsubscribe => {
-            db::followers::set(conn, &push.from, false, push.create_time)?;
-            None
-        }
-        PushKind::Scan { scene } => scan_bind(conn, &push.from, &scene)?,
-        PushKind::TemplateReport { msgid, delivery } => {
-            if let Some(msgid) = msgid {
-                db::messages::set_delivery(conn, msgid, delivery.as_str())?;
-            }
-            None
-        }
-        PushKind::Other => None,
-    };
-    if let Some(text) = &reply {
-        db::events::set_reply(conn, &key, text)?;
-    }
-    Ok(reply)
-}
-
-/// The scene prefix of wxbind's bind QR codes; other scenes belong to someone else.
-pub const BIND_SCENE_PREFIX: &str = "bind_";
-
-/// Binds the scanner to the account a bind QR code names, with the OAuth callback's rules.
-/// Returns the text to reply with; `None` for QR codes that are not wxbind's.
-fn scan_bind(
-    conn: &mut diesel::PgConnection,
-    openid: &str,
-    scene: &str,
-) -> Result<Option<String>, ApiError> {
-    let Some(raw) = scene.strip_prefix(BIND_SCENE_PREFIX) else {
-        return Ok(None);
-    };
-    let Ok(nonce) = BindState::parse(raw) else {
-        return Ok(Some(EXPIRED_REPLY.into()));
-    };
-    let hash = nonce.hash();
-    let Some(user_id) = db::bind_states::consume(conn, &hash)? else {
-        return Ok(Some(EXPIRED_REPLY.into()));
-    };
-    match super::binding::bind_openid(conn, user_id, openid) {
-        Ok(username) => {
-            tracing::info!(user.id = user_id, "WeChat account bound by QR scan");
-            Ok(Some(format!(
-                "绑定成功：此微信已绑定账号 {username}。\nBound to account {username}."
-            )))
-        }
-        Err(ApiError::AlreadyBound) => {
-            db::bind_states::release(conn, &hash)?;
-            Ok(Some(
-                "未绑定：此微信已绑定其他账号。\nNot bound: this WeChat account is bound to another user."
-                    .into(),
-            ))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-const EXPIRED_REPLY: &str = "未绑定：二维码已失效或已使用，请在网站上刷新后重新扫码。\nNot bound: this QR code has expired or was used; get a new one on the website.";

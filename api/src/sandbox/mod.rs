@@ -14,7 +14,8 @@ use url::Url;
 
 pub use state::{InboxItem, Sandbox, SimUser, openid_for};
 
-use crate::config::Config;
+use crate::config::{Config, PushConfig};
+use crate::wechat::push::PushSecurity;
 
 /// The simulator: its memory plus what it checks callers against.
 pub struct Simulator {
@@ -29,18 +30,22 @@ pub struct Simulator {
 impl Simulator {
     /// A simulator for the sandbox configuration; `None` outside sandbox mode.
     pub fn from_config(config: &Config) -> Option<Self> {
-        let creds = config.wechat.as_ref().filter(|_| config.sandbox)?;
-        let pusher = config.push.as_ref().map(|p| {
-            let crypt = p.aes_key.as_ref().and_then(|k| {
-                crate::wechat::crypto::MsgCrypt::new(k.expose_secret(), None, &creds.app_id).ok()
-            });
-            push::Pusher::new(p.token.clone(), crypt, &config.public_url)
-        });
+        let account = config.wechat.as_ref().filter(|_| config.sandbox.enabled)?;
+        // WeChat signs with the current key only; the previous one is the receiver's concern.
+        let pusher = account
+            .push
+            .as_ref()
+            .map(|p| PushConfig {
+                aes_key_previous: None,
+                ..p.clone()
+            })
+            .and_then(|p| PushSecurity::new(&p, &account.app_id).ok())
+            .map(|security| push::Pusher::new(security, &config.http.public_url));
         Some(Self {
             state: Sandbox::default(),
-            app_id: creds.app_id.clone(),
-            app_secret: creds.app_secret.clone(),
-            public_url: config.public_url.clone(),
+            app_id: account.app_id.clone(),
+            app_secret: account.app_secret.clone(),
+            public_url: config.http.public_url.clone(),
             pusher,
         })
     }

@@ -1,14 +1,17 @@
-//! Everything that speaks to WeChat: endpoints, parameters, wire shapes, errcodes, the
-//! access-token cache. No other module knows a WeChat URL or errcode.
+//! Everything that speaks to WeChat: endpoints, parameters, wire shapes, errcodes and what
+//! they mean, the access-token cache, server-push security. No other module (but the sandbox,
+//! which plays WeChat) knows a WeChat URL or errcode: callers branch on the predicates below.
+mod account;
 mod client;
 pub mod crypto;
 pub mod events;
 mod oauth;
+pub mod push;
 mod token;
 pub mod types;
 
+pub use account::{Account, CallError, Connected, NotConfigured, Wechat};
 pub use client::{WechatClient, WechatSettings};
-pub use oauth::{authorize_url, showqrcode_url};
 pub use token::{AccessToken, AccessTokenCache, TokenError};
 
 /// A failed call to WeChat.
@@ -68,6 +71,28 @@ impl WechatError {
         }
     }
 
+    /// The access token was refused (expired, or replaced by a newer fetch).
+    pub fn is_token_invalid(&self) -> bool {
+        self.class() == ErrorClass::TokenInvalid
+    }
+
+    /// Worth trying again later. A token rejection counts: one that outlives a refresh is
+    /// WeChat trouble, not a property of the message.
+    pub fn is_retryable(&self) -> bool {
+        self.class() != ErrorClass::Permanent
+    }
+
+    /// WeChat refused an OAuth `code`: 40029 invalid, 40163 already used, 42003 expired. The
+    /// user must scan the bind link again.
+    pub fn is_rejected_oauth_code(&self) -> bool {
+        matches!(self.errcode(), Some(40029 | 40163 | 42003))
+    }
+
+    /// 43004: the recipient does not follow the official account (any more).
+    pub fn is_not_following(&self) -> bool {
+        self.errcode() == Some(43004)
+    }
+
     /// WeChat's errcode, when it gave one.
     pub fn errcode(&self) -> Option<i64> {
         match self {
@@ -102,5 +127,19 @@ mod tests {
         assert_eq!(WechatError::Status(500).class(), ErrorClass::Transient);
         assert_eq!(WechatError::Status(404).class(), ErrorClass::Permanent);
         assert_eq!(WechatError::Timeout.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn predicates_name_what_callers_branch_on() {
+        for c in [40029, 40163, 42003] {
+            assert!(api(c).is_rejected_oauth_code(), "{c}");
+        }
+        assert!(!api(40001).is_rejected_oauth_code());
+        assert!(api(43004).is_not_following());
+        assert!(!api(40003).is_not_following());
+        assert!(api(42001).is_token_invalid() && api(42001).is_retryable());
+        assert!(api(-1).is_retryable() && !api(-1).is_token_invalid());
+        assert!(!api(47003).is_retryable());
+        assert!(WechatError::Timeout.is_retryable());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{WechatClient, WechatError};
-use crate::db::{self, PgPool, PgPooled};
+use crate::db::{self, DbError, PgPool, PgPooled};
 use crate::metrics::Metrics;
 
 /// Refresh this long before expiry, so no send goes out with a token about to lapse.
@@ -47,13 +47,14 @@ pub enum TokenError {
     #[error("fetching the access token failed: {0}")]
     Wechat(#[from] WechatError),
     /// The shared token store could not be used.
-    #[error("token store: {0}")]
-    Store(String),
+    #[error("the shared token store failed")]
+    Store(#[source] DbError),
 }
 
 /// The process-wide token cache; one `Arc` is shared by every thread.
 pub struct AccessTokenCache {
     app_id: String,
+    pool: PgPool,
     current: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
@@ -61,9 +62,10 @@ pub struct AccessTokenCache {
 
 impl AccessTokenCache {
     /// An empty cache for `app_id`.
-    pub fn new(app_id: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(app_id: impl Into<String>, pool: PgPool, metrics: Arc<Metrics>) -> Self {
         Self {
             app_id: app_id.into(),
+            pool,
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             metrics,
@@ -71,15 +73,11 @@ impl AccessTokenCache {
     }
 
     /// A token valid for at least the refresh margin.
-    pub async fn get(
-        &self,
-        client: &WechatClient,
-        pool: &PgPool,
-    ) -> Result<AccessToken, TokenError> {
+    pub async fn get(&self, client: &WechatClient) -> Result<AccessToken, TokenError> {
         if let Some(t) = self.cached().filter(|t| t.is_fresh(Utc::now())) {
             return Ok(t);
         }
-        self.refresh(client, pool, None).await
+        self.refresh(client, None).await
     }
 
     /// A token other than `rejected`, which WeChat just refused. When another task already
@@ -87,10 +85,9 @@ impl AccessTokenCache {
     pub async fn replace_rejected(
         &self,
         client: &WechatClient,
-        pool: &PgPool,
         rejected: &AccessToken,
     ) -> Result<AccessToken, TokenError> {
-        self.refresh(client, pool, Some(rejected.secret())).await
+        self.refresh(client, Some(rejected.secret())).await
     }
 
     fn cached(&self) -> Option<AccessToken> {
@@ -110,7 +107,6 @@ impl AccessTokenCache {
     async fn refresh(
         &self,
         client: &WechatClient,
-        pool: &PgPool,
         rejected: Option<&str>,
     ) -> Result<AccessToken, TokenError> {
         let usable = |t: &AccessToken| t.is_fresh(Utc::now()) && Some(t.secret()) != rejected;
@@ -121,7 +117,7 @@ impl AccessTokenCache {
 
         // Across processes: hold the advisory lock while fetching, and re-read first, since
         // another process may have refreshed while this one waited for the lock.
-        let (conn, stored) = self.lock_and_read(pool).await?;
+        let (conn, stored) = self.lock_and_read().await?;
         let stored = stored.filter(usable);
         let outcome = match &stored {
             Some(t) => Ok(t.clone()),
@@ -161,15 +157,12 @@ impl AccessTokenCache {
         })
     }
 
-    async fn lock_and_read(
-        &self,
-        pool: &PgPool,
-    ) -> Result<(PgPooled, Option<AccessToken>), TokenError> {
-        let pool = pool.clone();
+    async fn lock_and_read(&self) -> Result<(PgPooled, Option<AccessToken>), TokenError> {
+        let pool = self.pool.clone();
         let app_id = self.app_id.clone();
         actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tokens::lock(&mut conn, &app_id).map_err(|e| e.to_string())?;
+            let mut conn = pool.get()?;
+            db::tokens::lock(&mut conn, &app_id)?;
             match db::tokens::find(&mut conn, &app_id) {
                 Ok(row) => Ok((
                     conn,
@@ -180,12 +173,12 @@ impl AccessTokenCache {
                 )),
                 Err(e) => {
                     let _ = db::tokens::unlock(&mut conn, &app_id);
-                    Err(e.to_string())
+                    Err(DbError::from(e))
                 }
             }
         })
         .await
-        .map_err(|e| TokenError::Store(e.to_string()))?
+        .map_err(|e| TokenError::Store(DbError::Task(e)))?
         .map_err(TokenError::Store)
     }
 
@@ -200,10 +193,10 @@ impl AccessTokenCache {
                 db::tokens::upsert(&mut conn, &app_id, t.secret(), t.expires_at)
             });
             let unlocked = db::tokens::unlock(&mut conn, &app_id);
-            stored.and(unlocked).map_err(|e| e.to_string())
+            stored.and(unlocked).map_err(DbError::from)
         })
         .await
-        .map_err(|e| TokenError::Store(e.to_string()))?
+        .map_err(|e| TokenError::Store(DbError::Task(e)))?
         .map_err(TokenError::Store)
     }
 }

@@ -1,0 +1,262 @@
+//! The binding rules, shared by both ways a WeChat account gets bound to a site account: the
+//! OAuth callback (a bind link opened in WeChat) and scan binding (a parametric QR code whose
+//! scene carries the state). A state is single-use and expires; an openid bound to someone
+//! else is refused, never moved; a failure leaves the state usable, so the link can be retried.
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::{Connection, PgConnection};
+
+use crate::db::{self, DbError};
+use crate::domain::BindState;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::wechat::{Connected, WechatError};
+
+/// How long a bind link or QR code can be used.
+pub const STATE_TTL: TimeDelta = TimeDelta::minutes(10);
+
+/// The scene prefix of wxbind's bind QR codes; other scenes belong to someone else.
+const SCENE_PREFIX: &str = "bind_";
+
+/// The QR-code scene that carries `state`.
+fn scene_of(state: &BindState) -> String {
+    format!("{SCENE_PREFIX}{}", state.as_ref())
+}
+
+/// A fresh bind link.
+#[derive(Debug)]
+pub struct BindLink {
+    /// WeChat's OAuth2 authorize URL carrying the state.
+    pub url: String,
+    /// When the state expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A fresh scan-to-follow-and-bind QR code.
+#[derive(Debug)]
+pub struct BindQrcode {
+    /// WeChat's ticket.
+    pub ticket: String,
+    /// The QR code image.
+    pub qrcode_url: String,
+    /// When the state expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why an openid could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The openid is bound to another user.
+    #[error("the WeChat account is bound to another user")]
+    AlreadyBound,
+    /// The user the state belonged to no longer exists.
+    #[error("the user of this bind state no longer exists")]
+    UserGone,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for BindError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<BindError> for ApiError {
+    fn from(e: BindError) -> Self {
+        match e {
+            BindError::AlreadyBound => Self::AlreadyBound,
+            BindError::UserGone => Self::UserNotFound,
+            BindError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// Stores a new state for `user_id` and returns the bind link that carries it.
+pub async fn create_link(
+    state: &AppState,
+    wechat: &Connected,
+    user_id: i64,
+) -> Result<BindLink, ApiError> {
+    let nonce = BindState::generate();
+    let expires_at = Utc::now() + STATE_TTL;
+    state
+        .bind_states
+        .submit((nonce.hash(), user_id, expires_at))
+        .await?;
+    let url = wechat
+        .account()
+        .authorize_url(&state.config.callback_url(), nonce.as_ref());
+    Ok(BindLink { url, expires_at })
+}
+
+/// Asks WeChat for a temporary QR code whose scene carries a new state for `user_id`, and
+/// stores the state once WeChat made the code: a failure leaves nothing behind.
+pub async fn create_qrcode(
+    state: &AppState,
+    wechat: &Connected,
+    user_id: i64,
+) -> Result<BindQrcode, ApiError> {
+    let nonce = BindState::generate();
+    let scene = scene_of(&nonce);
+    let lifetime = u32::try_from(STATE_TTL.num_seconds()).unwrap_or(600);
+    let qr = wechat
+        .with_token(|client, token| {
+            let scene = &scene;
+            async move { client.create_qrcode(token.secret(), scene, lifetime).await }
+        })
+        .await?;
+    let expires_at = Utc::now() + STATE_TTL;
+    state
+        .bind_states
+        .submit((nonce.hash(), user_id, expires_at))
+        .await?;
+    Ok(BindQrcode {
+        qrcode_url: wechat.account().showqrcode_url(&qr.ticket),
+        ticket: qr.ticket,
+        expires_at,
+    })
+}
+
+/// Completes a bind link opened in WeChat: consumes the state, exchanges the code for the
+/// openid and binds it. On any failure after the state was consumed, the state is given
+/// back, so the same link can be tried again.
+pub async fn complete_oauth(
+    state: &AppState,
+    wechat: &Connected,
+    raw_state: Option<&str>,
+    code: Option<String>,
+) -> Result<(), ApiError> {
+    let nonce = raw_state
+        .and_then(|s| BindState::parse(s).ok())
+        .ok_or(ApiError::InvalidState)?;
+    // A refusal leaves the link usable: the user may scan again and allow.
+    let code = code
+        .filter(|c| !c.is_empty() && c.len() <= 512)
+        .ok_or(ApiError::AuthorizationDenied)?;
+
+    let hash = nonce.hash();
+    let h = hash.clone();
+    // Consumed atomically: of two callbacks with one state (WeChat sometimes opens it twice),
+    // exactly one goes on, and the other cannot undo its work.
+    let user_id = db::run(&state.pool, move |conn| db::bind_states::consume(conn, &h))
+        .await?
+        .ok_or(ApiError::InvalidState)?;
+    tracing::Span::current().record("user.id", user_id);
+
+    let result = exchange_and_bind(state, wechat, user_id, &code).await;
+    if result.is_err() {
+        // Nothing changed: give the state back so the same link can be retried.
+        db::run(&state.pool, move |conn| {
+            db::bind_states::release(conn, &hash)
+        })
+        .await?;
+    }
+    result
+}
+
+async fn exchange_and_bind(
+    state: &AppState,
+    wechat: &Connected,
+    user_id: i64,
+    code: &str,
+) -> Result<(), ApiError> {
+    let token = wechat.client().exchange_code(code).await.map_err(|e| {
+        if e.is_rejected_oauth_code() {
+            ApiError::InvalidCode
+        } else {
+            ApiError::WechatUnavailable(e)
+        }
+    })?;
+    if token.is_snapshotuser == Some(1) {
+        return Err(ApiError::SnapshotUser);
+    }
+    if token.openid.is_empty() || token.openid.len() > 128 {
+        return Err(ApiError::WechatUnavailable(WechatError::Decode(
+            "openid missing or too long".into(),
+        )));
+    }
+    let openid = token.openid;
+    db::run_with(&state.pool, move |conn| {
+        conn.transaction(|conn| bind_openid(conn, user_id, &openid))
+    })
+    .await?;
+    state.metrics.bind();
+    tracing::info!(user.id = user_id, "WeChat account bound");
+    Ok(())
+}
+
+/// Binds `openid` to the user and returns the username. An openid bound to someone else is
+/// refused, never moved.
+fn bind_openid(conn: &mut PgConnection, user_id: i64, openid: &str) -> Result<String, BindError> {
+    if db::users::find_by_openid(conn, openid)?.is_some_and(|owner| owner != user_id) {
+        return Err(BindError::AlreadyBound);
+    }
+    match db::users::bind_openid(conn, user_id, openid) {
+        Ok(_) => {}
+        // Lost a race with another binding of the same openid.
+        Err(e) if db::is_unique_violation(&e) => return Err(BindError::AlreadyBound),
+        Err(e) => return Err(e.into()),
+    }
+    let user = db::users::find(conn, user_id)?.ok_or(BindError::UserGone)?;
+    Ok(user.username)
+}
+
+/// Binds the scanner of a QR code to the account its scene names, with the OAuth callback's
+/// rules, inside the caller's transaction. Returns the text to reply with in WeChat; `None`
+/// for QR codes that are not wxbind's.
+pub fn bind_by_scan(
+    conn: &mut PgConnection,
+    openid: &str,
+    scene: &str,
+) -> Result<Option<String>, DbError> {
+    let Some(raw) = scene.strip_prefix(SCENE_PREFIX) else {
+        return Ok(None);
+    };
+    let Ok(nonce) = BindState::parse(raw) else {
+        return Ok(Some(EXPIRED_REPLY.into()));
+    };
+    let hash = nonce.hash();
+    let Some(user_id) = db::bind_states::consume(conn, &hash)? else {
+        return Ok(Some(EXPIRED_REPLY.into()));
+    };
+    match bind_openid(conn, user_id, openid) {
+        Ok(username) => {
+            tracing::info!(user.id = user_id, "WeChat account bound by QR scan");
+            Ok(Some(format!(
+                "绑定成功：此微信已绑定账号 {username}。\nBound to account {username}."
+            )))
+        }
+        Err(BindError::AlreadyBound) => {
+            db::bind_states::release(conn, &hash)?;
+            Ok(Some(
+                "未绑定：此微信已绑定其他账号。\nNot bound: this WeChat account is bound to another user."
+                    .into(),
+            ))
+        }
+        Err(BindError::UserGone) => Ok(Some(EXPIRED_REPLY.into())),
+        Err(BindError::Db(e)) => Err(e),
+    }
+}
+
+/// Removes the user's binding (nothing to do when there is none).
+pub async fn unbind(state: &AppState, user_id: i64) -> Result<(), DbError> {
+    db::run(&state.pool, move |conn| db::users::unbind(conn, user_id)).await?;
+    tracing::info!("WeChat binding removed");
+    Ok(())
+}
+
+const EXPIRED_REPLY: &str = "未绑定：二维码已失效或已使用，请在网站上刷新后重新扫码。\nNot bound: this QR code has expired or was used; get a new one on the website.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scene_carries_the_state_behind_the_prefix() {
+        let state = BindState::generate();
+        let scene = scene_of(&state);
+        assert_eq!(scene.strip_prefix(SCENE_PREFIX), Some(state.as_ref()));
+        assert!(scene.len() <= 64, "WeChat's scene_str limit: {scene}");
+    }
+}

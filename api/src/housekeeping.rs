@@ -1,0 +1,55 @@
+//! Housekeeping: the purges that keep tables from growing without bound. A task of its own on
+//! a timer, in every process that serves the API, whether or not it delivers; several
+//! processes doing it at once is harmless (each delete is idempotent).
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use tokio::sync::watch;
+
+use crate::db::{self, PgPool};
+use crate::error::ErrorChain;
+
+/// How often the purges run.
+const EVERY: Duration = Duration::from_secs(600);
+/// Bind states and sessions are kept this long past their expiry, so a late callback still
+/// finds its state (and says "expired" rather than "unknown").
+const EXPIRED_GRACE: TimeDelta = TimeDelta::days(1);
+/// How long server-push records are kept (WeChat retries within minutes; the rest is audit).
+const PUSH_RETENTION: TimeDelta = TimeDelta::days(30);
+
+/// Runs the purges every ten minutes until `stop` turns true or its sender is dropped.
+pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+        purge(&pool).await;
+    }
+}
+
+/// One round of purges; failures are logged and retried next round.
+pub async fn purge(pool: &PgPool) {
+    let now = Utc::now();
+    let purged = db::run(pool, move |conn| {
+        Ok((
+            db::bind_states::purge_expired(conn, now - EXPIRED_GRACE)?,
+            db::sessions::purge_expired(conn, now - EXPIRED_GRACE)?,
+            db::events::purge_received_before(conn, now - PUSH_RETENTION)?,
+        ))
+    })
+    .await;
+    match purged {
+        Ok((states, sessions, pushes)) if states + sessions + pushes > 0 => {
+            tracing::info!(states, sessions, pushes, "purged expired rows");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %ErrorChain(&e), "housekeeping failed; retrying next round")
+        }
+    }
+}

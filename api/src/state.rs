@@ -1,0 +1,32 @@
+//! What every request handler shares: the pool, the configuration, counters, the login
+//! throttle and the group-commit writers. Built by `startup`; read by `routes` and the modules
+//! that own the rules. WeChat is not here: its handle is per thread (`wechat::Wechat`).
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::auth::LoginThrottle;
+use crate::batch::Batcher;
+use crate::config::Config;
+use crate::db::PgPool;
+use crate::db::bind_states::NewState;
+use crate::db::messages::{Queued, QueuedRequest};
+use crate::metrics::Metrics;
+
+/// State shared by every HTTP worker thread.
+pub struct AppState {
+    /// The database pool.
+    pub pool: PgPool,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Failed-login throttle.
+    pub throttle: LoginThrottle,
+    /// Wakes the delivery worker when a message is queued.
+    pub wake_worker: Arc<Notify>,
+    /// Group commit for queued messages.
+    pub messages: Batcher<QueuedRequest, Queued>,
+    /// Group commit for new bind states.
+    pub bind_states: Batcher<NewState, ()>,
+}
