@@ -90,32 +90,32 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The contract's machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// The contract's machine-readable code, which also fixes the status.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::SessionExpired => "session_expired",
-            Self::Forbidden(_) => "forbidden",
-            Self::UserNotFound => "user_not_found",
-            Self::MessageNotFound => "message_not_found",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::NotBound => "not_bound",
-            Self::AlreadyBound => "already_bound",
-            Self::InvalidState => "invalid_state",
-            Self::InvalidSignature => "invalid_signature",
-            Self::AuthorizationDenied => "authorization_denied",
-            Self::InvalidCode => "invalid_code",
-            Self::SnapshotUser => "snapshot_user",
-            Self::PayloadTooLarge(_) => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::TooManyAttempts => "too_many_attempts",
-            Self::WechatNotConfigured => "wechat_not_configured",
-            Self::WechatUnavailable(_) => "wechat_unavailable",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::SessionExpired => ErrorCode::SessionExpired,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::UserNotFound => ErrorCode::UserNotFound,
+            Self::MessageNotFound => ErrorCode::MessageNotFound,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::NotBound => ErrorCode::NotBound,
+            Self::AlreadyBound => ErrorCode::AlreadyBound,
+            Self::InvalidState => ErrorCode::InvalidState,
+            Self::InvalidSignature => ErrorCode::InvalidSignature,
+            Self::AuthorizationDenied => ErrorCode::AuthorizationDenied,
+            Self::InvalidCode => ErrorCode::InvalidCode,
+            Self::SnapshotUser => ErrorCode::SnapshotUser,
+            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::TooManyAttempts => ErrorCode::TooManyAttempts,
+            Self::WechatNotConfigured => ErrorCode::WechatNotConfigured,
+            Self::WechatUnavailable(_) => ErrorCode::WechatUnavailable,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -125,154 +125,188 @@ impl ApiError {
     }
 }
 
-/// Every error code the API can answer with: code, HTTP status, meaning. Rendered into the
-/// OpenAPI description and the README; a test fails when `ApiError::code` can return a code
-/// missing here.
-pub const CATALOGUE: &[(&str, u16, &str)] = &[
-    (
-        "invalid_request",
-        400,
-        "Malformed or invalid input; the message names the field.",
-    ),
-    (
-        "invalid_state",
-        400,
-        "The bind link's state is missing, unknown, expired or already used.",
-    ),
-    (
-        "authorization_denied",
-        400,
-        "The WeChat user refused the authorization.",
-    ),
-    (
-        "invalid_code",
-        400,
-        "WeChat rejected the OAuth code (invalid, used or expired).",
-    ),
-    (
-        "snapshot_user",
-        400,
-        "WeChat answered for a virtual snapshot user, which cannot be bound.",
-    ),
-    (
-        "invalid_credentials",
-        401,
-        "Unknown username or wrong password.",
-    ),
-    (
-        "unauthorized",
-        401,
-        "Missing, malformed, forged or expired access token.",
-    ),
-    (
-        "session_expired",
-        401,
-        "No valid refresh session: expired, logged out, or no cookie.",
-    ),
-    (
-        "invalid_signature",
-        401,
-        "A WeChat push or URL check whose signature does not verify.",
-    ),
-    (
-        "forbidden",
-        403,
-        "Authenticated but not allowed (only admins message other users).",
-    ),
-    ("user_not_found", 404, "The named user does not exist."),
-    (
-        "message_not_found",
-        404,
-        "No such message, or not visible to the caller.",
-    ),
-    ("not_found", 404, "No such route."),
-    (
-        "method_not_allowed",
-        405,
-        "The route exists with other methods (see `Allow`).",
-    ),
-    ("not_bound", 409, "The recipient has no WeChat binding."),
-    (
-        "already_bound",
-        409,
-        "The WeChat account is bound to another user.",
-    ),
-    (
-        "payload_too_large",
-        413,
-        "The body is over the limit (64 KiB).",
-    ),
-    (
-        "unsupported_media_type",
-        415,
-        "The body is not `application/json`.",
-    ),
-    (
-        "too_many_attempts",
-        429,
-        "More than 10 failed logins a minute for one username.",
-    ),
-    (
-        "internal",
-        500,
-        "A bug or unexpected failure; the cause is in the server log.",
-    ),
-    (
-        "wechat_unavailable",
-        502,
-        "WeChat failed, timed out or answered an unexpected error.",
-    ),
-    (
-        "wechat_not_configured",
-        503,
-        "This server has no WeChat credentials (or no WECHAT_TOKEN).",
-    ),
-    (
-        "unavailable",
-        503,
-        "The database is unreachable or migrations are pending.",
-    ),
-];
+/// Declares [`ErrorCode`] and [`ErrorCode::ALL`] from one list, so a code cannot exist without
+/// being catalogued (Rust has no stable way to enumerate an enum's variants otherwise).
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident,)*) => {
+        /// A code the contract promises, with its HTTP status and meaning: the wire table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
 
-/// The catalogue as a Markdown table.
+        impl ErrorCode {
+            /// Every code, in catalogue order (by status, as the README lists them).
+            pub const ALL: [ErrorCode; [$(ErrorCode::$variant),*].len()] =
+                [$(ErrorCode::$variant),*];
+        }
+    };
+}
+
+error_codes! {
+    /// `invalid_request`
+    InvalidRequest,
+    /// `invalid_state`
+    InvalidState,
+    /// `authorization_denied`
+    AuthorizationDenied,
+    /// `invalid_code`
+    InvalidCode,
+    /// `snapshot_user`
+    SnapshotUser,
+    /// `invalid_credentials`
+    InvalidCredentials,
+    /// `unauthorized`
+    Unauthorized,
+    /// `session_expired`
+    SessionExpired,
+    /// `invalid_signature`
+    InvalidSignature,
+    /// `forbidden`
+    Forbidden,
+    /// `user_not_found`
+    UserNotFound,
+    /// `message_not_found`
+    MessageNotFound,
+    /// `not_found`
+    NotFound,
+    /// `method_not_allowed`
+    MethodNotAllowed,
+    /// `not_bound`
+    NotBound,
+    /// `already_bound`
+    AlreadyBound,
+    /// `payload_too_large`
+    PayloadTooLarge,
+    /// `unsupported_media_type`
+    UnsupportedMediaType,
+    /// `too_many_attempts`
+    TooManyAttempts,
+    /// `internal`
+    Internal,
+    /// `wechat_unavailable`
+    WechatUnavailable,
+    /// `wechat_not_configured`
+    WechatNotConfigured,
+    /// `unavailable`
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The stable snake_case string clients branch on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidState => "invalid_state",
+            Self::AuthorizationDenied => "authorization_denied",
+            Self::InvalidCode => "invalid_code",
+            Self::SnapshotUser => "snapshot_user",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized => "unauthorized",
+            Self::SessionExpired => "session_expired",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Forbidden => "forbidden",
+            Self::UserNotFound => "user_not_found",
+            Self::MessageNotFound => "message_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotBound => "not_bound",
+            Self::AlreadyBound => "already_bound",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::Internal => "internal",
+            Self::WechatUnavailable => "wechat_unavailable",
+            Self::WechatNotConfigured => "wechat_not_configured",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status every error with this code is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest
+            | Self::InvalidState
+            | Self::AuthorizationDenied
+            | Self::InvalidCode
+            | Self::SnapshotUser => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials
+            | Self::Unauthorized
+            | Self::SessionExpired
+            | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::UserNotFound | Self::MessageNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotBound | Self::AlreadyBound => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::WechatUnavailable => StatusCode::BAD_GATEWAY,
+            Self::WechatNotConfigured | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// What the code means, for the catalogue in the spec and the README.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "Malformed or invalid input; the message names the field.",
+            Self::InvalidState => {
+                "The bind link's state is missing, unknown, expired or already used."
+            }
+            Self::AuthorizationDenied => "The WeChat user refused the authorization.",
+            Self::InvalidCode => "WeChat rejected the OAuth code (invalid, used or expired).",
+            Self::SnapshotUser => {
+                "WeChat answered for a virtual snapshot user, which cannot be bound."
+            }
+            Self::InvalidCredentials => "Unknown username or wrong password.",
+            Self::Unauthorized => "Missing, malformed, forged or expired access token.",
+            Self::SessionExpired => "No valid refresh session: expired, logged out, or no cookie.",
+            Self::InvalidSignature => "A WeChat push or URL check whose signature does not verify.",
+            Self::Forbidden => "Authenticated but not allowed (only admins message other users).",
+            Self::UserNotFound => "The named user does not exist.",
+            Self::MessageNotFound => "No such message, or not visible to the caller.",
+            Self::NotFound => "No such route.",
+            Self::MethodNotAllowed => "The route exists with other methods (see `Allow`).",
+            Self::NotBound => "The recipient has no WeChat binding.",
+            Self::AlreadyBound => "The WeChat account is bound to another user.",
+            Self::PayloadTooLarge => "The body is over the limit (64 KiB).",
+            Self::UnsupportedMediaType => "The body is not `application/json`.",
+            Self::TooManyAttempts => "More than 10 failed logins a minute for one username.",
+            Self::Internal => "A bug or unexpected failure; the cause is in the server log.",
+            Self::WechatUnavailable => "WeChat failed, timed out or answered an unexpected error.",
+            Self::WechatNotConfigured => {
+                "This server has no WeChat credentials (or no WECHAT_TOKEN)."
+            }
+            Self::Unavailable => "The database is unreachable or migrations are pending.",
+        }
+    }
+}
+
+/// The catalogue as a Markdown table; the spec's description and the README carry it verbatim.
 pub fn catalogue_markdown() -> String {
     let mut out = String::from("| code | status | meaning |\n| --- | --- | --- |\n");
-    for (code, status, meaning) in CATALOGUE {
-        out.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
+    for code in ErrorCode::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            code.as_str(),
+            code.status().as_u16(),
+            code.meaning()
+        ));
     }
     out
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest(_)
-            | Self::InvalidState
-            | Self::AuthorizationDenied
-            | Self::InvalidCode
-            | Self::SnapshotUser => StatusCode::BAD_REQUEST,
-            Self::InvalidCredentials
-            | Self::Unauthorized(_)
-            | Self::SessionExpired
-            | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::UserNotFound | Self::MessageNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotBound | Self::AlreadyBound => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            Self::WechatUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::WechatNotConfigured | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
             // The one place a 5xx cause is logged; the client only gets the fixed message.
-            tracing::error!(error.code = self.code(), error.cause = %ErrorChain(self), "request failed");
+            tracing::error!(error.code = self.code().as_str(), error.cause = %ErrorChain(self), "request failed");
         }
         let mut builder = HttpResponse::build(status);
         match self {
@@ -287,7 +321,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        builder.json(ErrorBody::new(self.code(), self.to_string()))
+        builder.json(ErrorBody::new(self.code().as_str(), self.to_string()))
     }
 }
 
@@ -436,41 +470,29 @@ mod tests {
         assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
     }
 
-    /// The codes `ApiError::code` can return, read from its source, so a new variant's code
-    /// cannot slip past the catalogue.
-    fn codes_in_source() -> std::collections::BTreeSet<String> {
-        let src = include_str!("error.rs");
-        let start = src.find("pub fn code(&self)").expect("code()");
-        let end = start + src[start..].find("\n    }\n").expect("end of code()");
-        src[start..end]
-            .split("=> \"")
-            .skip(1)
-            .filter_map(|rest| rest.split('"').next())
-            .map(str::to_owned)
-            .collect()
+    #[test]
+    fn the_readme_carries_the_catalogue_verbatim() {
+        let readme = include_str!("../../README.md");
+        let table = catalogue_markdown();
+        assert!(
+            readme.contains(&table),
+            "README's error table differs from error::catalogue_markdown():\n{table}"
+        );
     }
 
     #[test]
-    fn every_code_the_api_returns_is_in_the_catalogue() {
-        let catalogue: std::collections::BTreeSet<String> =
-            CATALOGUE.iter().map(|(c, _, _)| (*c).to_owned()).collect();
-        let returned = codes_in_source();
-        assert!(returned.len() > 20, "parsed {returned:?}");
-        let missing: Vec<_> = returned.difference(&catalogue).collect();
-        assert!(
-            missing.is_empty(),
-            "codes missing from error::CATALOGUE: {missing:?}"
-        );
-        let stale: Vec<_> = catalogue.difference(&returned).collect();
-        assert!(
-            stale.is_empty(),
-            "catalogue codes nothing returns: {stale:?}"
-        );
-        let readme = include_str!("../../README.md");
-        for (code, _, _) in CATALOGUE {
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
             assert!(
-                readme.contains(&format!("`{code}`")),
-                "README lacks `{code}`"
+                !s.is_empty()
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    && !s.starts_with('_')
+                    && !s.ends_with('_')
+                    && !s.contains("__"),
+                "not snake_case: {s:?}"
             );
         }
     }
@@ -500,12 +522,16 @@ mod tests {
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status_code().as_u16(), status, "{code}");
-            assert_eq!(err.code(), code);
-            let listed = CATALOGUE
+            assert_eq!(err.code().as_str(), code);
+            let listed = ErrorCode::ALL
                 .iter()
-                .find(|(c, _, _)| *c == code)
+                .find(|c| c.as_str() == code)
                 .expect("catalogued");
-            assert_eq!(listed.1, status, "catalogue status of {code}");
+            assert_eq!(
+                listed.status().as_u16(),
+                status,
+                "catalogue status of {code}"
+            );
         }
     }
 }

@@ -105,7 +105,7 @@ pub async fn wechat_callback(
             target
                 .query_pairs_mut()
                 .append_pair("status", "error")
-                .append_pair("reason", e.code());
+                .append_pair("reason", e.code().as_str());
         }
     }
     Ok(HttpResponse::Found()
