@@ -12,38 +12,12 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
-/// A user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// May act on itself only.
-    User,
-    /// May send to and read for any user.
-    Admin,
-}
-
-impl Role {
-    /// The value stored in `users.role`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// Reads `users.role`; anything unknown gets the least privilege.
-    pub fn from_db(s: &str) -> Self {
-        if s == "admin" {
-            Self::Admin
-        } else {
-            Self::User
-        }
-    }
-}
+/// Defined with the other stored values; tokens and [`AuthUser`] carry it, so it is named
+/// here too.
+pub use crate::domain::Role;
 
 /// Hashes a password with argon2id and a random salt (PHC string). CPU-heavy: call it on
 /// the blocking pool.

@@ -122,7 +122,7 @@ fn add_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {
     let new = db::users::NewUser {
         username: username.as_ref(),
         password_hash: &hash,
-        role: role.as_str(),
+        role,
     };
     match conn.transaction(|c| db::users::insert(c, &new)) {
         Ok(user) => {

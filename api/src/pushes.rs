@@ -41,7 +41,7 @@ pub fn record_and_apply(conn: &mut PgConnection, push: &Push) -> Result<Option<S
         PushKind::Scan { scene } => binding::bind_by_scan(conn, &push.from, &scene)?,
         PushKind::TemplateReport { msgid, delivery } => {
             if let Some(msgid) = msgid {
-                db::messages::set_delivery(conn, msgid, delivery.as_str())?;
+                db::messages::set_delivery(conn, msgid, delivery)?;
             }
             None
         }

@@ -231,7 +231,7 @@ fn seed(db: &TestDb, n: usize) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
         .values((
             users::username.eq("bench-admin"),
             users::password_hash.eq(&hash),
-            users::role.eq("admin"),
+            users::role.eq(wxbind::domain::Role::Admin),
         ))
         .execute(&mut conn)?;
     let mut ids = Vec::new();
@@ -279,7 +279,7 @@ async fn wait_delivered(
     let deadline = Instant::now() + limit;
     loop {
         let sent: i64 = messages::table
-            .filter(messages::status.eq("sent"))
+            .filter(messages::status.eq(wxbind::domain::MessageStatus::Sent))
             .count()
             .get_result(&mut conn)?;
         if sent as usize >= n {

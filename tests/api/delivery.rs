@@ -4,6 +4,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use serde_json::{Value, json};
 use wxbind::db::schema::{messages, wechat_tokens};
+use wxbind::domain::MessageStatus;
 use wxbind::startup::Application;
 use wxbind_tests::{SendReply, TestApp, TestUser, spawn_app, spawn_app_with};
 
@@ -186,7 +187,7 @@ async fn a_crashed_claim_is_taken_again() {
                 messages::user_id.eq(user.id),
                 messages::template_id.eq("T"),
                 messages::data.eq(json!({"k": {"value": "v"}})),
-                messages::status.eq("sending"),
+                messages::status.eq(MessageStatus::Sending),
                 messages::attempts.eq(1),
                 messages::lease_until.eq(chrono::Utc::now() - chrono::TimeDelta::minutes(5)),
             ))

@@ -368,3 +368,30 @@ async fn a_burst_of_mixed_requests_gets_one_outcome_each() {
         "10 distinct messages and one keyed message"
     );
 }
+
+#[actix_web::test]
+async fn a_stored_status_this_build_does_not_know_is_an_error_not_queued() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    // As a newer schema with a status this binary predates would leave it; the worker never
+    // claims such a row, so it stays as written.
+    let id = uuid::Uuid::new_v4();
+    app.query(|c| {
+        diesel::sql_query("ALTER TABLE messages DROP CONSTRAINT messages_status_check")
+            .execute(c)?;
+        diesel::sql_query(
+            "INSERT INTO messages (id, sender_id, user_id, template_id, data, status)
+             VALUES ($1, $2, $2, 'T', '{}', 'paused')",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::BigInt, _>(user.id)
+        .execute(c)
+    });
+
+    let resp = app
+        .get_as(&user.token, &format!("/api/messages/{id}"))
+        .await;
+
+    assert_error(resp, 500, "internal").await;
+}

@@ -185,7 +185,11 @@ impl TestApp {
             &wxbind::db::users::NewUser {
                 username,
                 password_hash: hash,
-                role: if admin { "admin" } else { "user" },
+                role: if admin {
+                    wxbind::domain::Role::Admin
+                } else {
+                    wxbind::domain::Role::User
+                },
             },
         )
         .expect("insert user")

@@ -7,6 +7,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Int4, Int8, Jsonb, Nullable, Text};
 use uuid::Uuid;
 
 use super::schema::messages;
+use crate::domain::{Delivery, MessageStatus};
 
 /// One message as stored.
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -19,14 +20,14 @@ pub struct Message {
     pub url: Option<String>,
     pub data: serde_json::Value,
     pub idempotency_key: Option<String>,
-    pub status: String,
+    pub status: MessageStatus,
     pub attempts: i32,
     pub msgid: Option<i64>,
     pub errcode: Option<i32>,
     pub errmsg: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
-    pub delivery: Option<String>,
+    pub delivery: Option<Delivery>,
 }
 
 /// A message to queue.
@@ -210,7 +211,7 @@ fn still_claimed(
         messages::id
             .eq(id)
             .and(messages::attempts.eq(attempt))
-            .and(messages::status.eq("sending")),
+            .and(messages::status.eq(MessageStatus::Sending)),
     )
 }
 
@@ -230,21 +231,23 @@ pub fn mark_sent_batch(conn: &mut PgConnection, sent: &[(Uuid, i32, i64)]) -> Qu
     let msgids: Vec<i64> = sent.iter().map(|s| s.2).collect();
     let update = diesel::sql_query(
         "UPDATE messages m
-         SET status = 'sent', msgid = v.msgid, sent_at = now(), lease_until = NULL,
+         SET status = $4, msgid = v.msgid, sent_at = now(), lease_until = NULL,
              errcode = NULL, errmsg = NULL
          FROM unnest($1, $2, $3) AS v (id, attempt, msgid)
-         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = 'sending'
+         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = $5
          RETURNING m.id",
     )
     .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts)
-    .bind::<Array<BigInt>, _>(msgids);
+    .bind::<Array<BigInt>, _>(msgids)
+    .bind::<Text, _>(MessageStatus::Sent)
+    .bind::<Text, _>(MessageStatus::Sending);
     let held: Vec<MessageId> = super::Prepared(update).load(conn)?;
     Ok(held.len())
 }
 
 /// Records WeChat's delivery report for the message with `msgid`.
-pub fn set_delivery(conn: &mut PgConnection, msgid: i64, delivery: &str) -> QueryResult<usize> {
+pub fn set_delivery(conn: &mut PgConnection, msgid: i64, delivery: Delivery) -> QueryResult<usize> {
     diesel::update(messages::table.filter(messages::msgid.eq(msgid)))
         .set(messages::delivery.eq(delivery))
         .execute(conn)
@@ -260,7 +263,7 @@ pub fn mark_failed(
 ) -> QueryResult<bool> {
     diesel::update(messages::table.filter(still_claimed(id, attempt)))
         .set((
-            messages::status.eq("failed"),
+            messages::status.eq(MessageStatus::Failed),
             messages::lease_until.eq(None::<DateTime<Utc>>),
             messages::errcode.eq(errcode),
             messages::errmsg.eq(errmsg),
@@ -281,7 +284,7 @@ pub fn reschedule(
 ) -> QueryResult<bool> {
     diesel::update(messages::table.filter(still_claimed(id, attempt)))
         .set((
-            messages::status.eq("queued"),
+            messages::status.eq(MessageStatus::Queued),
             messages::next_attempt_at.eq(next_attempt_at),
             messages::lease_until.eq(None::<DateTime<Utc>>),
             messages::errcode.eq(errcode),

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 
 use super::followers::Follower;
 use super::schema::{users, wechat_followers};
+use crate::domain::Role;
 
 /// One account.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -12,7 +13,7 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
-    pub role: String,
+    pub role: Role,
     pub openid: Option<String>,
     pub bound_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -24,7 +25,7 @@ pub struct User {
 pub struct NewUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
-    pub role: &'a str,
+    pub role: Role,
 }
 
 /// Inserts an account; a taken username is a unique violation.

@@ -1,11 +1,16 @@
 //! Validated values: each is parsed once at the edge and passed on as a proven type.
 mod bind_state;
+mod message_status;
 mod password;
+mod role;
 mod template;
+mod text_enum;
 mod username;
 
 pub use bind_state::BindState;
+pub use message_status::{Delivery, MessageStatus};
 pub use password::Password;
+pub use role::Role;
 pub use template::{MessageUrl, TemplateData, TemplateId, TemplateValue};
 pub use username::{Username, public_uid};
 

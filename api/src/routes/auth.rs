@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::UserResponse;
-use crate::auth::{self, JwtKeys, Role};
+use crate::auth::{self, JwtKeys};
 use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -107,7 +107,7 @@ pub async fn login(
 
 /// The login answer: a fresh access token and the user it is for.
 fn issue(keys: &JwtKeys, profile: Profile) -> Result<HttpResponse, ApiError> {
-    let issued = keys.issue(profile.0.id, Role::from_db(&profile.0.role))?;
+    let issued = keys.issue(profile.0.id, profile.0.role)?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(LoginResponse {

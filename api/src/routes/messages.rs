@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, messages::Message, messages::Queued, messages::QueuedRequest};
-use crate::domain::{MessageUrl, TemplateData, TemplateId, TemplateValue};
+use crate::domain::{Delivery, MessageStatus, MessageUrl, TemplateData, TemplateId, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wechat::Wechat;
@@ -70,34 +70,14 @@ pub struct MessageResponse {
     pub delivery: String,
 }
 
-/// Delivery state of a message.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageStatus {
-    /// Waiting for (another) attempt.
-    Queued,
-    /// An attempt is in flight.
-    Sending,
-    /// WeChat accepted it.
-    Sent,
-    /// Given up; see `errcode` and `errmsg`.
-    Failed,
-}
-
 impl From<Message> for MessageResponse {
     fn from(m: Message) -> Self {
-        let status = match m.status.as_str() {
-            "sending" => MessageStatus::Sending,
-            "sent" => MessageStatus::Sent,
-            "failed" => MessageStatus::Failed,
-            _ => MessageStatus::Queued,
-        };
         Self {
             id: m.id,
             user_id: m.user_id,
             template_id: m.template_id,
             url: m.url,
-            status,
+            status: m.status,
             attempts: m.attempts,
             msgid: m.msgid,
             errcode: m.errcode,
@@ -105,7 +85,7 @@ impl From<Message> for MessageResponse {
             idempotency_key: m.idempotency_key,
             created_at: m.created_at,
             sent_at: m.sent_at,
-            delivery: m.delivery.unwrap_or_else(|| "unknown".into()),
+            delivery: Delivery::shown(m.delivery).to_owned(),
         }
     }
 }

@@ -71,7 +71,7 @@ impl From<Profile> for UserResponse {
             id: user.id,
             uid: crate::domain::public_uid(&user.username),
             username: user.username,
-            role: Role::from_db(&user.role),
+            role: user.role,
             wechat_bound: user.openid.is_some(),
             bound_at: user.bound_at,
             // A follow state is only the user's while the openid is bound to them.

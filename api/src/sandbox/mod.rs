@@ -109,10 +109,11 @@ pub const DEMO_USERS: [(&str, bool); 2] = [("demo", false), ("admin", true)];
 /// Creates (or resets the password of) the demo accounts `demo` and `admin`.
 pub fn ensure_demo_accounts(conn: &mut PgConnection, password: &str) -> anyhow::Result<()> {
     use crate::db::schema::users;
+    use crate::domain::Role;
     let hash = crate::auth::hash_password(password)?;
     conn.transaction(|conn| {
         for (name, admin) in DEMO_USERS {
-            let role = if admin { "admin" } else { "user" };
+            let role = if admin { Role::Admin } else { Role::User };
             diesel::insert_into(users::table)
                 .values((
                     users::username.eq(name),

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use quick_xml::Reader;
 use quick_xml::events::Event as XmlEvent;
 
+use crate::domain::Delivery;
+
 /// Largest push body accepted; real ones are well under 4 KiB.
 pub const MAX_PUSH_BYTES: usize = 64 * 1024;
 
@@ -189,17 +191,7 @@ pub enum PushKind {
     Other,
 }
 
-/// Delivery of a template message as WeChat reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// `success`.
-    Delivered,
-    /// `failed:user block`.
-    Blocked,
-    /// `failed: system failed` and any other failure.
-    Failed,
-}
-
+// The stored values are the domain's; how WeChat spells them is this module's business.
 impl Delivery {
     /// Reads `Status`: `success`, or a `failed` prefix (WeChat's spacing varies).
     pub fn from_status(status: &str) -> Self {
@@ -210,15 +202,6 @@ impl Delivery {
             Self::Blocked
         } else {
             Self::Failed
-        }
-    }
-
-    /// The value stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Blocked => "blocked",
-            Self::Failed => "failed",
         }
     }
 }
