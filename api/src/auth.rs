@@ -25,7 +25,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+        .map_err(|e| anyhow::Error::new(e).context("hashing password"))
 }
 
 /// Checks a password against a stored PHC hash. CPU-heavy: call it on the blocking pool.

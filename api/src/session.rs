@@ -61,8 +61,9 @@ impl SessionStore for PgSessionStore {
         state: HashMap<String, String>,
         ttl: &actix_web::cookie::time::Duration,
     ) -> Result<SessionKey, SaveError> {
-        let key = SessionKey::try_from(crate::domain::random_alphanumeric(64))
-            .map_err(|e| SaveError::Other(anyhow::anyhow!("generated session key refused: {e}")))?;
+        let key = SessionKey::try_from(crate::domain::random_alphanumeric(64)).map_err(|e| {
+            SaveError::Other(anyhow::Error::new(e).context("generated session key refused"))
+        })?;
         let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
         db::run(&self.pool, move |conn| {
             db::sessions::insert(conn, &key_hash, &json, expires_at)

@@ -56,8 +56,9 @@ impl Application {
     /// Binds `config.listen` and builds the application.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.http.listen;
-        let listener = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (WXBIND_LISTEN): {e}"))?;
+        let listener = TcpListener::bind(listen).map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot listen on {listen} (WXBIND_LISTEN)"))
+        })?;
         Self::build_with_listener(config, listener)
     }
 

@@ -156,7 +156,7 @@ impl<Q, Conn> RunQueryDsl<Conn> for Prepared<Q> {}
 pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))?;
+        .map_err(|e| anyhow::Error::from_boxed(e).context("applying migrations failed"))?;
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 
@@ -164,7 +164,7 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
 pub fn migrations_applied(conn: &mut PgConnection) -> anyhow::Result<bool> {
     let pending = conn
         .has_pending_migration(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("reading migration state failed: {e}"))?;
+        .map_err(|e| anyhow::Error::from_boxed(e).context("reading migration state failed"))?;
     Ok(!pending)
 }
 

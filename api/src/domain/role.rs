@@ -36,23 +36,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_role_round_trips_through_text_and_json() {
-        for &r in Role::ALL {
-            assert_eq!(Role::parse(r.as_str()), Ok(r));
-            assert_eq!(serde_json::to_value(r).expect("serializes"), r.as_str());
-            assert_eq!(
-                serde_json::from_value::<Role>(r.as_str().into()).expect("parses"),
-                r
-            );
-        }
-        let texts: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(texts, ["user", "admin"]);
-    }
-
-    #[test]
-    fn unknown_text_is_refused_not_downgraded() {
-        for bad in ["", "Admin", "root", "admin "] {
-            assert!(Role::parse(bad).is_err(), "{bad:?}");
-        }
+    fn every_role_round_trips_and_unknown_text_is_refused_not_downgraded() {
+        super::super::text_enum::assert_text_enum::<Role>(
+            &["user", "admin"],
+            &["", "Admin", "root", "admin "],
+        );
     }
 }

@@ -34,6 +34,19 @@ macro_rules! text_enum {
             }
         }
 
+        #[cfg(test)]
+        impl $crate::domain::text_enum::TextEnum for $ty {
+            fn all() -> &'static [Self] {
+                Self::ALL
+            }
+            fn text(self) -> &'static str {
+                self.as_str()
+            }
+            fn from_text(text: &str) -> Option<Self> {
+                Self::parse(text).ok()
+            }
+        }
+
         impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $ty {
             fn to_sql<'b>(
                 &'b self,
@@ -55,3 +68,30 @@ macro_rules! text_enum {
 }
 
 pub(super) use text_enum;
+
+/// What the tests of every text enum check, generically.
+#[cfg(test)]
+pub(super) trait TextEnum:
+    Copy + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
+    fn all() -> &'static [Self];
+    fn text(self) -> &'static str;
+    fn from_text(text: &str) -> Option<Self>;
+}
+
+/// Every value round-trips through its text and its JSON, the texts are exactly `expected`,
+/// and each of `refused` is not a value.
+#[cfg(test)]
+pub(super) fn assert_text_enum<T: TextEnum>(expected: &[&str], refused: &[&str]) {
+    for &v in T::all() {
+        assert_eq!(T::from_text(v.text()), Some(v));
+        assert_eq!(serde_json::to_value(v).expect("serializes"), v.text());
+        let parsed: T = serde_json::from_value(v.text().into()).expect("parses");
+        assert_eq!(parsed, v);
+    }
+    let texts: Vec<_> = T::all().iter().map(|v| v.text()).collect();
+    assert_eq!(texts, expected);
+    for bad in refused {
+        assert!(T::from_text(bad).is_none(), "{bad:?}");
+    }
+}

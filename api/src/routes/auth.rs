@@ -100,7 +100,7 @@ pub async fn login(
     session.renew();
     session
         .insert(crate::session::USER_ID, profile.0.id)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;
     tracing::info!(user.id = profile.0.id, "logged in");
     issue(&keys, profile)
 }
@@ -154,7 +154,7 @@ pub async fn refresh_token(
     // Touching the state slides the session's expiry forward.
     session
         .insert("refreshed_at", chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session: {e}")))?;
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;
     issue(&keys, profile)
 }
 
