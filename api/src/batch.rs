@@ -37,9 +37,12 @@ pub enum BatchError {
     /// The write panicked (a bug); the writer goes on with the next batch.
     #[error("the {0} batch writer panicked")]
     Panicked(&'static str),
-    /// The writer is gone or answered nothing (the application is shutting down, or a bug).
-    #[error("the {0} batch writer gave no answer")]
-    NoAnswer(&'static str),
+    /// The write gave no outcome for this request (a bug in the write function).
+    #[error("the {0} batch writer gave no outcome for this request")]
+    NoOutcome(&'static str),
+    /// The writer is gone (the application is shutting down).
+    #[error("the {0} batch writer has stopped")]
+    Stopped(&'static str),
 }
 
 type Job<Req, Out> = (Req, Reply<Out>);
@@ -74,8 +77,8 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
         let (reply, outcome) = oneshot::channel();
         self.tx
             .send((request, reply))
-            .map_err(|_| BatchError::NoAnswer(self.what))?;
-        outcome.await.map_err(|_| BatchError::NoAnswer(self.what))?
+            .map_err(|_| BatchError::Stopped(self.what))?;
+        outcome.await.map_err(|_| BatchError::Stopped(self.what))?
     }
 }
 
@@ -128,7 +131,7 @@ fn run<Req, Out>(
                     let outcome = match outcomes.next() {
                         Some(Ok(out)) => Ok(out),
                         Some(Err(e)) => Err(failed(e.into())),
-                        None => Err(BatchError::NoAnswer(what)),
+                        None => Err(BatchError::NoOutcome(what)),
                     };
                     let _ = reply.send(outcome);
                 }

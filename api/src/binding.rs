@@ -5,11 +5,11 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::{Connection, PgConnection};
 
+use crate::batch::BatchError;
 use crate::db::{self, DbError};
 use crate::domain::BindState;
-use crate::error::ApiError;
 use crate::state::AppState;
-use crate::wechat::{Connected, WechatError};
+use crate::wechat::{CallError, Connected, WechatError};
 
 /// How long a bind link or QR code can be used.
 pub const STATE_TTL: TimeDelta = TimeDelta::minutes(10);
@@ -42,15 +42,36 @@ pub struct BindQrcode {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Why an openid could not be bound.
+/// Why a binding step failed; the HTTP edge maps each to its contract code.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    /// The state is missing, malformed, unknown, expired or used.
+    #[error("the bind state is invalid, expired or already used")]
+    InvalidState,
+    /// The user refused the authorization (no `code`).
+    #[error("the WeChat user did not authorize the binding")]
+    AuthorizationDenied,
+    /// WeChat refused the OAuth code (invalid, used or expired).
+    #[error("WeChat rejected the authorization code")]
+    InvalidCode,
+    /// WeChat answered for a virtual snapshot user.
+    #[error("WeChat returned a snapshot user")]
+    SnapshotUser,
     /// The openid is bound to another user.
     #[error("the WeChat account is bound to another user")]
     AlreadyBound,
     /// The user the state belonged to no longer exists.
     #[error("the user of this bind state no longer exists")]
     UserGone,
+    /// WeChat failed or answered something unusable.
+    #[error("WeChat failed")]
+    Wechat(#[source] WechatError),
+    /// A call that needed an access token failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// Storing the new state failed.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -62,22 +83,12 @@ impl From<diesel::result::Error> for BindError {
     }
 }
 
-impl From<BindError> for ApiError {
-    fn from(e: BindError) -> Self {
-        match e {
-            BindError::AlreadyBound => Self::AlreadyBound,
-            BindError::UserGone => Self::UserNotFound,
-            BindError::Db(db) => db.into(),
-        }
-    }
-}
-
 /// Stores a new state for `user_id` and returns the bind link that carries it.
 pub async fn create_link(
     state: &AppState,
     wechat: &Connected,
     user_id: i64,
-) -> Result<BindLink, ApiError> {
+) -> Result<BindLink, BindError> {
     let nonce = BindState::generate();
     let expires_at = Utc::now() + STATE_TTL;
     state
@@ -96,7 +107,7 @@ pub async fn create_qrcode(
     state: &AppState,
     wechat: &Connected,
     user_id: i64,
-) -> Result<BindQrcode, ApiError> {
+) -> Result<BindQrcode, BindError> {
     let nonce = BindState::generate();
     let scene = scene_of(&nonce);
     let lifetime = u32::try_from(STATE_TTL.num_seconds()).unwrap_or(600);
@@ -126,14 +137,14 @@ pub async fn complete_oauth(
     wechat: &Connected,
     raw_state: Option<&str>,
     code: Option<String>,
-) -> Result<(), ApiError> {
+) -> Result<(), BindError> {
     let nonce = raw_state
         .and_then(|s| BindState::parse(s).ok())
-        .ok_or(ApiError::InvalidState)?;
+        .ok_or(BindError::InvalidState)?;
     // A refusal leaves the link usable: the user may scan again and allow.
     let code = code
         .filter(|c| !c.is_empty() && c.len() <= 512)
-        .ok_or(ApiError::AuthorizationDenied)?;
+        .ok_or(BindError::AuthorizationDenied)?;
 
     let hash = nonce.hash();
     let h = hash.clone();
@@ -141,7 +152,7 @@ pub async fn complete_oauth(
     // exactly one goes on, and the other cannot undo its work.
     let user_id = db::run(&state.pool, move |conn| db::bind_states::consume(conn, &h))
         .await?
-        .ok_or(ApiError::InvalidState)?;
+        .ok_or(BindError::InvalidState)?;
     tracing::Span::current().record("user.id", user_id);
 
     let result = exchange_and_bind(state, wechat, user_id, &code).await;
@@ -160,19 +171,19 @@ async fn exchange_and_bind(
     wechat: &Connected,
     user_id: i64,
     code: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), BindError> {
     let token = wechat.client().exchange_code(code).await.map_err(|e| {
         if e.is_rejected_oauth_code() {
-            ApiError::InvalidCode
+            BindError::InvalidCode
         } else {
-            ApiError::WechatUnavailable(e)
+            BindError::Wechat(e)
         }
     })?;
     if token.is_snapshotuser == Some(1) {
-        return Err(ApiError::SnapshotUser);
+        return Err(BindError::SnapshotUser);
     }
     if token.openid.is_empty() || token.openid.len() > 128 {
-        return Err(ApiError::WechatUnavailable(WechatError::Decode(
+        return Err(BindError::Wechat(WechatError::Decode(
             "openid missing or too long".into(),
         )));
     }
@@ -204,12 +215,13 @@ fn bind_openid(conn: &mut PgConnection, user_id: i64, openid: &str) -> Result<St
 
 /// Binds the scanner of a QR code to the account its scene names, with the OAuth callback's
 /// rules, inside the caller's transaction. Returns the text to reply with in WeChat; `None`
-/// for QR codes that are not wxbind's.
+/// for QR codes that are not wxbind's. An error rolls the caller's transaction back, so the
+/// state stays usable and WeChat's retry of the push tries again.
 pub fn bind_by_scan(
     conn: &mut PgConnection,
     openid: &str,
     scene: &str,
-) -> Result<Option<String>, DbError> {
+) -> Result<Option<String>, BindError> {
     let Some(raw) = scene.strip_prefix(SCENE_PREFIX) else {
         return Ok(None);
     };
@@ -234,8 +246,7 @@ pub fn bind_by_scan(
                     .into(),
             ))
         }
-        Err(BindError::UserGone) => Ok(Some(EXPIRED_REPLY.into())),
-        Err(BindError::Db(e)) => Err(e),
+        Err(e) => Err(e),
     }
 }
 

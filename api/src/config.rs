@@ -6,6 +6,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+pub use crate::wechat::{PushConfig, WechatConfig};
+
 /// The whole validated configuration of one wxbind process, in sections.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -61,38 +63,6 @@ pub struct AuthConfig {
     pub session_ttl: Duration,
     /// SameSite of the session cookie.
     pub cookie_same_site: actix_web::cookie::SameSite,
-}
-
-/// The official account and how to reach WeChat, with every base URL already resolved.
-#[derive(Clone, Debug)]
-pub struct WechatConfig {
-    /// `appid`, public.
-    pub app_id: String,
-    /// `secret`, never logged.
-    pub app_secret: SecretString,
-    /// Base of WeChat's server API (`https://api.weixin.qq.com`).
-    pub api_base: Url,
-    /// Base of WeChat's OAuth pages (`https://open.weixin.qq.com`).
-    pub oauth_base: Url,
-    /// Base of WeChat's QR-code pages (`https://mp.weixin.qq.com`).
-    pub mp_base: Url,
-    /// Timeout of every call to WeChat.
-    pub timeout: Duration,
-    /// Template used when a message names none.
-    pub default_template_id: Option<String>,
-    /// Server-push security (`/api/wechat/events`); `None` means the endpoint answers 503.
-    pub push: Option<PushConfig>,
-}
-
-/// How WeChat's server pushes are authenticated.
-#[derive(Clone, Debug)]
-pub struct PushConfig {
-    /// The server-URL token both sides sign with.
-    pub token: SecretString,
-    /// Safe-mode EncodingAESKey (43 characters); `None` for plaintext mode.
-    pub aes_key: Option<SecretString>,
-    /// The previous EncodingAESKey, accepted during a key rotation.
-    pub aes_key_previous: Option<SecretString>,
 }
 
 /// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
@@ -190,9 +160,11 @@ impl Config {
         })
     }
 
-    /// Switches to sandbox mode, as `WXBIND_SANDBOX=on` does: simulated credentials, with
-    /// WeChat's bases on this service's own `/sandbox` (from `http.public_url`, so set that
-    /// first). For tests and tools that build a `Config` by hand.
+    /// Switches to sandbox mode with the sandbox's defaults: simulated credentials, a fresh
+    /// push token, the sandbox template, and WeChat's bases on this service's own `/sandbox`
+    /// (from `http.public_url`, so set that first). Whatever WeChat section there was is
+    /// replaced. For tests and tools that build a `Config` by hand; the environment's
+    /// `WXBIND_SANDBOX` goes through [`Config::from_lookup`], which keeps explicit settings.
     pub fn enable_sandbox(&mut self) {
         self.sandbox.enabled = true;
         self.wechat = Some(WechatConfig::sandbox(
@@ -462,7 +434,15 @@ fn wechat_section<F: Fn(&str) -> Option<String>>(
         config.timeout = timeout.unwrap_or(DEFAULT_WECHAT_TIMEOUT);
         return Some(config);
     }
-    let (app_id, app_secret) = credentials?;
+    let Some((app_id, app_secret)) = credentials else {
+        if push.is_some() && !p.has("WECHAT_APP_ID") && !p.has("WECHAT_APP_SECRET") {
+            p.fail(
+                "WECHAT_TOKEN",
+                "is set but no official account is: set WECHAT_APP_ID and WECHAT_APP_SECRET, or leave WXBIND_SANDBOX at auto",
+            );
+        }
+        return None;
+    };
     Some(WechatConfig {
         app_id,
         app_secret,

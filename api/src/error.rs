@@ -125,162 +125,93 @@ impl ApiError {
     }
 }
 
-/// Declares [`ErrorCode`] and [`ErrorCode::ALL`] from one list, so a code cannot exist without
-/// being catalogued (Rust has no stable way to enumerate an enum's variants otherwise).
+/// Declares [`ErrorCode`] from one table, a row per code: variant, wire string, HTTP status,
+/// meaning. `ALL`, `as_str`, `status` and `meaning` are all generated from it, so a code
+/// cannot exist without its status and its line in the catalogue.
 macro_rules! error_codes {
-    ($($(#[$doc:meta])* $variant:ident,)*) => {
+    ($($variant:ident => $code:literal, $status:ident, $meaning:literal;)*) => {
         /// A code the contract promises, with its HTTP status and meaning: the wire table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
-            $($(#[$doc])* $variant,)*
+            $(#[doc = concat!("`", $code, "`: ", $meaning)] $variant,)*
         }
 
         impl ErrorCode {
             /// Every code, in catalogue order (by status, as the README lists them).
-            pub const ALL: [ErrorCode; [$(ErrorCode::$variant),*].len()] =
-                [$(ErrorCode::$variant),*];
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The stable snake_case string clients branch on.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status every error with this code is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// What the code means, for the catalogue in the spec and the README.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $meaning,)*
+                }
+            }
         }
     };
 }
 
+// The wire table: one row per code, in catalogue order.
 error_codes! {
-    /// `invalid_request`
-    InvalidRequest,
-    /// `invalid_state`
-    InvalidState,
-    /// `authorization_denied`
-    AuthorizationDenied,
-    /// `invalid_code`
-    InvalidCode,
-    /// `snapshot_user`
-    SnapshotUser,
-    /// `invalid_credentials`
-    InvalidCredentials,
-    /// `unauthorized`
-    Unauthorized,
-    /// `session_expired`
-    SessionExpired,
-    /// `invalid_signature`
-    InvalidSignature,
-    /// `forbidden`
-    Forbidden,
-    /// `user_not_found`
-    UserNotFound,
-    /// `message_not_found`
-    MessageNotFound,
-    /// `not_found`
-    NotFound,
-    /// `method_not_allowed`
-    MethodNotAllowed,
-    /// `not_bound`
-    NotBound,
-    /// `already_bound`
-    AlreadyBound,
-    /// `payload_too_large`
-    PayloadTooLarge,
-    /// `unsupported_media_type`
-    UnsupportedMediaType,
-    /// `too_many_attempts`
-    TooManyAttempts,
-    /// `internal`
-    Internal,
-    /// `wechat_unavailable`
-    WechatUnavailable,
-    /// `wechat_not_configured`
-    WechatNotConfigured,
-    /// `unavailable`
-    Unavailable,
-}
-
-impl ErrorCode {
-    /// The stable snake_case string clients branch on.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidRequest => "invalid_request",
-            Self::InvalidState => "invalid_state",
-            Self::AuthorizationDenied => "authorization_denied",
-            Self::InvalidCode => "invalid_code",
-            Self::SnapshotUser => "snapshot_user",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Unauthorized => "unauthorized",
-            Self::SessionExpired => "session_expired",
-            Self::InvalidSignature => "invalid_signature",
-            Self::Forbidden => "forbidden",
-            Self::UserNotFound => "user_not_found",
-            Self::MessageNotFound => "message_not_found",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::NotBound => "not_bound",
-            Self::AlreadyBound => "already_bound",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::TooManyAttempts => "too_many_attempts",
-            Self::Internal => "internal",
-            Self::WechatUnavailable => "wechat_unavailable",
-            Self::WechatNotConfigured => "wechat_not_configured",
-            Self::Unavailable => "unavailable",
-        }
-    }
-
-    /// The HTTP status every error with this code is answered with.
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::InvalidRequest
-            | Self::InvalidState
-            | Self::AuthorizationDenied
-            | Self::InvalidCode
-            | Self::SnapshotUser => StatusCode::BAD_REQUEST,
-            Self::InvalidCredentials
-            | Self::Unauthorized
-            | Self::SessionExpired
-            | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::UserNotFound | Self::MessageNotFound | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotBound | Self::AlreadyBound => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::WechatUnavailable => StatusCode::BAD_GATEWAY,
-            Self::WechatNotConfigured | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// What the code means, for the catalogue in the spec and the README.
-    pub fn meaning(self) -> &'static str {
-        match self {
-            Self::InvalidRequest => "Malformed or invalid input; the message names the field.",
-            Self::InvalidState => {
-                "The bind link's state is missing, unknown, expired or already used."
-            }
-            Self::AuthorizationDenied => "The WeChat user refused the authorization.",
-            Self::InvalidCode => "WeChat rejected the OAuth code (invalid, used or expired).",
-            Self::SnapshotUser => {
-                "WeChat answered for a virtual snapshot user, which cannot be bound."
-            }
-            Self::InvalidCredentials => "Unknown username or wrong password.",
-            Self::Unauthorized => "Missing, malformed, forged or expired access token.",
-            Self::SessionExpired => "No valid refresh session: expired, logged out, or no cookie.",
-            Self::InvalidSignature => "A WeChat push or URL check whose signature does not verify.",
-            Self::Forbidden => "Authenticated but not allowed (only admins message other users).",
-            Self::UserNotFound => "The named user does not exist.",
-            Self::MessageNotFound => "No such message, or not visible to the caller.",
-            Self::NotFound => "No such route.",
-            Self::MethodNotAllowed => "The route exists with other methods (see `Allow`).",
-            Self::NotBound => "The recipient has no WeChat binding.",
-            Self::AlreadyBound => "The WeChat account is bound to another user.",
-            Self::PayloadTooLarge => "The body is over the limit (64 KiB).",
-            Self::UnsupportedMediaType => "The body is not `application/json`.",
-            Self::TooManyAttempts => "More than 10 failed logins a minute for one username.",
-            Self::Internal => "A bug or unexpected failure; the cause is in the server log.",
-            Self::WechatUnavailable => "WeChat failed, timed out or answered an unexpected error.",
-            Self::WechatNotConfigured => {
-                "This server has no WeChat credentials (or no WECHAT_TOKEN)."
-            }
-            Self::Unavailable => "The database is unreachable or migrations are pending.",
-        }
-    }
+    InvalidRequest => "invalid_request", BAD_REQUEST,
+        "Malformed or invalid input; the message names the field.";
+    InvalidState => "invalid_state", BAD_REQUEST,
+        "The bind link's state is missing, unknown, expired or already used.";
+    AuthorizationDenied => "authorization_denied", BAD_REQUEST,
+        "The WeChat user refused the authorization.";
+    InvalidCode => "invalid_code", BAD_REQUEST,
+        "WeChat rejected the OAuth code (invalid, used or expired).";
+    SnapshotUser => "snapshot_user", BAD_REQUEST,
+        "WeChat answered for a virtual snapshot user, which cannot be bound.";
+    InvalidCredentials => "invalid_credentials", UNAUTHORIZED,
+        "Unknown username or wrong password.";
+    Unauthorized => "unauthorized", UNAUTHORIZED,
+        "Missing, malformed, forged or expired access token.";
+    SessionExpired => "session_expired", UNAUTHORIZED,
+        "No valid refresh session: expired, logged out, or no cookie.";
+    InvalidSignature => "invalid_signature", UNAUTHORIZED,
+        "A WeChat push or URL check whose signature does not verify.";
+    Forbidden => "forbidden", FORBIDDEN,
+        "Authenticated but not allowed (only admins message other users).";
+    UserNotFound => "user_not_found", NOT_FOUND,
+        "The named user does not exist.";
+    MessageNotFound => "message_not_found", NOT_FOUND,
+        "No such message, or not visible to the caller.";
+    NotFound => "not_found", NOT_FOUND,
+        "No such route.";
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED,
+        "The route exists with other methods (see `Allow`).";
+    NotBound => "not_bound", CONFLICT,
+        "The recipient has no WeChat binding.";
+    AlreadyBound => "already_bound", CONFLICT,
+        "The WeChat account is bound to another user.";
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE,
+        "The body is over the limit (64 KiB).";
+    UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
+        "The body is not `application/json`.";
+    TooManyAttempts => "too_many_attempts", TOO_MANY_REQUESTS,
+        "More than 10 failed logins a minute for one username.";
+    Internal => "internal", INTERNAL_SERVER_ERROR,
+        "A bug or unexpected failure; the cause is in the server log.";
+    WechatUnavailable => "wechat_unavailable", BAD_GATEWAY,
+        "WeChat failed, timed out or answered an unexpected error.";
+    WechatNotConfigured => "wechat_not_configured", SERVICE_UNAVAILABLE,
+        "This server has no WeChat credentials (or no WECHAT_TOKEN).";
+    Unavailable => "unavailable", SERVICE_UNAVAILABLE,
+        "The database is unreachable or migrations are pending.";
 }
 
 /// The catalogue as a Markdown table; the spec's description and the README carry it verbatim.
@@ -383,8 +314,10 @@ impl From<crate::batch::BatchError> for ApiError {
     fn from(e: crate::batch::BatchError) -> Self {
         use crate::batch::BatchError;
         match e {
-            BatchError::Write { .. } | BatchError::Panicked(_) => Self::Unavailable(e.into()),
-            BatchError::NoAnswer(_) => Self::Internal(e.into()),
+            BatchError::Write { .. } | BatchError::Panicked(_) | BatchError::NoOutcome(_) => {
+                Self::Unavailable(e.into())
+            }
+            BatchError::Stopped(_) => Self::Internal(e.into()),
         }
     }
 }
@@ -396,7 +329,25 @@ impl From<crate::wechat::CallError> for ApiError {
             CallError::Wechat(w) | CallError::Token(TokenError::Wechat(w)) => {
                 Self::WechatUnavailable(w)
             }
-            CallError::Token(TokenError::Store(db)) => Self::Unavailable(db.into()),
+            CallError::Token(store @ TokenError::Store(_)) => Self::Unavailable(store.into()),
+        }
+    }
+}
+
+impl From<crate::binding::BindError> for ApiError {
+    fn from(e: crate::binding::BindError) -> Self {
+        use crate::binding::BindError;
+        match e {
+            BindError::InvalidState => Self::InvalidState,
+            BindError::AuthorizationDenied => Self::AuthorizationDenied,
+            BindError::InvalidCode => Self::InvalidCode,
+            BindError::SnapshotUser => Self::SnapshotUser,
+            BindError::AlreadyBound => Self::AlreadyBound,
+            BindError::UserGone => Self::UserNotFound,
+            BindError::Wechat(w) => Self::WechatUnavailable(w),
+            BindError::Call(e) => e.into(),
+            BindError::Batch(e) => e.into(),
+            BindError::Db(e) => e.into(),
         }
     }
 }

@@ -32,24 +32,29 @@ pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One round of purges; failures are logged and retried next round.
+/// One round of purges, each its own unit of work; a failure is logged and retried next round.
 pub async fn purge(pool: &PgPool) {
     let now = Utc::now();
-    let purged = db::run(pool, move |conn| {
-        Ok((
-            db::bind_states::purge_expired(conn, now - EXPIRED_GRACE)?,
-            db::sessions::purge_expired(conn, now - EXPIRED_GRACE)?,
-            db::events::purge_received_before(conn, now - PUSH_RETENTION)?,
-        ))
-    })
-    .await;
-    match purged {
-        Ok((states, sessions, pushes)) if states + sessions + pushes > 0 => {
-            tracing::info!(states, sessions, pushes, "purged expired rows");
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %ErrorChain(&e), "housekeeping failed; retrying next round")
+    let states = db::run(pool, move |conn| {
+        db::bind_states::purge_expired(conn, now - EXPIRED_GRACE)
+    });
+    let sessions = db::run(pool, move |conn| {
+        db::sessions::purge_expired(conn, now - EXPIRED_GRACE)
+    });
+    let pushes = db::run(pool, move |conn| {
+        db::events::purge_received_before(conn, now - PUSH_RETENTION)
+    });
+    for (what, purged) in [
+        ("bind states", states.await),
+        ("sessions", sessions.await),
+        ("push records", pushes.await),
+    ] {
+        match purged {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, what, "purged expired rows"),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), what, "purging failed; retrying next round");
+            }
         }
     }
 }

@@ -4,13 +4,15 @@
 //! retried push changes nothing twice and a failed one changes nothing at all.
 use diesel::PgConnection;
 
-use crate::binding;
-use crate::db::{self, DbError, events::NewEvent};
+use crate::binding::{self, BindError};
+use crate::db::{self, events::NewEvent};
 use crate::wechat::events::{Push, PushKind};
 
 /// Records the push and, the first time only, applies it. Returns the passive reply text: the
 /// same text for a retry as for the first delivery.
-pub fn record_and_apply(conn: &mut PgConnection, push: &Push) -> Result<Option<String>, DbError> {
+/// Scan binding can refuse in ways that must roll the push back (see `binding::bind_by_scan`),
+/// hence its error type.
+pub fn record_and_apply(conn: &mut PgConnection, push: &Push) -> Result<Option<String>, BindError> {
     let key = push.dedup_key();
     let fields = serde_json::to_value(&push.fields).unwrap_or_default();
     let new = NewEvent {

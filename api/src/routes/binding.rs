@@ -1,6 +1,7 @@
 //! Binding a WeChat account over HTTP: the bind URL (OAuth2 authorize link with a single-use
 //! state), the callback WeChat redirects the phone to, the scan-to-bind QR code and unbinding.
 //! The rules live in `crate::binding`; these handlers extract, call and respond.
+use actix_web::ResponseError;
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, web};
 use chrono::{DateTime, Utc};
@@ -9,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::binding;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorChain};
 use crate::state::AppState;
 use crate::wechat::Wechat;
 
@@ -87,7 +88,9 @@ pub async fn wechat_callback(
 ) -> Result<HttpResponse, ApiError> {
     let CallbackQuery { code, state: raw } = query.into_inner();
     let outcome = match wechat.get() {
-        Ok(connected) => binding::complete_oauth(&state, connected, raw.as_deref(), code).await,
+        Ok(connected) => binding::complete_oauth(&state, connected, raw.as_deref(), code)
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e.into()),
     };
     let Some(result_url) = &state.config.http.bind_result_url else {
@@ -99,8 +102,9 @@ pub async fn wechat_callback(
             target.query_pairs_mut().append_pair("status", "ok");
         }
         Err(e) => {
-            if let ApiError::WechatUnavailable(cause) = e {
-                tracing::warn!(error.cause = %cause, "binding failed upstream");
+            // No error response is rendered here, so log the cause where it would have been.
+            if e.status_code().is_server_error() {
+                tracing::error!(error.code = e.code().as_str(), error.cause = %ErrorChain(e), "binding failed");
             }
             target
                 .query_pairs_mut()

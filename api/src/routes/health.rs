@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::db;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::wechat::Wechat;
 
 /// Liveness.
 #[derive(Debug, Serialize, ToSchema)]
@@ -34,11 +35,11 @@ pub struct ReadyResponse {
 /// Liveness: the process is up and serving.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "Up", body = HealthResponse)))]
 #[get("/health")]
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+pub async fn health(state: web::Data<AppState>, wechat: web::Data<Wechat>) -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
-        wechat_configured: state.config.wechat.is_some(),
+        wechat_configured: wechat.is_configured(),
         sandbox: state.config.sandbox.enabled,
     })
 }

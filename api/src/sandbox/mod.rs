@@ -39,7 +39,14 @@ impl Simulator {
                 aes_key_previous: None,
                 ..p.clone()
             })
-            .and_then(|p| PushSecurity::new(&p, &account.app_id).ok())
+            .and_then(|p| match PushSecurity::new(&p, &account.app_id) {
+                Ok(security) => Some(security),
+                // Unreachable after config validation; say so rather than push nothing.
+                Err(e) => {
+                    tracing::error!(error = %e, "sandbox pushes disabled: bad push settings");
+                    None
+                }
+            })
             .map(|security| push::Pusher::new(security, &config.http.public_url));
         Some(Self {
             state: Sandbox::default(),

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use url::Url;
 
+use super::WechatConfig;
 use super::push::PushSecurity;
 use super::token::{AccessToken, AccessTokenCache, TokenError};
 use super::{WechatClient, WechatError, WechatSettings, crypto::CryptoError, oauth};
-use crate::config::WechatConfig;
 use crate::db::PgPool;
 use crate::metrics::Metrics;
 

@@ -3,6 +3,7 @@
 //! which plays WeChat) knows a WeChat URL or errcode: callers branch on the predicates below.
 mod account;
 mod client;
+mod config;
 pub mod crypto;
 pub mod events;
 mod oauth;
@@ -12,6 +13,7 @@ pub mod types;
 
 pub use account::{Account, CallError, Connected, NotConfigured, Wechat};
 pub use client::{WechatClient, WechatSettings};
+pub use config::{PushConfig, WechatConfig};
 pub use token::{AccessToken, AccessTokenCache, TokenError};
 
 /// A failed call to WeChat.

@@ -4,9 +4,9 @@
 //! rules, so the service and its simulator cannot disagree about them.
 use secrecy::{ExposeSecret, SecretString};
 
+use super::PushConfig;
 use super::crypto::{self, CryptoError, MsgCrypt};
 use super::events::{self, Push};
-use crate::config::PushConfig;
 
 /// What verifying a push needs: the token and, in safe mode, the keys.
 pub struct PushSecurity {

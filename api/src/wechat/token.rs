@@ -44,7 +44,7 @@ impl AccessToken {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// WeChat refused or failed the fetch.
-    #[error("fetching the access token failed: {0}")]
+    #[error("fetching the access token failed")]
     Wechat(#[from] WechatError),
     /// The shared token store could not be used.
     #[error("the shared token store failed")]
