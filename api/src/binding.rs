@@ -60,6 +60,10 @@ pub enum BindError {
     /// The openid is bound to another user.
     #[error("the WeChat account is bound to another user")]
     AlreadyBound,
+    /// The user is bound to another openid: unbinding comes first, so that a glimpsed bind
+    /// link can never move someone's notifications to another WeChat account.
+    #[error("the account is bound to another WeChat account")]
+    AccountBoundElsewhere,
     /// The user the state belonged to no longer exists.
     #[error("the user of this bind state no longer exists")]
     UserGone,
@@ -197,19 +201,26 @@ async fn exchange_and_bind(
     Ok(())
 }
 
-/// Binds `openid` to the user and returns the username. An openid bound to someone else is
-/// refused, never moved.
+/// Binds `openid` to the user and returns the username, inside the caller's transaction. An
+/// openid bound to someone else is refused, never moved; a user bound to another openid is
+/// refused too (unbind first); the same openid again changes nothing. Success revokes the
+/// user's other live bind states.
 fn bind_openid(conn: &mut PgConnection, user_id: i64, openid: &str) -> Result<String, BindError> {
     if db::users::find_by_openid(conn, openid)?.is_some_and(|owner| owner != user_id) {
         return Err(BindError::AlreadyBound);
     }
-    match db::users::bind_openid(conn, user_id, openid) {
-        Ok(_) => {}
-        // Lost a race with another binding of the same openid.
-        Err(e) if db::is_unique_violation(&e) => return Err(BindError::AlreadyBound),
-        Err(e) => return Err(e.into()),
+    let user = db::users::find_for_update(conn, user_id)?.ok_or(BindError::UserGone)?;
+    match user.openid.as_deref() {
+        Some(current) if current == openid => {}
+        Some(_) => return Err(BindError::AccountBoundElsewhere),
+        None => match db::users::bind_openid(conn, user_id, openid) {
+            Ok(_) => {}
+            // Lost a race with another binding of the same openid.
+            Err(e) if db::is_unique_violation(&e) => return Err(BindError::AlreadyBound),
+            Err(e) => return Err(e.into()),
+        },
     }
-    let user = db::users::find(conn, user_id)?.ok_or(BindError::UserGone)?;
+    db::bind_states::revoke_live(conn, user_id)?;
     Ok(user.username)
 }
 
@@ -243,6 +254,13 @@ pub fn bind_by_scan(
             db::bind_states::release(conn, &hash)?;
             Ok(Some(
                 "未绑定：此微信已绑定其他账号。\nNot bound: this WeChat account is bound to another user."
+                    .into(),
+            ))
+        }
+        Err(BindError::AccountBoundElsewhere) => {
+            db::bind_states::release(conn, &hash)?;
+            Ok(Some(
+                "未绑定：该网站账号已绑定其他微信，请先在网站上解绑。\nNot bound: that account is bound to another WeChat account; unbind it on the website first."
                     .into(),
             ))
         }

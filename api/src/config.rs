@@ -39,6 +39,8 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// SPA page the OAuth callback redirects to; `None` renders a small HTML page instead.
     pub bind_result_url: Option<Url>,
+    /// Hosts a non-admin's message may link to (lowercase).
+    pub url_hosts: Vec<String>,
 }
 
 /// PostgreSQL.
@@ -273,12 +275,43 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
             ),
         }
     }
+    let bind_result_url = p.url("BIND_RESULT_URL");
+    let url_hosts = match p.string("WXBIND_URL_HOSTS") {
+        Some(raw) => {
+            let hosts: Vec<String> = raw
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+            if let Some(bad) = hosts
+                .iter()
+                .find(|h| url::Host::parse(h).is_err() || h.contains('/'))
+            {
+                p.fail(
+                    "WXBIND_URL_HOSTS",
+                    &format!("must list host names like app.example.com, got {bad:?}"),
+                );
+            }
+            hosts
+        }
+        None => [Some(&public_url), bind_result_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.host_str().map(str::to_ascii_lowercase))
+            .fold(Vec::new(), |mut hosts, h| {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+                hosts
+            }),
+    };
     HttpConfig {
         listen,
         public_url,
         workers: p.parsed_positive("WXBIND_HTTP_WORKERS"),
         cors_origins,
-        bind_result_url: p.url("BIND_RESULT_URL"),
+        bind_result_url,
+        url_hosts,
     }
 }
 
@@ -734,6 +767,21 @@ mod tests {
         for bad in ["*", "https://app.example.com/path", "app.example.com"] {
             assert!(config(&[("WXBIND_CORS_ORIGINS", bad)]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn message_link_hosts_default_to_the_service_and_the_result_page() {
+        let c = config(&[
+            ("WXBIND_PUBLIC_URL", "https://api.example.com"),
+            ("BIND_RESULT_URL", "https://App.example.com/bound"),
+        ])
+        .expect("valid");
+        assert_eq!(c.http.url_hosts, ["api.example.com", "app.example.com"]);
+        let c =
+            config(&[("WXBIND_URL_HOSTS", "shop.example.com, Help.example.com")]).expect("valid");
+        assert_eq!(c.http.url_hosts, ["shop.example.com", "help.example.com"]);
+        let err = config(&[("WXBIND_URL_HOSTS", "https://x.example.com/")]).expect_err("a URL");
+        assert!(err.0[0].starts_with("WXBIND_URL_HOSTS"), "{err}");
     }
 
     #[test]

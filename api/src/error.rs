@@ -49,6 +49,11 @@ pub enum ApiError {
     /// The WeChat account is already bound to another user.
     #[error("this WeChat account is already bound to another user")]
     AlreadyBound,
+    /// The caller's account is bound to another WeChat account.
+    #[error(
+        "this account is already bound to another WeChat account; unbind it first (DELETE /api/binding)"
+    )]
+    AccountBoundElsewhere,
     /// OAuth `state` missing, unknown, expired or already used.
     #[error("the bind link is invalid, expired or already used; request a new one")]
     InvalidState,
@@ -103,7 +108,7 @@ impl ApiError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::NotBound => ErrorCode::NotBound,
-            Self::AlreadyBound => ErrorCode::AlreadyBound,
+            Self::AlreadyBound | Self::AccountBoundElsewhere => ErrorCode::AlreadyBound,
             Self::InvalidState => ErrorCode::InvalidState,
             Self::InvalidSignature => ErrorCode::InvalidSignature,
             Self::AuthorizationDenied => ErrorCode::AuthorizationDenied,
@@ -185,7 +190,7 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check whose signature does not verify.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed (only admins message other users).";
+        "Authenticated but not allowed: only admins message other users, choose the template or link outside `WXBIND_URL_HOSTS`; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,
@@ -197,7 +202,7 @@ error_codes! {
     NotBound => "not_bound", CONFLICT,
         "The recipient has no WeChat binding.";
     AlreadyBound => "already_bound", CONFLICT,
-        "The WeChat account is bound to another user.";
+        "The WeChat account is bound to another user, or the caller's account to another WeChat account (unbind first).";
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE,
         "The body is over the limit (64 KiB).";
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
@@ -343,6 +348,7 @@ impl From<crate::binding::BindError> for ApiError {
             BindError::InvalidCode => Self::InvalidCode,
             BindError::SnapshotUser => Self::SnapshotUser,
             BindError::AlreadyBound => Self::AlreadyBound,
+            BindError::AccountBoundElsewhere => Self::AccountBoundElsewhere,
             BindError::UserGone => Self::UserNotFound,
             BindError::Wechat(w) => Self::WechatUnavailable(w),
             BindError::Call(e) => e.into(),

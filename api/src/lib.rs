@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod pushes;
 pub mod routes;
 pub mod sandbox;
+pub mod sending;
 pub mod session;
 pub mod startup;
 pub mod state;

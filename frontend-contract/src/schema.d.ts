@@ -34,7 +34,8 @@ export interface paths {
         };
         /**
          * A bind link for the caller: an OAuth2 authorize URL of WeChat to show as a QR code.
-         * @description Its `state` is random, valid for 10 minutes and usable once.
+         * @description Its `state` is random, valid for 10 minutes and usable once. A user has at most 5 live bind
+         *     links and QR codes: a new one revokes the oldest, and a successful binding revokes the rest.
          */
         get: operations["get_bind_url"];
         put?: never;
@@ -177,7 +178,9 @@ export interface paths {
          * Queue a template message to a bound user.
          * @description Answers 202 once the message is stored; a worker delivers it. Poll
          *     `GET /api/messages/{id}` for the outcome. Repeating a request with the same
-         *     `idempotency_key` returns the first message with 200 and never sends twice.
+         *     `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
+         *     callers message only themselves, with the default template, and link only to hosts in
+         *     `WXBIND_URL_HOSTS`.
          */
         post: operations["create_message"];
         delete?: never;
@@ -688,7 +691,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `already_bound`: the WeChat account is bound to another user */
+            /** @description `already_bound`: the WeChat account is bound to another user, or the user's account to another WeChat account (unbind first) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -893,7 +896,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `forbidden`: only admins may message other users */
+            /** @description `forbidden`: only admins may message other users, choose the template, or link to hosts outside `WXBIND_URL_HOSTS`; the message names the field */
             403: {
                 headers: {
                     [name: string]: unknown;

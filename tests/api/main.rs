@@ -3,6 +3,7 @@ mod batch;
 mod binding;
 mod delivery;
 mod events;
+mod hijack;
 mod login;
 mod messages;
 mod ops;

@@ -10,7 +10,8 @@ fn message_count(app: &wxbind_tests::TestApp) -> i64 {
 #[actix_web::test]
 async fn create_message_queues_and_delivers_to_the_caller() {
     let app = spawn_app().await;
-    let user = app.user("alice").await;
+    // An admin: only admins may choose a template (see tests/api/hijack.rs for the rules).
+    let user = app.admin("alice").await;
     app.bind(&user, "openid-alice").await;
     let body = json!({
         "template_id": "TEMPLATE_X",

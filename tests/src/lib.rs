@@ -63,6 +63,8 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             workers: Some(2),
             cors_origins: vec![TEST_SPA_ORIGIN.to_owned()],
             bind_result_url: None,
+            // The links the suite's messages use; what a real deployment derives from its URLs.
+            url_hosts: vec!["example.com".to_owned()],
         },
         database: DatabaseConfig {
             url: SecretString::from(db.url.clone()),

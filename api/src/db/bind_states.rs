@@ -8,7 +8,14 @@ use super::schema::bind_states;
 /// A state to store: its hash, its user and its expiry.
 pub type NewState = (String, i64, DateTime<Utc>);
 
-/// Stores many states with one statement (for the group-commit writer): all or none.
+/// Most live (unused, unexpired) states a user may have; a new one revokes the oldest.
+pub const MAX_LIVE_PER_USER: i64 = 5;
+
+/// Stores many states with one statement (for the group-commit writer): all or none. Then
+/// trims each of their users to the newest [`MAX_LIVE_PER_USER`] live states, so a QR code
+/// glimpsed long ago stops working once the user has asked for five newer ones. The trim is
+/// a statement of its own: should it fail, the states stay unreturned to their callers and
+/// expire unused, and the next one trims.
 pub fn insert_many(
     conn: &mut PgConnection,
     states: &[NewState],
@@ -21,7 +28,48 @@ pub fn insert_many(
     .bind::<Array<BigInt>, _>(states.iter().map(|s| s.1).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(states.iter().map(|s| s.2).collect::<Vec<_>>())
     .execute(conn)?;
+    let mut users: Vec<i64> = states.iter().map(|s| s.1).collect();
+    users.sort_unstable();
+    users.dedup();
+    super::Prepared(
+        diesel::sql_query(
+            "UPDATE bind_states b SET used_at = now()
+             FROM (SELECT state_hash,
+                          row_number() OVER (PARTITION BY user_id
+                                             ORDER BY expires_at DESC, state_hash) AS newest
+                   FROM bind_states
+                   WHERE user_id = ANY($1) AND used_at IS NULL AND expires_at > now()) r
+             WHERE b.state_hash = r.state_hash AND r.newest > $2
+             RETURNING b.user_id",
+        )
+        .bind::<Array<BigInt>, _>(users)
+        .bind::<BigInt, _>(MAX_LIVE_PER_USER),
+    )
+    .load::<Revoked>(conn)?;
     Ok(states.iter().map(|_| Ok(())).collect())
+}
+
+/// A row a revoking statement touched.
+#[derive(QueryableByName)]
+struct Revoked {
+    #[diesel(sql_type = BigInt)]
+    #[expect(
+        dead_code,
+        reason = "read by diesel; only the statement's effect matters"
+    )]
+    user_id: i64,
+}
+
+/// Revokes every live state of the user: after a successful binding no other bind link or
+/// QR code of theirs may bind anything.
+pub fn revoke_live(conn: &mut PgConnection, user_id: i64) -> QueryResult<usize> {
+    diesel::update(
+        bind_states::table
+            .filter(bind_states::user_id.eq(user_id))
+            .filter(bind_states::used_at.is_null()),
+    )
+    .set(bind_states::used_at.eq(diesel::dsl::now))
+    .execute(conn)
 }
 
 /// Marks the state used and returns its user, in one statement: of two concurrent callbacks

@@ -84,19 +84,26 @@ pub fn find_by_openid(conn: &mut PgConnection, openid: &str) -> QueryResult<Opti
         .optional()
 }
 
-/// Binds `openid` to the account (keeping `bound_at` when it is already this openid).
-/// The unique index refuses an openid bound elsewhere.
+/// The account with `id`, its row locked until the transaction ends: binding decisions
+/// read the current openid and must not race another binding of the same account.
+pub fn find_for_update(conn: &mut PgConnection, id: i64) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+/// Binds `openid` to an account that has no binding. The unique index refuses an openid
+/// bound elsewhere.
 pub fn bind_openid(conn: &mut PgConnection, id: i64, openid: &str) -> QueryResult<usize> {
-    diesel::update(
-        users::table
-            .find(id)
-            .filter(users::openid.is_distinct_from(openid)),
-    )
-    .set((
-        users::openid.eq(openid),
-        users::bound_at.eq(diesel::dsl::now),
-    ))
-    .execute(conn)
+    diesel::update(users::table.find(id).filter(users::openid.is_null()))
+        .set((
+            users::openid.eq(openid),
+            users::bound_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
 }
 
 /// Clears the account's binding.

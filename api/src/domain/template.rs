@@ -89,17 +89,22 @@ impl TemplateData {
     }
 }
 
-/// The page a template message opens: an absolute http(s) URL.
+/// The page a template message opens: an absolute http(s) URL with a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageUrl(String);
+pub struct MessageUrl {
+    raw: String,
+    host: String,
+}
 
 impl MessageUrl {
     /// Validates a link.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         match url::Url::parse(raw) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && raw.len() <= 1024 => {
-                Ok(Self(raw.to_owned()))
-            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") && raw.len() <= 1024 => Ok(Self {
+                raw: raw.to_owned(),
+                // http(s) URLs always have one; lowercased by the parser.
+                host: u.host_str().unwrap_or_default().to_owned(),
+            }),
             _ => Err(DomainError(
                 "url must be an absolute http(s) URL of at most 1024 bytes".into(),
             )),
@@ -107,9 +112,16 @@ impl MessageUrl {
     }
 }
 
+impl MessageUrl {
+    /// The host the link points at (lowercase; IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
 impl AsRef<str> for MessageUrl {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.raw
     }
 }
 

@@ -28,7 +28,8 @@ pub struct BindUrlResponse {
 
 /// A bind link for the caller: an OAuth2 authorize URL of WeChat to show as a QR code.
 ///
-/// Its `state` is random, valid for 10 minutes and usable once.
+/// Its `state` is random, valid for 10 minutes and usable once. A user has at most 5 live bind
+/// links and QR codes: a new one revokes the oldest, and a successful binding revokes the rest.
 #[utoipa::path(
     tag = "binding",
     security(("bearer" = [])),
@@ -74,7 +75,7 @@ pub struct CallbackQuery {
         (status = 200, description = "Bound (HTML page, when BIND_RESULT_URL is unset)", content_type = "text/html", body = String),
         (status = 302, description = "Redirect to BIND_RESULT_URL with the outcome"),
         (status = 400, description = "`invalid_state`, `authorization_denied`, `invalid_code` or `snapshot_user`", body = ErrorBody),
-        (status = 409, description = "`already_bound`: the WeChat account is bound to another user", body = ErrorBody),
+        (status = 409, description = "`already_bound`: the WeChat account is bound to another user, or the user's account to another WeChat account (unbind first)", body = ErrorBody),
         (status = 502, description = "`wechat_unavailable`", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured`", body = ErrorBody),
     )

@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, messages::Message, messages::Queued, messages::QueuedRequest};
 use crate::domain::{Delivery, MessageStatus, MessageUrl, TemplateData, TemplateId, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
+use crate::sending::{self, SendRequest, SendRules};
 use crate::state::AppState;
 use crate::wechat::Wechat;
 
@@ -141,7 +142,9 @@ impl ValidMessage {
 ///
 /// Answers 202 once the message is stored; a worker delivers it. Poll
 /// `GET /api/messages/{id}` for the outcome. Repeating a request with the same
-/// `idempotency_key` returns the first message with 200 and never sends twice.
+/// `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
+/// callers message only themselves, with the default template, and link only to hosts in
+/// `WXBIND_URL_HOSTS`.
 #[utoipa::path(
     tag = "messages",
     security(("bearer" = [])),
@@ -151,7 +154,7 @@ impl ValidMessage {
         (status = 200, description = "Already queued under this idempotency key", body = MessageResponse),
         (status = 400, description = "`invalid_request`: bad data, template, url or key", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admins may message other users", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins may message other users, choose the template, or link to hosts outside `WXBIND_URL_HOSTS`; the message names the field", body = ErrorBody),
         (status = 404, description = "`user_not_found`", body = ErrorBody),
         (status = 409, description = "`not_bound`: the recipient has no WeChat binding", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
@@ -177,11 +180,19 @@ pub async fn create_message(
             .as_ref()
             .and_then(|w| w.default_template_id.as_deref()),
     )?;
-    if !auth.may_act_for(msg.user_id) {
-        return Err(ApiError::Forbidden(
-            "only admins may send messages to other users",
-        ));
-    }
+    let wechat_config = state.config.wechat.as_ref();
+    sending::authorize(
+        &auth,
+        &SendRequest {
+            user_id: msg.user_id,
+            template_id: &msg.template_id,
+            url: msg.url.as_ref(),
+        },
+        &SendRules {
+            default_template: wechat_config.and_then(|w| w.default_template_id.as_deref()),
+            url_hosts: &state.config.http.url_hosts,
+        },
+    )?;
     let queued = state
         .messages
         .submit(QueuedRequest {

@@ -1,0 +1,1 @@
+DROP INDEX bind_states_live_by_user;
