@@ -63,6 +63,8 @@ pub struct AuthConfig {
     pub jwt_ttl: Duration,
     /// Lifetime of a browser refresh session without use.
     pub session_ttl: Duration,
+    /// Longest a refresh session lasts however often it is used.
+    pub session_max: Duration,
     /// SameSite of the session cookie.
     pub cookie_same_site: actix_web::cookie::SameSite,
 }
@@ -389,6 +391,9 @@ fn auth_section<F: Fn(&str) -> Option<String>>(
         session_ttl: p
             .seconds("WXBIND_SESSION_TTL_SECONDS")
             .unwrap_or(Duration::from_secs(14 * 24 * 3600)),
+        session_max: p
+            .seconds("WXBIND_SESSION_MAX_SECONDS")
+            .unwrap_or(Duration::from_secs(30 * 24 * 3600)),
         cookie_same_site,
     }
 }

@@ -18,6 +18,9 @@ use crate::db::{self, PgPool};
 pub const COOKIE_NAME: &str = "wxbind_session";
 /// The session state key holding the user id.
 pub const USER_ID: &str = "user_id";
+/// The session state key holding when the session began (seconds since the epoch): refreshes
+/// end `WXBIND_SESSION_MAX_SECONDS` after it, however often the session was used.
+pub const CREATED_AT: &str = "created_at";
 
 /// Sessions stored in the `sessions` table.
 #[derive(Clone)]
@@ -30,6 +33,12 @@ impl PgSessionStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+}
+
+/// A fresh random session key (64 alphanumerics).
+fn new_session_key() -> Result<SessionKey, anyhow::Error> {
+    SessionKey::try_from(crate::domain::random_alphanumeric(64))
+        .map_err(|e| anyhow::Error::new(e).context("generated session key refused"))
 }
 
 fn hash(key: &SessionKey) -> String {
@@ -61,9 +70,7 @@ impl SessionStore for PgSessionStore {
         state: HashMap<String, String>,
         ttl: &actix_web::cookie::time::Duration,
     ) -> Result<SessionKey, SaveError> {
-        let key = SessionKey::try_from(crate::domain::random_alphanumeric(64)).map_err(|e| {
-            SaveError::Other(anyhow::Error::new(e).context("generated session key refused"))
-        })?;
+        let key = new_session_key().map_err(SaveError::Other)?;
         let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
         db::run(&self.pool, move |conn| {
             db::sessions::insert(conn, &key_hash, &json, expires_at)
@@ -73,26 +80,25 @@ impl SessionStore for PgSessionStore {
         Ok(key)
     }
 
+    /// A changed session (a refresh) moves to a new key: a stolen cookie is worth one
+    /// refresh at most, and the thief's and the owner's next refreshes cannot both succeed.
+    /// When the old session is gone (a logout won the race), nothing is written and the new
+    /// key names no session: a refresh can never bring a logged-out session back.
     async fn update(
         &self,
         key: SessionKey,
         state: HashMap<String, String>,
         ttl: &actix_web::cookie::time::Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let (key_hash, json, expires_at) = (hash(&key), to_json(&state), expiry(ttl));
-        let updated = db::run(&self.pool, move |conn| {
-            db::sessions::update(conn, &key_hash, Some(&json), expires_at)
+        let new_key = new_session_key().map_err(UpdateError::Other)?;
+        let (old_hash, new_hash) = (hash(&key), hash(&new_key));
+        let (json, expires_at) = (to_json(&state), expiry(ttl));
+        db::run(&self.pool, move |conn| {
+            db::sessions::rotate(conn, &old_hash, &new_hash, &json, expires_at)
         })
         .await
         .map_err(|e| UpdateError::Other(e.into()))?;
-        if updated {
-            return Ok(key);
-        }
-        // Expired or logged out in the meantime: start a new session.
-        self.save(state, ttl).await.map_err(|e| match e {
-            SaveError::Serialization(e) => UpdateError::Serialization(e),
-            SaveError::Other(e) => UpdateError::Other(e),
-        })
+        Ok(new_key)
     }
 
     async fn update_ttl(

@@ -9,3 +9,4 @@ mod messages;
 mod ops;
 mod sandbox;
 mod session;
+mod token;

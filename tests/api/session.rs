@@ -185,3 +185,65 @@ async fn cors_allows_only_the_configured_origin_with_credentials() {
     );
     assert_ne!(simple.headers()["access-control-allow-origin"], "*");
 }
+
+fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .find(|c| c.starts_with("wxbind_session="))
+        .map(|c| pair(&c))
+}
+
+#[actix_web::test]
+async fn refresh_rotates_the_session_id_and_the_old_cookie_dies() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    let first = pair(&login_cookie(&app, "alice").await);
+
+    let resp = refresh(&app, Some(&first)).await;
+
+    assert_eq!(resp.status(), 200);
+    let second = session_cookie(&resp).expect("a new cookie");
+    assert_ne!(second, first);
+    assert_error(refresh(&app, Some(&first)).await, 401, "session_expired").await;
+    assert_eq!(refresh(&app, Some(&second)).await.status(), 200);
+    let rows: i64 = app.query(|c| sessions::table.count().get_result(c));
+    assert_eq!(rows, 1, "one session, moved, not copied");
+}
+
+#[actix_web::test]
+async fn refresh_returns_401_after_the_sessions_absolute_lifetime() {
+    let app = wxbind_tests::spawn_app_with(|c| {
+        c.auth.session_max = std::time::Duration::from_secs(1);
+    })
+    .await;
+    app.insert_user("alice", false);
+    let cookie = pair(&login_cookie(&app, "alice").await);
+    let resp = refresh(&app, Some(&cookie)).await;
+    assert_eq!(resp.status(), 200);
+    let cookie = session_cookie(&resp).expect("cookie");
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    assert_error(refresh(&app, Some(&cookie)).await, 401, "session_expired").await;
+}
+
+#[actix_web::test]
+async fn a_refresh_that_loses_the_race_with_logout_cannot_bring_the_session_back() {
+    use actix_session::storage::{SessionKey, SessionStore};
+    let app = spawn_app().await;
+    let store = wxbind::session::PgSessionStore::new(wxbind::db::build_pool(&app.db.url, 2));
+    let ttl = actix_web::cookie::time::Duration::days(1);
+    let state = std::collections::HashMap::from([("user_id".to_owned(), "1".to_owned())]);
+    let key = store.save(state.clone(), &ttl).await.expect("saved");
+    let stale = SessionKey::try_from(key.as_ref().to_owned()).expect("key");
+
+    // The logout lands between the refresh's load and its write.
+    store.delete(&key).await.expect("logged out");
+    let moved_to = store.update(stale, state, &ttl).await.expect("no error");
+
+    assert_eq!(store.load(&moved_to).await.expect("load"), None);
+    let rows: i64 = app.query(|c| sessions::table.count().get_result(c));
+    assert_eq!(rows, 0, "nothing written");
+}

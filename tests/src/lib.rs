@@ -75,6 +75,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             jwt_secret_generated: false,
             jwt_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(14 * 24 * 3600),
+            session_max: Duration::from_secs(30 * 24 * 3600),
             cookie_same_site: actix_web::cookie::SameSite::Lax,
         },
         wechat: Some(WechatConfig {

@@ -12,6 +12,7 @@ pub mod users;
 use std::time::Duration;
 
 use anyhow::Context;
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::query_builder::QueryFragment;
@@ -26,11 +27,29 @@ pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
 /// The migrations in `../migrations`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
+/// Limits every pooled connection sets for itself when it connects.
+#[derive(Debug, Clone, Copy)]
+struct SessionLimits;
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionLimits {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        // No statement of this service runs for seconds: one that does is stuck (a lock wait,
+        // a runaway plan) and would hold its connection, and the request behind it, forever.
+        // A transaction left idle (a frozen process mid-refresh) must not keep its locks.
+        conn.batch_execute(
+            "SET statement_timeout = '10s'; SET lock_timeout = '5s'; \
+             SET idle_in_transaction_session_timeout = '60s'",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
 /// Builds the pool without connecting, so a down database shows in `/api/ready`
 /// instead of a crash loop.
 pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
     Pool::builder()
         .max_size(max_size)
+        .connection_customizer(Box::new(SessionLimits))
         .min_idle(Some(0))
         // r2d2 would otherwise run `SELECT 1` on every checkout: a round trip per request.
         // A connection that failed is still dropped (diesel's `has_broken`).

@@ -53,6 +53,30 @@ pub fn update(
     Ok(n == 1)
 }
 
+/// Moves a live session to a new key with a new state and expiry, in one statement; false
+/// when the old key no longer names a live session (logged out or expired meanwhile), in which
+/// case nothing is written.
+pub fn rotate(
+    conn: &mut PgConnection,
+    old_hash: &str,
+    new_hash: &str,
+    state: &serde_json::Value,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::update(
+        sessions::table
+            .find(old_hash)
+            .filter(sessions::expires_at.gt(diesel::dsl::now)),
+    )
+    .set((
+        sessions::key_hash.eq(new_hash),
+        sessions::state.eq(state),
+        sessions::expires_at.eq(expires_at),
+    ))
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
 /// Deletes a session (logout).
 pub fn delete(conn: &mut PgConnection, key_hash: &str) -> QueryResult<usize> {
     diesel::delete(sessions::table.find(key_hash)).execute(conn)

@@ -1,5 +1,6 @@
 //! The `wechat_tokens` table: the global access token, shared across processes.
 use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
@@ -46,18 +47,22 @@ pub fn upsert(
         .map(drop)
 }
 
-/// Session-level advisory lock serialising token refreshes of one app id across processes.
-/// Held while the refresh talks to WeChat, so it must always be paired with [`unlock`].
-pub fn lock(conn: &mut PgConnection, app_id: &str) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_lock(hashtext('wxbind.token.' || $1))::text")
-        .bind::<Text, _>(app_id)
-        .execute(conn)
-        .map(drop)
-}
-
-/// Releases [`lock`].
-pub fn unlock(conn: &mut PgConnection, app_id: &str) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_unlock(hashtext('wxbind.token.' || $1))::text")
+/// Transaction-level advisory lock serialising token refreshes of one app id across
+/// processes, waiting at most `wait`. Held while the refresh talks to WeChat and released
+/// when the transaction ends, whichever way it ends: a connection dropped mid-refresh is
+/// discarded by the pool (diesel reports a connection with an open transaction as broken),
+/// and closing it releases the lock, so a cancelled request can never leave it held.
+pub fn lock_for_transaction(
+    conn: &mut PgConnection,
+    app_id: &str,
+    wait: std::time::Duration,
+) -> QueryResult<()> {
+    // SET LOCAL takes no parameters; the value is a number this code formats.
+    let ms = wait.as_millis().max(1);
+    conn.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+    ))?;
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('wxbind.token.' || $1))::text")
         .bind::<Text, _>(app_id)
         .execute(conn)
         .map(drop)

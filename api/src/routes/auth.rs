@@ -98,9 +98,10 @@ pub async fn login(
     state.throttle.record_success(&username);
     // A new session id at every login: a session fixed before login is worthless after it.
     session.renew();
-    session
+    let stored = session
         .insert(crate::session::USER_ID, profile.0.id)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;
+        .and_then(|()| session.insert(crate::session::CREATED_AT, chrono::Utc::now().timestamp()));
+    stored.map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;
     tracing::info!(user.id = profile.0.id, "logged in");
     issue(&keys, profile)
 }
@@ -143,6 +144,17 @@ pub async fn refresh_token(
         .ok()
         .flatten()
         .ok_or(ApiError::SessionExpired)?;
+    let created_at = session
+        .get::<i64>(crate::session::CREATED_AT)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let max_age = i64::try_from(state.config.auth.session_max.as_secs()).unwrap_or(i64::MAX);
+    if chrono::Utc::now().timestamp().saturating_sub(created_at) > max_age {
+        // Past its absolute lifetime (or from before lifetimes were recorded): log in again.
+        session.purge();
+        return Err(ApiError::SessionExpired);
+    }
     let profile = db::run(&state.pool, move |conn| {
         db::users::find_profile(conn, user_id)
     })
@@ -151,7 +163,7 @@ pub async fn refresh_token(
         session.purge();
         return Err(ApiError::SessionExpired);
     };
-    // Touching the state slides the session's expiry forward.
+    // Touching the state slides the session's expiry forward and moves it to a new key.
     session
         .insert("refreshed_at", chrono::Utc::now().timestamp())
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;

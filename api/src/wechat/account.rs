@@ -45,7 +45,7 @@ impl Account {
             },
             oauth_base: config.oauth_base.clone(),
             mp_base: config.mp_base.clone(),
-            tokens: AccessTokenCache::new(&config.app_id, pool, metrics),
+            tokens: AccessTokenCache::new(&config.app_id, pool, metrics, config.timeout),
             push,
         })
     }

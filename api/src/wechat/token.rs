@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{WechatClient, WechatError};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+
 use crate::db::{self, DbError, PgPool, PgPooled};
 use crate::metrics::Metrics;
 
@@ -55,6 +57,8 @@ pub enum TokenError {
 pub struct AccessTokenCache {
     app_id: String,
     pool: PgPool,
+    /// How long to wait for another process's refresh: it makes at most two fetches.
+    lock_wait: std::time::Duration,
     current: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
@@ -62,10 +66,16 @@ pub struct AccessTokenCache {
 
 impl AccessTokenCache {
     /// An empty cache for `app_id`.
-    pub fn new(app_id: impl Into<String>, pool: PgPool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        app_id: impl Into<String>,
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+        fetch_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             app_id: app_id.into(),
             pool,
+            lock_wait: fetch_timeout * 2 + std::time::Duration::from_secs(2),
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             metrics,
@@ -123,9 +133,10 @@ impl AccessTokenCache {
             Some(t) => Ok(t.clone()),
             None => self.fetch(client, rejected).await,
         };
-        // Always release the lock, whatever the fetch did; store only a fetched token.
+        // Always end the transaction (releasing the lock), whatever the fetch did; store only
+        // a fetched token.
         let to_store = outcome.as_ref().ok().filter(|_| stored.is_none()).cloned();
-        self.store_and_unlock(conn, to_store).await?;
+        self.store_and_commit(conn, to_store).await?;
 
         let token = outcome?;
         self.set_cached(&token);
@@ -157,43 +168,48 @@ impl AccessTokenCache {
         })
     }
 
+    /// Opens a transaction holding the cross-process refresh lock and reads the stored token.
+    /// The connection comes back inside that transaction; [`Self::store_and_commit`] ends it.
     async fn lock_and_read(&self) -> Result<(PgPooled, Option<AccessToken>), TokenError> {
         let pool = self.pool.clone();
         let app_id = self.app_id.clone();
+        let wait = self.lock_wait;
         actix_web::web::block(move || {
             let mut conn = pool.get()?;
-            db::tokens::lock(&mut conn, &app_id)?;
-            match db::tokens::find(&mut conn, &app_id) {
-                Ok(row) => Ok((
-                    conn,
-                    row.map(|r| AccessToken {
-                        value: r.access_token.into(),
-                        expires_at: r.expires_at,
-                    }),
-                )),
-                Err(e) => {
-                    let _ = db::tokens::unlock(&mut conn, &app_id);
-                    Err(DbError::from(e))
-                }
-            }
+            // Opened by hand, not with `transaction(..)`: it must stay open across the
+            // asynchronous fetch from WeChat. Should the caller's future be dropped meanwhile,
+            // the pool discards the connection (an open transaction marks it broken), and
+            // PostgreSQL releases the lock with it.
+            AnsiTransactionManager::begin_transaction(&mut *conn)?;
+            db::tokens::lock_for_transaction(&mut conn, &app_id, wait)?;
+            let row = db::tokens::find(&mut conn, &app_id)?;
+            Ok((
+                conn,
+                row.map(|r| AccessToken {
+                    value: r.access_token.into(),
+                    expires_at: r.expires_at,
+                }),
+            ))
         })
         .await
         .map_err(|e| TokenError::Store(DbError::Task(e)))?
         .map_err(TokenError::Store)
     }
 
-    async fn store_and_unlock(
+    /// Stores a fetched token (if any) and commits, which releases the lock. On an error the
+    /// connection is dropped mid-transaction and discarded, which releases it too.
+    async fn store_and_commit(
         &self,
         mut conn: PgPooled,
         token: Option<AccessToken>,
     ) -> Result<(), TokenError> {
         let app_id = self.app_id.clone();
         actix_web::web::block(move || {
-            let stored = token.map_or(Ok(()), |t| {
-                db::tokens::upsert(&mut conn, &app_id, t.secret(), t.expires_at)
-            });
-            let unlocked = db::tokens::unlock(&mut conn, &app_id);
-            stored.and(unlocked).map_err(DbError::from)
+            if let Some(t) = token {
+                db::tokens::upsert(&mut conn, &app_id, t.secret(), t.expires_at)?;
+            }
+            AnsiTransactionManager::commit_transaction(&mut *conn)?;
+            Ok(())
         })
         .await
         .map_err(|e| TokenError::Store(DbError::Task(e)))?
