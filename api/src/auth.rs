@@ -75,6 +75,7 @@ pub const AUDIENCE: &str = "wxbind-api";
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    previous: Option<DecodingKey>,
     validation: Validation,
     ttl: Duration,
 }
@@ -88,8 +89,9 @@ pub struct IssuedToken {
 }
 
 impl JwtKeys {
-    /// Keys from the configured secret.
-    pub fn new(secret: &SecretString, ttl: Duration) -> Self {
+    /// Keys from the configured secret, plus the previous one during a rotation
+    /// (`JWT_SECRET_PREVIOUS`): tokens it signed are still accepted, new ones use `secret`.
+    pub fn new(secret: &SecretString, previous: Option<&SecretString>, ttl: Duration) -> Self {
         let bytes = secret.expose_secret().as_bytes();
         // Only HS256 is accepted: no `none`, no algorithm switching.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -100,6 +102,7 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
+            previous: previous.map(|p| DecodingKey::from_secret(p.expose_secret().as_bytes())),
             validation,
             ttl,
         }
@@ -128,13 +131,21 @@ impl JwtKeys {
 
     /// Checks signature, algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("access token expired; log in again")
-                }
-                _ => ApiError::Unauthorized("invalid access token"),
-            })?;
+        let decode = |key| jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+        let data = match (decode(&self.decoding), &self.previous) {
+            (Err(e), Some(previous))
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) =>
+            {
+                decode(previous)
+            }
+            (result, _) => result,
+        }
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                ApiError::Unauthorized("access token expired; log in again")
+            }
+            _ => ApiError::Unauthorized("invalid access token"),
+        })?;
         let id = data
             .claims
             .sub
@@ -284,6 +295,7 @@ mod tests {
     fn keys(secret: &str) -> JwtKeys {
         JwtKeys::new(
             &SecretString::from(secret.to_owned()),
+            None,
             Duration::from_secs(60),
         )
     }
@@ -305,6 +317,24 @@ mod tests {
         assert_eq!((u.id, u.role), (7, Role::Admin));
         let other = keys("another-secret-another-secret-12345");
         assert!(other.verify(&t.token).is_err());
+    }
+
+    #[test]
+    fn tokens_of_the_previous_key_verify_during_a_rotation() {
+        let old = SecretString::from("old-secret-old-secret-old-secret-1".to_owned());
+        let new = SecretString::from("new-secret-new-secret-new-secret-2".to_owned());
+        let ttl = Duration::from_secs(60);
+        let before = JwtKeys::new(&old, None, ttl)
+            .issue(7, Role::User)
+            .expect("issue");
+        let rotated = JwtKeys::new(&new, Some(&old), ttl);
+        assert_eq!(rotated.verify(&before.token).expect("still valid").id, 7);
+        let after = rotated.issue(8, Role::User).expect("issue");
+        assert!(JwtKeys::new(&old, None, ttl).verify(&after.token).is_err());
+        let forged = JwtKeys::new(&SecretString::from("x".repeat(40)), None, ttl)
+            .issue(9, Role::Admin)
+            .expect("issue");
+        assert!(rotated.verify(&forged.token).is_err());
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct HttpConfig {
     pub bind_result_url: Option<Url>,
     /// Hosts a non-admin's message may link to (lowercase).
     pub url_hosts: Vec<String>,
+    /// Bearer token `/api/metrics` requires; `None` leaves it open (bind it to a private
+    /// network then).
+    pub metrics_token: Option<SecretString>,
 }
 
 /// PostgreSQL.
@@ -59,6 +62,8 @@ pub struct AuthConfig {
     pub jwt_secret: SecretString,
     /// True when no `JWT_SECRET` was given and a random per-process key is in use.
     pub jwt_secret_generated: bool,
+    /// The key before the last rotation: tokens and session cookies it sealed stay valid.
+    pub jwt_secret_previous: Option<SecretString>,
     /// Lifetime of an issued JWT.
     pub jwt_ttl: Duration,
     /// Lifetime of a browser refresh session without use.
@@ -307,6 +312,10 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
                 hosts
             }),
     };
+    let metrics_token = p.string("WXBIND_METRICS_TOKEN");
+    if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+        p.fail("WXBIND_METRICS_TOKEN", "must be at least 16 characters");
+    }
     HttpConfig {
         listen,
         public_url,
@@ -314,6 +323,7 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
         cors_origins,
         bind_result_url,
         url_hosts,
+        metrics_token: metrics_token.map(SecretString::from),
     }
 }
 
@@ -368,6 +378,16 @@ fn auth_section<F: Fn(&str) -> Option<String>>(
         }
         None => (SecretString::from(random_secret()), true),
     };
+    let jwt_secret_previous = p.string("JWT_SECRET_PREVIOUS");
+    if jwt_secret_previous
+        .as_ref()
+        .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
+    {
+        p.fail(
+            "JWT_SECRET_PREVIOUS",
+            &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+        );
+    }
     let cookie_same_site = match p.string("WXBIND_COOKIE_SAMESITE") {
         None => actix_web::cookie::SameSite::Lax,
         Some(raw) => parse_same_site(&raw).unwrap_or_else(|| {
@@ -385,6 +405,7 @@ fn auth_section<F: Fn(&str) -> Option<String>>(
     AuthConfig {
         jwt_secret,
         jwt_secret_generated,
+        jwt_secret_previous: jwt_secret_previous.map(SecretString::from),
         jwt_ttl: p
             .seconds("JWT_TTL_SECONDS")
             .unwrap_or(Duration::from_secs(15 * 60)),

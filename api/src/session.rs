@@ -11,7 +11,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{AuthConfig, Config};
 use crate::db::{self, PgPool};
 
 /// Name of the session cookie.
@@ -126,6 +126,87 @@ impl SessionStore for PgSessionStore {
     }
 }
 
+/// Re-seals a session cookie that only the previous key (`JWT_SECRET_PREVIOUS`) opens under
+/// the current key, before the session middleware reads it. actix-session knows one key; this
+/// keeps browsers logged in across a key rotation, and the next response carries a cookie
+/// sealed with the current key.
+#[derive(Clone)]
+pub struct CookieRekey {
+    current: Key,
+    previous: Key,
+}
+
+impl CookieRekey {
+    /// `None` unless a previous key is configured.
+    pub fn new(auth: &AuthConfig) -> Option<Self> {
+        let previous = auth.jwt_secret_previous.as_ref()?;
+        Some(Self {
+            current: cookie_key(&auth.jwt_secret),
+            previous: cookie_key(previous),
+        })
+    }
+
+    /// Rewrites the request's session cookie when the previous key opens it and the current
+    /// one does not; anything else is left for the session middleware to judge.
+    pub fn apply(&self, req: &mut actix_web::dev::ServiceRequest) {
+        use actix_web::cookie::{Cookie, CookieJar};
+        use actix_web::http::header::{COOKIE, HeaderValue};
+        let prefix = format!("{COOKIE_NAME}=");
+        // Read from the header, not `req.cookie()`: that parses once and caches, and the
+        // session middleware would then see the cached, unrewritten cookie.
+        let pairs: Vec<String> = req
+            .headers()
+            .get_all(COOKIE)
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        // Percent-decoded, as actix reads request cookies.
+        let Some(sealed) = pairs
+            .iter()
+            .filter(|c| c.starts_with(&prefix))
+            .find_map(|c| Cookie::parse_encoded(c.clone()).ok())
+        else {
+            return;
+        };
+        let mut jar = CookieJar::new();
+        jar.add_original(sealed);
+        if jar.private(&self.current).get(COOKIE_NAME).is_some() {
+            return;
+        }
+        let Some(opened) = jar.private(&self.previous).get(COOKIE_NAME) else {
+            return;
+        };
+        let mut resealed = CookieJar::new();
+        resealed
+            .private_mut(&self.current)
+            .add(Cookie::new(COOKIE_NAME, opened.value().to_owned()));
+        let Some(value) = resealed.get(COOKIE_NAME).map(|c| c.value().to_owned()) else {
+            return;
+        };
+        let rewritten: Vec<String> = pairs
+            .into_iter()
+            .map(|c| {
+                if c.starts_with(&prefix) {
+                    format!("{prefix}{value}")
+                } else {
+                    c
+                }
+            })
+            .collect();
+        if let Ok(header) = HeaderValue::from_str(&rewritten.join("; ")) {
+            req.headers_mut().insert(COOKIE, header);
+        }
+    }
+}
+
+/// The session cookie's key, derived from a JWT secret (which is at least 32 bytes).
+fn cookie_key(secret: &secrecy::SecretString) -> Key {
+    Key::derive_from(secret.expose_secret().as_bytes())
+}
+
 /// True when the public URL is plain http on this machine, where browsers drop `Secure`
 /// cookies.
 fn local_http(config: &Config) -> bool {
@@ -139,8 +220,8 @@ fn local_http(config: &Config) -> bool {
 /// The session middleware: HttpOnly cookie on `/api`, SameSite as configured, Secure unless
 /// served over plain http on localhost, expiring after the session TTL without use.
 pub fn middleware(config: &Config, pool: PgPool) -> SessionMiddleware<PgSessionStore> {
-    // A key of its own, derived from the JWT secret (which is at least 32 bytes).
-    let key = Key::derive_from(config.auth.jwt_secret.expose_secret().as_bytes());
+    // A key of its own, derived from the JWT secret.
+    let key = cookie_key(&config.auth.jwt_secret);
     let ttl = actix_web::cookie::time::Duration::seconds(
         i64::try_from(config.auth.session_ttl.as_secs()).unwrap_or(i64::MAX),
     );

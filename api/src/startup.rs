@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tokio::sync::{Notify, watch};
 use tracing_actix_web::TracingLogger;
@@ -47,6 +47,20 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .max_age(600)
 }
 
+/// Headers every response carries: no MIME sniffing (a JSON body is never run as a script),
+/// no referrer (bind pages and the callback carry single-use values in their URLs), and HSTS
+/// once the service is reached over https.
+fn security_headers(public_url: &url::Url) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "no-referrer"));
+    if public_url.scheme() == "https" {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
+}
+
 /// Installs rustls' crypto provider; awc panics on its first client without one.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -73,7 +87,11 @@ impl Application {
         let pool = db::build_pool(config.database_url(), config.database.pool_size);
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
-        let keys = web::Data::new(JwtKeys::new(&config.auth.jwt_secret, config.auth.jwt_ttl));
+        let keys = web::Data::new(JwtKeys::new(
+            &config.auth.jwt_secret,
+            config.auth.jwt_secret_previous.as_ref(),
+            config.auth.jwt_ttl,
+        ));
         let account = config
             .wechat
             .as_ref()
@@ -96,6 +114,7 @@ impl Application {
         let workers = config.http.workers;
         let factory_config = Arc::clone(&config);
         let session_pool = pool.clone();
+        let rekey = crate::session::CookieRekey::new(&config.auth);
         let mut server = HttpServer::new(move || {
             // awc clients are !Send: one per worker thread.
             let wechat = web::Data::new(Wechat::new(thread_account.clone()));
@@ -128,7 +147,17 @@ impl Application {
                     &factory_config,
                     session_pool.clone(),
                 ))
+                .wrap_fn({
+                    let rekey = rekey.clone();
+                    move |mut req, srv| {
+                        if let Some(rekey) = &rekey {
+                            rekey.apply(&mut req);
+                        }
+                        srv.call(req)
+                    }
+                })
                 .wrap(cors(&factory_config.http.cors_origins))
+                .wrap(security_headers(&factory_config.http.public_url))
                 .wrap(TracingLogger::default())
         })
         .listen(listener)?

@@ -216,7 +216,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Counters in the Prometheus text format. */
+        /**
+         * Counters in the Prometheus text format.
+         * @description With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -1009,6 +1012,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /** @description `unauthorized`: `WXBIND_METRICS_TOKEN` is set and the request does not carry it */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

@@ -9,6 +9,7 @@ import { DEMO_PASSWORD, startWxbind } from "./server.mjs";
 import { assertDocumented, documentedResponses, seen } from "./spec.mjs";
 
 const PUSH_TOKEN = "contracttoken";
+const METRICS_TOKEN = "contract-metrics-token";
 
 /** Documented responses a healthy sandbox cannot produce, and why. */
 const UNREACHABLE = {
@@ -26,7 +27,7 @@ const UNREACHABLE = {
 
 let server;
 before(async () => {
-  server = await startWxbind({ WECHAT_TOKEN: PUSH_TOKEN });
+  server = await startWxbind({ WECHAT_TOKEN: PUSH_TOKEN, WXBIND_METRICS_TOKEN: METRICS_TOKEN });
 });
 after(async () => {
   await server?.stop();
@@ -178,7 +179,8 @@ test("messages", async () => {
 test("ops", async () => {
   assert.equal((await call("GET", "/api/health")).body.sandbox, true);
   assert.equal((await call("GET", "/api/ready")).status, 200);
-  assert.equal((await call("GET", "/api/metrics")).status, 200);
+  assert.equal((await call("GET", "/api/metrics")).status, 401);
+  assert.equal((await call("GET", "/api/metrics", { token: METRICS_TOKEN })).status, 200);
 });
 
 test("wechat server push", async () => {

@@ -114,3 +114,42 @@ async fn metrics_are_prometheus_text() {
     );
     assert!(text.contains("wxbind_bindings_total 1"), "{text}");
 }
+
+#[actix_web::test]
+async fn responses_carry_nosniff_and_no_referrer_and_hsts_only_over_https() {
+    let app = spawn_app().await;
+    for path in ["/api/health", "/api/nowhere", "/api/docs/"] {
+        let resp = app.get(path).await;
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(h.get("strict-transport-security").is_none(), "{path}");
+    }
+    let https = spawn_app_with(|c| {
+        c.http.public_url = url::Url::parse("https://wxbind.example.com").expect("url");
+    })
+    .await;
+    let resp = https.get("/api/health").await;
+    assert!(
+        resp.headers()["strict-transport-security"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("max-age=")
+    );
+}
+
+#[actix_web::test]
+async fn metrics_need_the_token_when_one_is_set() {
+    let app = spawn_app_with(|c| {
+        c.http.metrics_token = Some(secrecy::SecretString::from(
+            "test-metrics-token-0123".to_owned(),
+        ));
+    })
+    .await;
+    assert_error(app.get("/api/metrics").await, 401, "unauthorized").await;
+    let wrong = app.get_as("test-metrics-token-0124", "/api/metrics").await;
+    assert_error(wrong, 401, "unauthorized").await;
+    let right = app.get_as("test-metrics-token-0123", "/api/metrics").await;
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.expect("body").contains("wxbind_"));
+}

@@ -247,3 +247,74 @@ async fn a_refresh_that_loses_the_race_with_logout_cannot_bring_the_session_back
     let rows: i64 = app.query(|c| sessions::table.count().get_result(c));
     assert_eq!(rows, 0, "nothing written");
 }
+
+#[actix_web::test]
+async fn tokens_and_cookies_of_the_previous_jwt_secret_survive_a_rotation() {
+    use std::net::TcpListener;
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    let resp = app.post_login("alice", TEST_PASSWORD).await;
+    let cookie = session_cookie(&resp).expect("cookie");
+    let token = resp.json::<Value>().await.expect("json")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // The same database behind a process whose key was rotated.
+    let rotated = |previous: bool| {
+        let mut config = app.config.clone();
+        let old = config.auth.jwt_secret.clone();
+        config.auth.jwt_secret =
+            secrecy::SecretString::from("rotated-jwt-secret-rotated-jwt-secret-99".to_owned());
+        config.auth.jwt_secret_previous = previous.then_some(old);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server =
+            wxbind::startup::Application::build_with_listener(config, listener).expect("app");
+        actix_web::rt::spawn(server.run_until_stopped());
+        format!("http://127.0.0.1:{port}")
+    };
+    let with_previous = rotated(true);
+    let me = app
+        .http
+        .get(format!("{with_previous}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 200, "an old token still works");
+    let refreshed = app
+        .http
+        .post(format!("{with_previous}/api/token/refresh"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), 200, "an old cookie still works");
+    let resealed = session_cookie(&refreshed).expect("a cookie under the new key");
+
+    let without_previous = rotated(false);
+    let old_token = app
+        .http
+        .get(format!("{without_previous}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(
+        old_token.status(),
+        401,
+        "once the old key is dropped, so are its tokens"
+    );
+    let again = app
+        .http
+        .post(format!("{without_previous}/api/token/refresh"))
+        .header("cookie", &resealed)
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(
+        again.status(),
+        200,
+        "the resealed cookie needs only the new key"
+    );
+}

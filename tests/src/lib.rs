@@ -65,6 +65,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             bind_result_url: None,
             // The links the suite's messages use; what a real deployment derives from its URLs.
             url_hosts: vec!["example.com".to_owned()],
+            metrics_token: None,
         },
         database: DatabaseConfig {
             url: SecretString::from(db.url.clone()),
@@ -73,6 +74,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
         auth: AuthConfig {
             jwt_secret: SecretString::from(TEST_JWT_SECRET.to_owned()),
             jwt_secret_generated: false,
+            jwt_secret_previous: None,
             jwt_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(14 * 24 * 3600),
             session_max: Duration::from_secs(30 * 24 * 3600),

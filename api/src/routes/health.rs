@@ -72,13 +72,40 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 }
 
 /// Counters in the Prometheus text format.
+///
+/// With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
 #[utoipa::path(
     tag = "ops",
-    responses((status = 200, description = "Prometheus exposition", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "Prometheus exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthorized`: `WXBIND_METRICS_TOKEN` is set and the request does not carry it", body = ErrorBody),
+    )
 )]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.config.http.metrics_token {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Constant time: the comparison must not tell a prober how much of the token it has.
+        let matches: bool = subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            secrecy::ExposeSecret::expose_secret(expected).as_bytes(),
+        )
+        .into();
+        if !matches {
+            return Err(ApiError::Unauthorized(
+                "metrics need the WXBIND_METRICS_TOKEN bearer token",
+            ));
+        }
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }
