@@ -5,6 +5,7 @@ pub mod binding;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod deployment;
 pub mod domain;
 pub mod error;
 pub mod housekeeping;

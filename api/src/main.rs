@@ -8,7 +8,9 @@ use secrecy::ExposeSecret;
 use wxbind::auth::{self, Role};
 use wxbind::cli::{Cli, Command, UserCommand};
 use wxbind::config::Config;
+use wxbind::deployment::{self, Serves};
 use wxbind::domain::{Password, Username};
+use wxbind::sandbox::DemoAccount;
 use wxbind::{db, openapi, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -45,7 +47,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn migrate(config: &Config) -> anyhow::Result<diesel::PgConnection> {
+/// Applies migrations, then claims or checks what the database serves: every command that
+/// writes to the database (`serve`, `migrate`, `user add`) goes through here, so none of them
+/// runs against a database that belongs to another mode or official account.
+fn migrate(config: &Config) -> anyhow::Result<(diesel::PgConnection, Option<Serves>)> {
     let mut conn = db::connect_creating(config.database_url())?;
     let applied = db::run_migrations(&mut conn)?;
     if applied.is_empty() {
@@ -54,18 +59,21 @@ fn migrate(config: &Config) -> anyhow::Result<diesel::PgConnection> {
     for m in applied {
         tracing::info!(migration = %m, "applied migration");
     }
-    Ok(conn)
+    let serves = deployment::enforce(&mut conn, config)?;
+    Ok((conn, serves))
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut conn = migrate(&config)?;
-    if config.sandbox.enabled {
+    let (mut conn, serves) = migrate(&config)?;
+    // `migrate` refused any database that does not serve the sandbox, so demo accounts are
+    // only ever made in a sandbox database (and `ensure_demo_accounts` checks again).
+    if config.sandbox.enabled && serves == Some(Serves::Sandbox) {
         let password = config.sandbox.demo_password.as_ref().map_or_else(
             || wxbind::domain::random_alphanumeric(12),
             |p| p.expose_secret().to_owned(),
         );
-        wxbind::sandbox::ensure_demo_accounts(&mut conn, &password)?;
-        print_sandbox_banner(&config, &password);
+        let accounts = wxbind::sandbox::ensure_demo_accounts(&mut conn, &password)?;
+        print_sandbox_banner(&config, &password, &accounts);
     }
     drop(conn);
     if config.auth.jwt_secret_generated {
@@ -92,7 +100,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn print_sandbox_banner(config: &Config, password: &str) {
+fn print_sandbox_banner(config: &Config, password: &str, accounts: &[(&str, DemoAccount)]) {
     let base = config.http.public_url.as_str().trim_end_matches('/');
     let shown = if config.sandbox.demo_password.is_some() {
         "(WXBIND_DEMO_PASSWORD)"
@@ -105,7 +113,16 @@ fn print_sandbox_banner(config: &Config, password: &str) {
     eprintln!("under {base}/sandbox/ and nothing is sent to WeChat. Set WECHAT_APP_ID and");
     eprintln!("WECHAT_APP_SECRET to use a real official account.");
     eprintln!();
-    eprintln!("  demo accounts : demo / {shown}    admin / {shown}");
+    for (name, outcome) in accounts {
+        match outcome {
+            DemoAccount::Created | DemoAccount::PasswordReset => {
+                eprintln!("  demo account  : {name} / {shown}");
+            }
+            DemoAccount::NotDemo => {
+                eprintln!("  {name:<14}: an account the sandbox did not make; left as it is");
+            }
+        }
+    }
     eprintln!("  phone view    : {base}/sandbox/");
     eprintln!("  API docs      : {base}/api/docs/");
     eprintln!("{rule}\n");
@@ -117,7 +134,7 @@ fn add_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {
     std::io::stdin().lock().read_line(&mut line)?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))?;
     let hash = auth::hash_password(password.expose())?;
-    let mut conn = migrate(config)?;
+    let (mut conn, _) = migrate(config)?;
     let role = if admin { Role::Admin } else { Role::User };
     let new = db::users::NewUser {
         username: username.as_ref(),

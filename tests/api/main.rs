@@ -2,6 +2,7 @@
 mod batch;
 mod binding;
 mod delivery;
+mod deployment;
 mod events;
 mod hijack;
 mod login;

@@ -520,7 +520,7 @@ async fn sandbox_pushes_use_safe_mode_when_an_aes_key_is_set() {
         }
     })
     .await;
-    wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD).expect("demo");
+    wxbind_tests::seed_sandbox(&app);
     let token = bound_demo(&app, "dave").await;
 
     app.post_empty("/sandbox/api/users/dave/follow").await;

@@ -125,9 +125,17 @@ pub const DEMO_PASSWORD: &str = "demo-password-for-tests";
 /// Spawns the app in sandbox mode, with the demo accounts created as `wxbind serve` does.
 pub async fn spawn_sandbox_app() -> TestApp {
     let app = spawn_app_with(|c| c.enable_sandbox()).await;
-    wxbind::sandbox::ensure_demo_accounts(&mut app.db.conn(), DEMO_PASSWORD)
-        .expect("demo accounts");
+    seed_sandbox(&app);
     app
+}
+
+/// What `wxbind serve` does in sandbox mode before it serves: claims the database for the
+/// sandbox (or checks it serves the sandbox), then creates the demo accounts with
+/// [`DEMO_PASSWORD`].
+pub fn seed_sandbox(app: &TestApp) -> Vec<(&'static str, wxbind::sandbox::DemoAccount)> {
+    let mut conn = app.db.conn();
+    wxbind::deployment::enforce(&mut conn, &app.config).expect("a sandbox database");
+    wxbind::sandbox::ensure_demo_accounts(&mut conn, DEMO_PASSWORD).expect("demo accounts")
 }
 
 /// Spawns the app after `customise` adjusts the configuration.

@@ -11,6 +11,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    deployment (id) {
+        id -> Bool,
+        serves -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Uuid,
         sender_id -> Int8,
@@ -50,6 +58,7 @@ diesel::table! {
         openid -> Nullable<Text>,
         bound_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        demo -> Bool,
     }
 }
 
@@ -91,6 +100,7 @@ diesel::joinable!(bind_states -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     bind_states,
+    deployment,
     messages,
     sessions,
     users,

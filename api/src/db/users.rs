@@ -115,3 +115,8 @@ pub fn unbind(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
         ))
         .execute(conn)
 }
+
+/// True when the table holds any account at all.
+pub fn any(conn: &mut PgConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(users::table.select(users::id))).get_result(conn)
+}

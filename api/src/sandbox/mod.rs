@@ -1,7 +1,8 @@
 //! Sandbox mode: a WeChat simulator served under `/sandbox` when no real credentials are
 //! configured, with the service's own WeChat client pointed at it, so the whole flow
 //! (bind, follow, message) runs on one machine. It speaks WeChat's wire format and rules.
-//! It only exists when `Config::sandbox` is set, which real credentials rule out.
+//! It only exists when `Config::sandbox` is set, which real credentials rule out, and only
+//! starts on a database that records it serves the sandbox (`crate::deployment`).
 mod pages;
 mod push;
 mod state;
@@ -15,6 +16,7 @@ use url::Url;
 pub use state::{InboxItem, Sandbox, SimUser, openid_for};
 
 use crate::config::{Config, PushConfig};
+use crate::domain::Role;
 use crate::wechat::push::PushSecurity;
 
 /// The simulator: its memory plus what it checks callers against.
@@ -110,31 +112,76 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Usernames of the demo accounts sandbox mode creates.
-pub const DEMO_USERS: [(&str, bool); 2] = [("demo", false), ("admin", true)];
+/// The demo accounts sandbox mode creates, and their roles.
+pub const DEMO_USERS: [(&str, Role); 2] = [("demo", Role::User), ("admin", Role::Admin)];
 
-/// Creates (or resets the password of) the demo accounts `demo` and `admin`.
-pub fn ensure_demo_accounts(conn: &mut PgConnection, password: &str) -> anyhow::Result<()> {
+/// What [`ensure_demo_accounts`] did with one demo account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoAccount {
+    /// No account had the name: created, marked `demo`, with this start's password.
+    Created,
+    /// The sandbox's own account from an earlier start: given this start's password, which
+    /// the banner prints (it is random per start unless `WXBIND_DEMO_PASSWORD` is set).
+    PasswordReset,
+    /// An account of this name exists that the sandbox did not make (`wxbind user add`):
+    /// left exactly as it is.
+    NotDemo,
+}
+
+/// Creates the demo accounts `demo` and `admin` where no account of that name exists, marked
+/// `users.demo`. An existing account is never overwritten; only one the sandbox made itself
+/// (`demo = true`) gets this start's password, so the banner stays true across restarts.
+///
+/// Only for a sandbox database: call it after [`crate::deployment::enforce`] passed in sandbox
+/// mode. It checks again itself, in its own transaction, and refuses a database that does not
+/// record `sandbox`, so no mistake at a call site can seed a real account's data.
+pub fn ensure_demo_accounts(
+    conn: &mut PgConnection,
+    password: &str,
+) -> anyhow::Result<Vec<(&'static str, DemoAccount)>> {
     use crate::db::schema::users;
-    use crate::domain::Role;
+    use crate::deployment::Serves;
     let hash = crate::auth::hash_password(password)?;
     conn.transaction(|conn| {
-        for (name, admin) in DEMO_USERS {
-            let role = if admin { Role::Admin } else { Role::User };
-            diesel::insert_into(users::table)
+        let serves = crate::db::deployment::serves(conn)?.map(|s| Serves::from_stored(&s));
+        if serves != Some(Serves::Sandbox) {
+            let serves = serves.map_or_else(|| "nothing yet".to_owned(), |s| s.to_string());
+            anyhow::bail!(
+                "demo accounts are only made in a sandbox database, and this one serves {serves}"
+            );
+        }
+        let mut done = Vec::with_capacity(DEMO_USERS.len());
+        for (name, role) in DEMO_USERS {
+            let created = diesel::insert_into(users::table)
                 .values((
                     users::username.eq(name),
                     users::password_hash.eq(&hash),
                     users::role.eq(role),
+                    users::demo.eq(true),
                 ))
                 .on_conflict(users::username)
-                .do_update()
+                .do_nothing()
+                .execute(conn)?;
+            let outcome = if created == 1 {
+                DemoAccount::Created
+            } else {
+                let reset = diesel::update(
+                    users::table
+                        .filter(users::username.eq(name))
+                        .filter(users::demo),
+                )
                 .set(users::password_hash.eq(&hash))
                 .execute(conn)?;
+                if reset == 1 {
+                    DemoAccount::PasswordReset
+                } else {
+                    DemoAccount::NotDemo
+                }
+            };
+            done.push((name, outcome));
         }
-        diesel::QueryResult::Ok(())
-    })?;
-    Ok(())
+        Ok(done)
+    })
 }
 
 /// A name the simulator accepts for a test WeChat user.
