@@ -222,7 +222,8 @@ fn unreachable_hint(database_url: &str) -> String {
         })
         .unwrap_or_else(|_| "DATABASE_URL".into());
     format!(
-        "cannot connect to PostgreSQL at {shown}. Start one with `docker compose up -d db`, \
+        "cannot connect to PostgreSQL at {shown}. Start one with `docker compose up -d db` \
+         (DATABASE_URL=postgres://wxbind:wxbind-local-only@127.0.0.1:5432/wxbind), \
          or install it (`apt-get install postgresql`), or point DATABASE_URL at yours"
     )
 }
