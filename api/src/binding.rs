@@ -9,6 +9,7 @@ use crate::batch::BatchError;
 use crate::db::{self, DbError};
 use crate::domain::BindState;
 use crate::state::AppState;
+use crate::telemetry::redacted_debug;
 use crate::wechat::{CallError, Connected, WechatError};
 
 /// How long a bind link or QR code can be used.
@@ -23,16 +24,18 @@ fn scene_of(state: &BindState) -> String {
 }
 
 /// A fresh bind link.
-#[derive(Debug)]
 pub struct BindLink {
     /// WeChat's OAuth2 authorize URL carrying the state.
     pub url: String,
     /// When the state expires.
     pub expires_at: DateTime<Utc>,
 }
+redacted_debug!(BindLink {
+    url: redacted,
+    expires_at
+});
 
 /// A fresh scan-to-follow-and-bind QR code.
-#[derive(Debug)]
 pub struct BindQrcode {
     /// WeChat's ticket.
     pub ticket: String,
@@ -41,6 +44,11 @@ pub struct BindQrcode {
     /// When the state expires.
     pub expires_at: DateTime<Utc>,
 }
+redacted_debug!(BindQrcode {
+    ticket: redacted,
+    qrcode_url: redacted,
+    expires_at
+});
 
 /// Why a binding step failed; the HTTP edge maps each to its contract code.
 #[derive(Debug, thiserror::Error)]

@@ -158,7 +158,7 @@ impl Application {
                 })
                 .wrap(cors(&factory_config.http.cors_origins))
                 .wrap(security_headers(&factory_config.http.public_url))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         })
         .listen(listener)?
         .shutdown_timeout(15);

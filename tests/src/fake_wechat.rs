@@ -56,18 +56,31 @@ pub struct ReceivedSend {
     pub url: Option<String>,
 }
 
+/// The user access token the fake's code exchange answers with (wxbind must drop it).
+pub const OAUTH_ACCESS_TOKEN: &str = "OAUTH_ACCESS_TOKEN";
+/// The refresh token the fake's code exchange answers with (wxbind must drop it).
+pub const OAUTH_REFRESH_TOKEN: &str = "OAUTH_REFRESH_TOKEN";
+
 #[derive(Default)]
 struct State {
+    /// The app secret calls must carry; `None` means [`TEST_APP_SECRET`].
+    app_secret: Option<String>,
+    issued_tokens: Vec<String>,
     codes: HashMap<String, CodeReply>,
     used_codes: Vec<String>,
     current_token: Option<String>,
-    tokens_issued: u64,
     token_requests: Vec<Value>,
     script: VecDeque<SendReply>,
     sends: Vec<ReceivedSend>,
     delivered: HashMap<(String, String), i64>,
     qr_scenes: Vec<String>,
     oauth_requests: usize,
+}
+
+impl State {
+    fn app_secret(&self) -> &str {
+        self.app_secret.as_deref().unwrap_or(TEST_APP_SECRET)
+    }
 }
 
 /// The fake server and what it has seen.
@@ -133,6 +146,16 @@ impl FakeWechat {
         self.state.lock().expect("fake state")
     }
 
+    /// Expects `secret` instead of [`TEST_APP_SECRET`] from now on.
+    pub fn set_app_secret(&self, secret: &str) {
+        self.state().app_secret = Some(secret.to_owned());
+    }
+
+    /// Every access token handed out so far, oldest first.
+    pub fn access_tokens(&self) -> Vec<String> {
+        self.state().issued_tokens.clone()
+    }
+
     /// Makes `code` answer with `reply` (once; a reused code gets 40163).
     pub fn register_code(&self, code: &str, reply: CodeReply) {
         self.state().codes.insert(code.into(), reply);
@@ -145,7 +168,7 @@ impl FakeWechat {
 
     /// Access tokens handed out so far.
     pub fn tokens_issued(&self) -> u64 {
-        self.state().tokens_issued
+        u64::try_from(self.state().issued_tokens.len()).expect("count")
     }
 
     /// Bodies of every stable_token request.
@@ -182,13 +205,17 @@ struct OAuth(Arc<Mutex<State>>);
 
 impl Respond for OAuth {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        self.0.lock().expect("fake state").oauth_requests += 1;
+        let secret = {
+            let mut s = self.0.lock().expect("fake state");
+            s.oauth_requests += 1;
+            s.app_secret().to_owned()
+        };
         let q: HashMap<String, String> = req.url.query_pairs().into_owned().collect();
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
         if get("appid") != TEST_APP_ID {
             return errcode(40013, "invalid appid");
         }
-        if get("secret") != TEST_APP_SECRET {
+        if get("secret") != secret {
             return errcode(40125, "invalid appsecret");
         }
         if get("grant_type") != "authorization_code" {
@@ -205,9 +232,9 @@ impl Respond for OAuth {
         s.used_codes.push(code);
         let token_body = |openid: &str, snapshot: bool| {
             let mut body = json!({
-                "access_token": "OAUTH_ACCESS_TOKEN",
+                "access_token": OAUTH_ACCESS_TOKEN,
                 "expires_in": 7200,
-                "refresh_token": "OAUTH_REFRESH_TOKEN",
+                "refresh_token": OAUTH_REFRESH_TOKEN,
                 "openid": openid,
                 "scope": "snsapi_userinfo",
             });
@@ -236,7 +263,7 @@ impl Respond for StableToken {
         if body["grant_type"] != "client_credential" || body["appid"] != TEST_APP_ID {
             return errcode(40013, "invalid appid");
         }
-        if body["secret"] != TEST_APP_SECRET {
+        if body["secret"] != s.app_secret() {
             return errcode(40125, "invalid appsecret");
         }
         // Like WeChat's stable_token: the current token is returned while it is valid,
@@ -245,9 +272,9 @@ impl Respond for StableToken {
         let token = match (&s.current_token, force) {
             (Some(t), false) => t.clone(),
             _ => {
-                s.tokens_issued += 1;
-                let t = format!("TEST_ACCESS_TOKEN_{}", s.tokens_issued);
+                let t = format!("TEST_ACCESS_TOKEN_{}", s.issued_tokens.len() + 1);
                 s.current_token = Some(t.clone());
+                s.issued_tokens.push(t.clone());
                 t
             }
         };

@@ -19,7 +19,7 @@ use wxbind::config::{
 use wxbind::startup::Application;
 
 pub use db::TestDb;
-pub use fake_wechat::{CodeReply, FakeWechat, SendReply};
+pub use fake_wechat::{CodeReply, FakeWechat, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, SendReply};
 
 /// The password every test user gets.
 pub const TEST_PASSWORD: &str = "test-password-123";

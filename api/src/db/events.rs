@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use super::schema::wechat_events;
 
 /// A push to record.
-#[derive(Debug, Insertable)]
+#[derive(Insertable)]
 #[diesel(table_name = wechat_events)]
 pub struct NewEvent<'a> {
     pub dedup_key: &'a str,
@@ -15,6 +15,16 @@ pub struct NewEvent<'a> {
     pub create_time: i64,
     pub fields: &'a serde_json::Value,
 }
+// The key (and the fields, which repeat it) may be `bind_<state>`; see `wechat::events::Push`.
+crate::telemetry::redacted_debug!(NewEvent<'a> {
+    dedup_key: redacted,
+    from_user,
+    msg_type,
+    event,
+    event_key: redacted,
+    create_time,
+    fields: redacted
+});
 
 /// Records a push; false when its key was recorded before (a retry).
 pub fn insert_new(conn: &mut PgConnection, event: &NewEvent<'_>) -> QueryResult<bool> {

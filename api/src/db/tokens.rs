@@ -5,14 +5,19 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::schema::wechat_tokens;
+use crate::telemetry::redacted_debug;
 
 /// A stored token.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = wechat_tokens, check_for_backend(diesel::pg::Pg))]
 pub struct StoredToken {
     pub access_token: String,
     pub expires_at: DateTime<Utc>,
 }
+redacted_debug!(StoredToken {
+    access_token: redacted,
+    expires_at
+});
 
 /// The stored token of `app_id`, if any.
 pub fn find(conn: &mut PgConnection, app_id: &str) -> QueryResult<Option<StoredToken>> {

@@ -5,9 +5,10 @@ use diesel::prelude::*;
 use super::followers::Follower;
 use super::schema::{users, wechat_followers};
 use crate::domain::Role;
+use crate::telemetry::redacted_debug;
 
 /// One account.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub id: i64,
@@ -18,15 +19,30 @@ pub struct User {
     pub bound_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
+// A hash is not the password, but it is what an offline guessing attack starts from.
+redacted_debug!(User {
+    id,
+    username,
+    password_hash: redacted,
+    role,
+    openid,
+    bound_at,
+    created_at
+});
 
 /// A new account.
-#[derive(Debug, Insertable)]
+#[derive(Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub role: Role,
 }
+redacted_debug!(NewUser<'a> {
+    username,
+    password_hash: redacted,
+    role
+});
 
 /// Inserts an account; a taken username is a unique violation.
 pub fn insert(conn: &mut PgConnection, new: &NewUser<'_>) -> QueryResult<User> {

@@ -3,9 +3,18 @@ use sha2::{Digest, Sha256};
 
 use super::DomainError;
 
-/// A state nonce: what WeChat allows (`[A-Za-z0-9]`, at most 128 bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A state nonce: what WeChat allows (`[A-Za-z0-9]`, at most 128 bytes). `Debug` hides it:
+/// until it is used, it binds whoever presents it to the account that asked for it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BindState(String);
+
+impl std::fmt::Debug for BindState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BindState")
+            .field(&crate::telemetry::Redacted(&self.0))
+            .finish()
+    }
+}
 
 /// 32 characters of 62 symbols: about 190 random bits.
 const GENERATED_LEN: usize = 32;

@@ -2,7 +2,7 @@
 //! and a refresh session cookie), `POST /api/token/refresh`, `POST /api/logout`.
 use actix_session::Session;
 use actix_web::{HttpResponse, post, web};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::UserResponse;
@@ -10,20 +10,36 @@ use crate::auth::{self, JwtKeys};
 use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::telemetry::redacted_debug;
 
 /// Credentials.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// The account name.
     #[schema(example = "alice")]
     pub username: String,
     /// The password.
     #[schema(example = "correct horse battery staple")]
+    #[serde(deserialize_with = "string_not_echoed")]
     pub password: String,
+}
+redacted_debug!(LoginRequest {
+    username,
+    password: redacted
+});
+
+/// A JSON string. Anything else is refused without quoting it: serde's own message
+/// ("invalid type: integer `12345678`") would put a numeric password into the 400 answer's
+/// error, and with it into the request log.
+fn string_not_echoed<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        _ => Err(serde::de::Error::custom("password must be a string")),
+    }
 }
 
 /// An access token and who it is for.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     /// JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -36,6 +52,12 @@ pub struct LoginResponse {
     /// The logged-in user.
     pub user: UserResponse,
 }
+redacted_debug!(LoginResponse {
+    access_token: redacted,
+    token_type,
+    expires_in,
+    user
+});
 
 /// Log in with username and password.
 ///
@@ -182,4 +204,20 @@ pub async fn refresh_token(
 pub async fn logout(session: Session) -> HttpResponse {
     session.purge();
     HttpResponse::NoContent().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_that_is_not_a_string_is_refused_without_quoting_it() {
+        let err =
+            serde_json::from_str::<LoginRequest>(r#"{"username":"alice","password":24681357}"#)
+                .expect_err("not a string");
+        assert!(!err.to_string().contains("24681357"), "{err}");
+        let ok: LoginRequest =
+            serde_json::from_str(r#"{"username":"alice","password":"24681357"}"#).expect("string");
+        assert_eq!(ok.password, "24681357");
+    }
 }

@@ -12,10 +12,11 @@ use crate::auth::AuthUser;
 use crate::binding;
 use crate::error::{ApiError, ErrorBody, ErrorChain};
 use crate::state::AppState;
+use crate::telemetry::redacted_debug;
 use crate::wechat::Wechat;
 
 /// A bind link.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct BindUrlResponse {
     /// WeChat OAuth2 authorize URL; render it as a QR code for the user to scan in WeChat.
     #[schema(
@@ -25,6 +26,11 @@ pub struct BindUrlResponse {
     /// After this the link no longer works; ask for a new one.
     pub expires_at: DateTime<Utc>,
 }
+// The URL carries the state, which binds whoever opens it to the caller.
+redacted_debug!(BindUrlResponse {
+    url: redacted,
+    expires_at
+});
 
 /// A bind link for the caller: an OAuth2 authorize URL of WeChat to show as a QR code.
 ///
@@ -54,7 +60,7 @@ pub async fn get_bind_url(
 }
 
 /// What WeChat appends to the redirect URI.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     /// OAuth code; absent when the user refused.
@@ -62,6 +68,10 @@ pub struct CallbackQuery {
     /// The state from the bind link.
     pub state: Option<String>,
 }
+redacted_debug!(CallbackQuery {
+    code: redacted,
+    state: redacted
+});
 
 /// WeChat's OAuth2 redirect target (opened by the user's phone, not by the SPA).
 ///
@@ -120,7 +130,7 @@ pub async fn wechat_callback(
 }
 
 /// A scan-to-follow-and-bind QR code.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct BindQrcodeResponse {
     /// WeChat's ticket for the QR code.
     pub ticket: String,
@@ -129,6 +139,12 @@ pub struct BindQrcodeResponse {
     /// After this the QR code no longer binds; ask for a new one.
     pub expires_at: DateTime<Utc>,
 }
+// Whoever has the ticket can show the QR code, and whoever scans it is bound to the caller.
+redacted_debug!(BindQrcodeResponse {
+    ticket: redacted,
+    qrcode_url: redacted,
+    expires_at
+});
 
 /// A QR code that follows the official account and binds the scanner to the caller in one step.
 ///

@@ -11,6 +11,7 @@ use crate::db;
 use crate::error::{ApiError, ErrorBody};
 use crate::pushes;
 use crate::state::AppState;
+use crate::telemetry::redacted_debug;
 use crate::wechat::events::MAX_PUSH_BYTES;
 use crate::wechat::push::{PushParams, PushSecurity};
 use crate::wechat::{NotConfigured, Wechat};
@@ -21,7 +22,7 @@ fn push_security(wechat: &Wechat) -> Result<&PushSecurity, NotConfigured> {
 }
 
 /// The URL check's parameters.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UrlCheck {
     /// sha1 of the sorted token, timestamp and nonce.
@@ -33,6 +34,12 @@ pub struct UrlCheck {
     /// Echoed back on success.
     pub echostr: String,
 }
+redacted_debug!(UrlCheck {
+    signature: redacted,
+    timestamp,
+    nonce: redacted,
+    echostr: redacted
+});
 
 /// WeChat's server-URL check: answers `echostr` when the signature is right.
 #[utoipa::path(
@@ -58,7 +65,7 @@ pub async fn verify_wechat_url(
 }
 
 /// The parameters WeChat adds to a push.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PushQuery {
     /// sha1 of the sorted token, timestamp and nonce.
@@ -74,6 +81,14 @@ pub struct PushQuery {
     /// Safe mode: sha1 of the sorted token, timestamp, nonce and `Encrypt`.
     pub msg_signature: Option<String>,
 }
+redacted_debug!(PushQuery {
+    signature: redacted,
+    timestamp,
+    nonce: redacted,
+    openid: redacted,
+    encrypt_type,
+    msg_signature: redacted
+});
 
 /// A server push from WeChat (follow, unfollow, scan, template delivery report, …).
 ///

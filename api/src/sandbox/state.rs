@@ -68,13 +68,17 @@ struct Token {
 }
 
 /// A temporary QR code.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ticket {
-    /// The scene string it carries.
+    /// The scene string it carries (`bind_<state>` for a bind QR code).
     pub scene: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
 }
+crate::telemetry::redacted_debug!(Ticket {
+    scene: redacted,
+    expires_at
+});
 
 #[derive(Default)]
 struct Inner {
@@ -309,6 +313,13 @@ fn new_token(inner: &mut Inner, now: DateTime<Utc>) -> (String, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tickets_debug_hides_its_scene() {
+        let (_, t) = Sandbox::default().create_ticket("bind_SECRETSTATE", 600);
+        let debug = format!("{t:?}");
+        assert!(!debug.contains("SECRETSTATE"), "{debug}");
+    }
 
     #[test]
     fn codes_are_single_use() {

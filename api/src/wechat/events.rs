@@ -73,7 +73,7 @@ pub fn parse_fields(xml: &str) -> Result<BTreeMap<String, String>, XmlError> {
 }
 
 /// A push this service understands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Push {
     /// The sender's openid (`FromUserName`).
     pub from: String,
@@ -94,6 +94,18 @@ pub struct Push {
     /// All top-level fields, as received.
     pub fields: BTreeMap<String, String>,
 }
+// A scan's key is `bind_<state>`, a secret until the push has consumed it; `fields` holds it too.
+crate::telemetry::redacted_debug!(Push {
+    from,
+    to,
+    create_time,
+    msg_type,
+    event,
+    event_key: redacted,
+    msg_id,
+    status,
+    fields: redacted
+});
 
 impl Push {
     /// Validates the fields every push carries.
@@ -165,8 +177,8 @@ impl Push {
     }
 }
 
-/// What a push asks of the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a push asks of the service. `Debug` hides the scenes, which carry bind states.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PushKind {
     /// The user followed; with a scene when they followed by scanning a parametric QR code.
     Subscribe {
@@ -189,6 +201,29 @@ pub enum PushKind {
     },
     /// Anything else: recorded, not acted on.
     Other,
+}
+
+impl std::fmt::Debug for PushKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::telemetry::Redacted;
+        match self {
+            Self::Subscribe { scene } => f
+                .debug_struct("Subscribe")
+                .field("scene", &Redacted(scene))
+                .finish(),
+            Self::Unsubscribe => f.write_str("Unsubscribe"),
+            Self::Scan { scene } => f
+                .debug_struct("Scan")
+                .field("scene", &Redacted(scene))
+                .finish(),
+            Self::TemplateReport { msgid, delivery } => f
+                .debug_struct("TemplateReport")
+                .field("msgid", msgid)
+                .field("delivery", delivery)
+                .finish(),
+            Self::Other => f.write_str("Other"),
+        }
+    }
 }
 
 // The stored values are the domain's; how WeChat spells them is this module's business.

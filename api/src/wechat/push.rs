@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::PushConfig;
 use super::crypto::{self, CryptoError, MsgCrypt};
 use super::events::{self, Push};
+use crate::telemetry::redacted_debug;
 
 /// What verifying a push needs: the token and, in safe mode, the keys.
 pub struct PushSecurity {
@@ -15,7 +16,7 @@ pub struct PushSecurity {
 }
 
 /// The query parameters WeChat adds to a push.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct PushParams<'a> {
     /// sha1 of the sorted token, timestamp and nonce.
     pub signature: Option<&'a str>,
@@ -28,6 +29,13 @@ pub struct PushParams<'a> {
     /// Safe mode: sha1 of the sorted token, timestamp, nonce and `Encrypt`.
     pub msg_signature: Option<&'a str>,
 }
+redacted_debug!(PushParams<'a> {
+    signature: redacted,
+    timestamp,
+    nonce: redacted,
+    encrypt_type,
+    msg_signature: redacted
+});
 
 /// Why a push was refused.
 #[derive(Debug, thiserror::Error)]

@@ -22,14 +22,10 @@ pub struct AccessToken {
     expires_at: DateTime<Utc>,
 }
 
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("value", &"<redacted>")
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
+crate::telemetry::redacted_debug!(AccessToken {
+    value: redacted,
+    expires_at
+});
 
 impl AccessToken {
     /// The token, for the `access_token` query parameter only.
@@ -214,5 +210,21 @@ impl AccessTokenCache {
         .await
         .map_err(|e| TokenError::Store(DbError::Task(e)))?
         .map_err(TokenError::Store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_token() {
+        let token = AccessToken {
+            value: "SECRET-ACCESS-TOKEN".into(),
+            expires_at: Utc::now(),
+        };
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("expires_at"), "{debug}");
     }
 }

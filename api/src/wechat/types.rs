@@ -1,6 +1,8 @@
 //! WeChat's JSON request and response shapes, as documented.
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::redacted_debug;
+
 /// `sns/oauth2/access_token` success body.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OAuthAccessToken {
@@ -18,7 +20,7 @@ pub struct OAuthAccessToken {
 }
 
 /// `cgi-bin/stable_token` request body.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct StableTokenRequest<'a> {
     /// Always `client_credential`.
     pub grant_type: &'a str,
@@ -30,15 +32,25 @@ pub struct StableTokenRequest<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force_refresh: bool,
 }
+redacted_debug!(StableTokenRequest<'a> {
+    grant_type,
+    appid,
+    secret: redacted,
+    force_refresh
+});
 
 /// `cgi-bin/stable_token` / `cgi-bin/token` success body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
     /// Lifetime in seconds (7200).
     pub expires_in: i64,
 }
+redacted_debug!(TokenResponse {
+    access_token: redacted,
+    expires_in
+});
 
 /// `cgi-bin/message/template/send` request body.
 #[derive(Debug, Serialize)]
@@ -64,7 +76,7 @@ pub struct TemplateSendResponse {
 }
 
 /// `cgi-bin/qrcode/create` success body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct QrTicket {
     /// Exchanged for the image at showqrcode.
     pub ticket: String,
@@ -75,3 +87,9 @@ pub struct QrTicket {
     #[serde(default)]
     pub url: Option<String>,
 }
+// The ticket shows the QR code and the URL is its content: either binds a scanner.
+redacted_debug!(QrTicket {
+    ticket: redacted,
+    expire_seconds,
+    url: redacted
+});
