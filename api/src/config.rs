@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-pub use crate::wechat::{PushConfig, WechatConfig};
+pub use crate::wechat::{PushConfig, PushMode, WechatConfig};
 
 /// The whole validated configuration of one wxbind process, in sections.
 #[derive(Clone, Debug)]
@@ -230,6 +230,7 @@ impl WechatConfig {
                     token: SecretString::from(crate::domain::random_alphanumeric(32)),
                     aes_key: None,
                     aes_key_previous: None,
+                    compat: false,
                 })
             }),
         }
@@ -520,7 +521,7 @@ fn wechat_section<F: Fn(&str) -> Option<String>>(
     })
 }
 
-/// `WECHAT_TOKEN` and the EncodingAESKeys of safe mode.
+/// `WECHAT_TOKEN`, the EncodingAESKeys of safe mode and `WECHAT_PUSH_MODE`.
 fn push_settings<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Option<PushConfig> {
     let token = p.string("WECHAT_TOKEN");
     if token.as_ref().is_some_and(|t| {
@@ -559,11 +560,51 @@ fn push_settings<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Option
             "is required when WECHAT_ENCODING_AES_KEY is set",
         );
     }
+    let compat = push_mode(p, aes_key.is_some());
     token.map(|token| PushConfig {
         token: token.into(),
         aes_key: aes_key.map(SecretString::from),
         aes_key_previous: aes_key_previous.map(SecretString::from),
+        compat,
     })
+}
+
+/// `WECHAT_PUSH_MODE`: whether plaintext pushes are still accepted next to safe-mode ones.
+/// A mode that contradicts the key is refused rather than guessed at: `safe` or `compat`
+/// without a key would silently run in plaintext, and `plaintext` with a key would be a
+/// downgrade nobody asked for in so many words.
+fn push_mode<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>, has_key: bool) -> bool {
+    let Some(raw) = p.string("WECHAT_PUSH_MODE") else {
+        return false;
+    };
+    match (raw.to_ascii_lowercase().as_str(), has_key) {
+        ("safe", true) => false,
+        ("compat", true) => true,
+        ("plaintext", false) => false,
+        ("safe" | "compat", false) => {
+            p.fail(
+                "WECHAT_PUSH_MODE",
+                &format!(
+                    "is {raw} but WECHAT_ENCODING_AES_KEY is unset: safe and compat mode need the EncodingAESKey WeChat shows (without one, pushes are plaintext)"
+                ),
+            );
+            false
+        }
+        ("plaintext", true) => {
+            p.fail(
+                "WECHAT_PUSH_MODE",
+                "is plaintext but WECHAT_ENCODING_AES_KEY is set: with a key use safe (the default) or, while switching, compat; unset the key for plaintext mode",
+            );
+            false
+        }
+        _ => {
+            p.fail(
+                "WECHAT_PUSH_MODE",
+                &format!("must be safe or compat (or plaintext without a key), got {raw:?}"),
+            );
+            false
+        }
+    }
 }
 
 fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> DeliveryConfig {
@@ -752,6 +793,58 @@ mod tests {
             ok.wechat
                 .and_then(|w| w.push)
                 .is_some_and(|p| p.aes_key.is_some())
+        );
+    }
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn push_mode_of(vars: &[(&str, &str)]) -> Result<PushMode, ConfigError> {
+        let mut all = vec![("WECHAT_TOKEN", "pamtest")];
+        all.extend_from_slice(vars);
+        let c = config(&all)?;
+        Ok(c.wechat
+            .and_then(|w| w.push)
+            .map(|p| p.mode())
+            .expect("push settings"))
+    }
+
+    #[test]
+    fn push_mode_is_safe_when_a_key_is_set_and_compat_only_when_asked() {
+        let key = ("WECHAT_ENCODING_AES_KEY", KEY);
+        assert_eq!(push_mode_of(&[]).expect("valid"), PushMode::Plaintext);
+        assert_eq!(push_mode_of(&[key]).expect("valid"), PushMode::Safe);
+        let safe = ("WECHAT_PUSH_MODE", "safe");
+        assert_eq!(push_mode_of(&[key, safe]).expect("valid"), PushMode::Safe);
+        let compat = ("WECHAT_PUSH_MODE", "compat");
+        assert_eq!(
+            push_mode_of(&[key, compat]).expect("valid"),
+            PushMode::Compat
+        );
+        let plaintext = ("WECHAT_PUSH_MODE", "plaintext");
+        assert_eq!(
+            push_mode_of(&[plaintext]).expect("valid"),
+            PushMode::Plaintext
+        );
+    }
+
+    #[test]
+    fn push_mode_is_refused_when_it_contradicts_the_key() {
+        for (mode, key) in [
+            ("safe", None),
+            ("compat", None),
+            ("plaintext", Some(KEY)),
+            ("aes", Some(KEY)),
+        ] {
+            let mut vars = vec![("WECHAT_PUSH_MODE", mode)];
+            vars.extend(key.map(|k| ("WECHAT_ENCODING_AES_KEY", k)));
+            let err = push_mode_of(&vars).expect_err(mode);
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert!(err.0[0].starts_with("WECHAT_PUSH_MODE "), "{err}");
+        }
+        let err = push_mode_of(&[("WECHAT_PUSH_MODE", "compat")]).expect_err("no key");
+        assert!(
+            err.0[0].contains("WECHAT_ENCODING_AES_KEY is unset"),
+            "{err}"
         );
     }
 

@@ -57,8 +57,12 @@ pub enum ApiError {
     /// OAuth `state` missing, unknown, expired or already used.
     #[error("the bind link is invalid, expired or already used; request a new one")]
     InvalidState,
-    /// A WeChat push or URL check whose signature does not verify.
-    #[error("signature does not verify")]
+    /// A WeChat push or URL check that is not authentic: its signature does not verify, it is
+    /// plaintext where safe mode is required, its timestamp is out of the window, or its
+    /// signed timestamp and nonce came before with another body.
+    #[error(
+        "signature does not verify, or the push is plaintext where safe mode is required, stale or replayed"
+    )]
     InvalidSignature,
     /// The user refused authorization in WeChat (no `code`).
     #[error("the WeChat user did not authorize the binding")]
@@ -188,7 +192,7 @@ error_codes! {
     SessionExpired => "session_expired", UNAUTHORIZED,
         "No valid refresh session: expired, logged out, or no cookie.";
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
-        "A WeChat push or URL check whose signature does not verify.";
+        "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
         "Authenticated but not allowed: only admins message other users, choose the template or link outside `WXBIND_URL_HOSTS`; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
@@ -362,8 +366,21 @@ impl From<crate::wechat::push::PushError> for ApiError {
     fn from(e: crate::wechat::push::PushError) -> Self {
         use crate::wechat::push::PushError;
         match e {
-            PushError::BadSignature => Self::InvalidSignature,
+            PushError::BadSignature | PushError::PlaintextRefused | PushError::OutsideWindow(_) => {
+                Self::InvalidSignature
+            }
             PushError::Malformed(why) => Self::InvalidRequest(why),
+        }
+    }
+}
+
+impl From<crate::pushes::AcceptError> for ApiError {
+    fn from(e: crate::pushes::AcceptError) -> Self {
+        use crate::pushes::AcceptError;
+        match e {
+            AcceptError::Replayed => Self::InvalidSignature,
+            AcceptError::Apply(e) => e.into(),
+            AcceptError::Db(e) => e.into(),
         }
     }
 }

@@ -16,6 +16,10 @@ const EVERY: Duration = Duration::from_secs(600);
 const EXPIRED_GRACE: TimeDelta = TimeDelta::days(1);
 /// How long server-push records are kept (WeChat retries within minutes; the rest is audit).
 const PUSH_RETENTION: TimeDelta = TimeDelta::days(30);
+/// How far behind the clock a push nonce's signed timestamp must be before it is purged: past
+/// the window no push with it gets in, and a second window covers instances whose clocks run
+/// behind this one's (they still accept what this one already refuses).
+const NONCE_RETENTION_SECS: i64 = 2 * crate::wechat::push::PUSH_WINDOW_SECS;
 
 /// Runs the purges every ten minutes until `stop` turns true or its sender is dropped.
 pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
@@ -44,10 +48,14 @@ pub async fn purge(pool: &PgPool) {
     let pushes = db::run(pool, move |conn| {
         db::events::purge_received_before(conn, now - PUSH_RETENTION)
     });
+    let nonces = db::run(pool, move |conn| {
+        db::push_nonces::purge_signed_before(conn, now.timestamp() - NONCE_RETENTION_SECS)
+    });
     for (what, purged) in [
         ("bind states", states.await),
         ("sessions", sessions.await),
         ("push records", pushes.await),
+        ("push nonces", nonces.await),
     ] {
         match purged {
             Ok(0) => {}

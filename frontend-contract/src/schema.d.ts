@@ -275,13 +275,21 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** WeChat's server-URL check: answers `echostr` when the signature is right. */
+        /**
+         * WeChat's server-URL check: answers `echostr` when the signature is right.
+         * @description The timestamp must be within 300 seconds of this server's clock (WeChat sends its current
+         *     time). The check's signature is the same as a plaintext push's, so its timestamp and nonce
+         *     are claimed like a push's: the check's URL cannot be reused to post a push.
+         */
         get: operations["verify_wechat_url"];
         put?: never;
         /**
          * A server push from WeChat (follow, unfollow, scan, template delivery report, …).
          * @description Answers `success`, or a passive reply (XML, encrypted in safe mode) to a scan that binds.
          *     The same push delivered again (WeChat retries 3 times) is recognised and not applied twice.
+         *     With `WECHAT_ENCODING_AES_KEY` set only safe-mode pushes are accepted (plaintext too with
+         *     `WECHAT_PUSH_MODE=compat`); a push more than 300 seconds from this server's clock, or whose
+         *     timestamp and nonce came before with another body, is refused with nothing recorded.
          */
         post: operations["receive_wechat_event"];
         delete?: never;
@@ -1110,7 +1118,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description `invalid_signature` */
+            /** @description `invalid_signature`: the signature does not verify, the timestamp is more than 300 s from this server's clock, or the timestamp and nonce were used by a push */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1175,7 +1183,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `invalid_signature` */
+            /** @description `invalid_signature`: the signature (or `msg_signature`) does not verify, a plaintext push where safe mode is required, a timestamp more than 300 s from this server's clock, or a timestamp and nonce used before with another body */
             401: {
                 headers: {
                     [name: string]: unknown;

@@ -184,27 +184,31 @@ test("ops", async () => {
 });
 
 test("wechat server push", async () => {
-  const ts = "1700000000";
-  const nonce = "42";
-  const sig = sign(PUSH_TOKEN, ts, nonce);
-  const check = await call("GET", `/api/wechat/events?signature=${sig}&timestamp=${ts}&nonce=${nonce}&echostr=hello`);
+  // Signed with the current time: the server refuses timestamps more than 300 s off, and each
+  // (timestamp, nonce) pair may carry one body only, so every call gets a nonce of its own.
+  const ts = String(Math.floor(Date.now() / 1000));
+  let n = 0;
+  const signed = () => {
+    const nonce = `${process.pid}${++n}`;
+    return `signature=${sign(PUSH_TOKEN, ts, nonce)}&timestamp=${ts}&nonce=${nonce}`;
+  };
+  const check = await call("GET", `/api/wechat/events?${signed()}&echostr=hello`);
   assert.equal(check.body, "hello");
-  const bad = await call("GET", `/api/wechat/events?signature=00&timestamp=${ts}&nonce=${nonce}&echostr=hello`);
+  const bad = await call("GET", `/api/wechat/events?signature=00&timestamp=${ts}&nonce=1&echostr=hello`);
   assert.equal(bad.status, 401);
 
   const xml =
     "<xml><ToUserName><![CDATA[gh_x]]></ToUserName><FromUserName><![CDATA[o_contract]]></FromUserName>" +
-    "<CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
-  const q = `signature=${sig}&timestamp=${ts}&nonce=${nonce}`;
-  const pushed = await call("POST", `/api/wechat/events?${q}`, { body: xml });
+    `<CreateTime>${ts}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>`;
+  const pushed = await call("POST", `/api/wechat/events?${signed()}`, { body: xml });
   assert.equal(pushed.body, "success");
-  assert.equal((await call("POST", `/api/wechat/events?${q}`, { body: "<xml><oops>" })).status, 400);
+  assert.equal((await call("POST", `/api/wechat/events?${signed()}`, { body: "<xml><oops>" })).status, 400);
   assert.equal(
-    (await call("POST", `/api/wechat/events?signature=00&timestamp=${ts}&nonce=${nonce}`, { body: xml })).status,
+    (await call("POST", `/api/wechat/events?signature=00&timestamp=${ts}&nonce=2`, { body: xml })).status,
     401,
   );
   const huge = `<xml><Content>${"x".repeat(100 * 1024)}</Content></xml>`;
-  assert.equal((await call("POST", `/api/wechat/events?${q}`, { body: huge })).status, 413);
+  assert.equal((await call("POST", `/api/wechat/events?${signed()}`, { body: huge })).status, 413);
 });
 
 test("every documented response was exercised (or is listed as unreachable)", { concurrency: false }, () => {

@@ -4,12 +4,16 @@ use serde_json::Value;
 use wxbind::db::schema::{users, wechat_events, wechat_followers};
 use wxbind::wechat::crypto::{MsgCrypt, signature};
 use wxbind_tests::{
-    SendReply, TEST_AES_KEY, TEST_APP_ID, TEST_PUSH_TOKEN, TestApp, assert_error, push_xml,
-    spawn_app, spawn_app_with,
+    SendReply, TEST_AES_KEY, TEST_APP_ID, TEST_PUSH_TOKEN, TestApp, TestDb, assert_error,
+    fresh_nonce, now, plain_push_query, push_xml, spawn_app, spawn_app_with,
 };
 
 fn events_recorded(app: &TestApp) -> i64 {
     app.query(|c| wechat_events::table.count().get_result(c))
+}
+
+fn nonces_recorded(app: &TestApp) -> i64 {
+    app.query(|c| wxbind::db::schema::push_nonces::table.count().get_result(c))
 }
 
 fn follower(app: &TestApp, openid: &str) -> Option<bool> {
@@ -25,18 +29,19 @@ fn follower(app: &TestApp, openid: &str) -> Option<bool> {
 #[actix_web::test]
 async fn url_check_echoes_echostr_only_when_signed() {
     let app = spawn_app().await;
-    let sig = signature(&[TEST_PUSH_TOKEN, "1409304348", "xxxxxx"]);
+    let ts = now();
+    let sig = signature(&[TEST_PUSH_TOKEN, &ts.to_string(), "xxxxxx"]);
 
     let ok = app
         .get(&format!(
-            "/api/wechat/events?signature={sig}&timestamp=1409304348&nonce=xxxxxx&echostr=4963171262618234962"
+            "/api/wechat/events?signature={sig}&timestamp={ts}&nonce=xxxxxx&echostr=4963171262618234962"
         ))
         .await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.expect("body"), "4963171262618234962");
 
     let bad = app
-        .get("/api/wechat/events?signature=0000&timestamp=1409304348&nonce=xxxxxx&echostr=4963171262618234962")
+        .get(&format!("/api/wechat/events?signature=0000&timestamp={ts}&nonce=xxxxxx&echostr=4963171262618234962"))
         .await;
     let status = bad.status();
     let body = bad.text().await.expect("body");
@@ -154,9 +159,11 @@ async fn a_send_refused_with_43004_marks_the_user_as_not_following() {
 
 #[actix_web::test]
 async fn bad_pushes_are_refused_and_change_nothing() {
+    // Compatible mode, so the plaintext cases below reach the checks they are about.
     let app = spawn_app_with(|c| {
         if let Some(p) = wxbind_tests::push_config(c) {
             p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
+            p.compat = true;
         }
     })
     .await;
@@ -188,11 +195,12 @@ async fn bad_pushes_are_refused_and_change_nothing() {
     let i = bytes.len() / 2;
     bytes[i] = if bytes[i] == 'A' { 'B' } else { 'A' };
     let tampered: String = bytes.into_iter().collect();
-    let msg_signature = signature(&[TEST_PUSH_TOKEN, "1", "2", &tampered]);
+    let ts = now();
+    let msg_signature = signature(&[TEST_PUSH_TOKEN, &ts.to_string(), "2", &tampered]);
     let resp = app
         .http
         .post(app.url(&format!(
-            "/api/wechat/events?timestamp=1&nonce=2&encrypt_type=aes&msg_signature={msg_signature}"
+            "/api/wechat/events?timestamp={ts}&nonce=2&encrypt_type=aes&msg_signature={msg_signature}"
         )))
         .body(format!(
             "<xml><Encrypt><![CDATA[{tampered}]]></Encrypt></xml>"
@@ -411,4 +419,346 @@ async fn safe_mode_replies_are_encrypted_and_signed() {
     );
     let inner = crypt.decrypt(sealed).expect("decrypts with our key");
     assert!(reply_content(&inner).contains("alice"));
+}
+
+/// An app with the test EncodingAESKey: safe mode, or compatible mode with `compat`.
+async fn spawn_aes_app(compat: bool) -> TestApp {
+    spawn_app_with(|c| {
+        if let Some(p) = wxbind_tests::push_config(c) {
+            p.aes_key = Some(secrecy::SecretString::from(TEST_AES_KEY.to_owned()));
+            p.compat = compat;
+        }
+    })
+    .await
+}
+
+/// The users an openid is bound to (0 or 1).
+fn bound_to(app: &TestApp, openid: &str) -> i64 {
+    let openid = openid.to_owned();
+    app.query(move |c| {
+        users::table
+            .filter(users::openid.eq(openid))
+            .count()
+            .get_result(c)
+    })
+}
+
+/// The attack this boundary is about: a SCAN from the victim's openid whose scene is a state
+/// of the attacker's own bind link. Accepted, it binds the victim's WeChat to the attacker.
+async fn forged_scan(app: &TestApp, attacker: &wxbind_tests::TestUser, victim: &str) -> String {
+    let (_, state) = app.bind_url(attacker).await;
+    push_xml(
+        victim,
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[bind_{state}]]></EventKey><Ticket><![CDATA[T]]></Ticket>"),
+    )
+}
+
+#[actix_web::test]
+async fn plaintext_push_is_refused_when_an_aes_key_is_set() {
+    let app = spawn_aes_app(false).await;
+    let mallory = app.user("mallory").await;
+    let scan = forged_scan(&app, &mallory, "openid-victim").await;
+
+    // Correctly signed: a plaintext signature covers the token, timestamp and nonce only.
+    assert_error(app.push_plain(&scan).await, 401, "invalid_signature").await;
+    // Nor a safe-mode URL missing `encrypt_type` or `msg_signature`, or with a wrong one.
+    let crypt = MsgCrypt::new(TEST_AES_KEY, None, TEST_APP_ID).expect("crypt");
+    let ts = now().to_string();
+    let sealed = crypt.encrypt(&scan);
+    let body = format!("<xml><Encrypt><![CDATA[{sealed}]]></Encrypt></xml>");
+    let msg_signature = signature(&[TEST_PUSH_TOKEN, &ts, "3", &sealed]);
+    let plain_signature = signature(&[TEST_PUSH_TOKEN, &ts, "3"]);
+    for query in [
+        format!("signature={plain_signature}&timestamp={ts}&nonce=3&msg_signature={msg_signature}"),
+        format!("signature={plain_signature}&timestamp={ts}&nonce=3&encrypt_type=aes"),
+        format!(
+            "signature={plain_signature}&timestamp={ts}&nonce=3&encrypt_type=aes&msg_signature={plain_signature}"
+        ),
+    ] {
+        assert_error(app.post_push(&query, &body).await, 401, "invalid_signature").await;
+    }
+
+    assert_eq!(events_recorded(&app), 0, "nothing recorded");
+    assert_eq!(nonces_recorded(&app), 0, "no nonce claimed");
+    assert_eq!(
+        bound_to(&app, "openid-victim"),
+        0,
+        "the victim is not bound"
+    );
+    assert_eq!(app.me(&mallory.token).await["wechat_bound"], false);
+    // What WeChat sends in safe mode (the victim really scanning) is still accepted.
+    let resp = app.push_encrypted(&crypt, &scan).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(bound_to(&app, "openid-victim"), 1);
+}
+
+#[actix_web::test]
+async fn plaintext_push_is_accepted_when_the_push_mode_is_compat() {
+    let app = spawn_aes_app(true).await;
+    let crypt = MsgCrypt::new(TEST_AES_KEY, None, TEST_APP_ID).expect("crypt");
+
+    let resp = app
+        .push_plain(&push_xml("openid-alice", 1_700_000_100, "subscribe", ""))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "success");
+    assert_eq!(follower(&app, "openid-alice"), Some(true));
+
+    let resp = app
+        .push_encrypted(
+            &crypt,
+            &push_xml("openid-bob", 1_700_000_100, "subscribe", ""),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(follower(&app, "openid-bob"), Some(true));
+}
+
+#[actix_web::test]
+async fn push_is_refused_when_its_timestamp_is_more_than_300_seconds_off() {
+    let app = spawn_app().await;
+    let xml = push_xml("openid-alice", 1_700_000_100, "subscribe", "");
+
+    // 301 s old, and 302 s ahead (one more: the server reads its clock after ours).
+    for offset in [-301, 302] {
+        let query = plain_push_query(now() + offset, &fresh_nonce());
+        assert_error(app.post_push(&query, &xml).await, 401, "invalid_signature").await;
+    }
+    assert_eq!(events_recorded(&app), 0, "nothing recorded");
+    assert_eq!(nonces_recorded(&app), 0, "no nonce claimed");
+    assert_eq!(follower(&app, "openid-alice"), None, "nothing applied");
+
+    // 299 s old is inside the window (a second to spare for the request's own time).
+    let resp = app
+        .post_push(&plain_push_query(now() - 299, &fresh_nonce()), &xml)
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(events_recorded(&app), 1);
+    assert_eq!(follower(&app, "openid-alice"), Some(true));
+}
+
+#[actix_web::test]
+async fn url_check_is_refused_when_its_timestamp_is_more_than_300_seconds_old() {
+    let app = spawn_app().await;
+    let check = |ts: i64| {
+        let sig = signature(&[TEST_PUSH_TOKEN, &ts.to_string(), "n1"]);
+        format!("/api/wechat/events?signature={sig}&timestamp={ts}&nonce=n1&echostr=e1")
+    };
+
+    assert_error(app.get(&check(now() - 301)).await, 401, "invalid_signature").await;
+    assert_eq!(app.get(&check(now() - 299)).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn forged_scan_is_refused_when_a_signed_url_is_replayed_with_another_body() {
+    let app = spawn_app().await;
+    let mallory = app.user("mallory").await;
+    // The victim follows; the push's signed URL is seen (a log, a proxy, a referrer).
+    let seen = plain_push_query(now(), &fresh_nonce());
+    let genuine = push_xml("openid-victim", 1_700_000_050, "subscribe", "");
+    assert_eq!(app.post_push(&seen, &genuine).await.status(), 200);
+
+    let forged = forged_scan(&app, &mallory, "openid-victim").await;
+    assert_error(
+        app.post_push(&seen, &forged).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+
+    assert_eq!(
+        events_recorded(&app),
+        1,
+        "only the genuine push is recorded"
+    );
+    assert_eq!(nonces_recorded(&app), 1, "under its one nonce");
+    assert_eq!(
+        bound_to(&app, "openid-victim"),
+        0,
+        "the victim is not bound"
+    );
+    assert_eq!(app.me(&mallory.token).await["wechat_bound"], false);
+    // The same XML under a signature of its own would bind: the replay check is what held.
+    let resp = app.push_plain(&forged).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.me(&mallory.token).await["wechat_bound"], true);
+}
+
+#[actix_web::test]
+async fn push_gets_the_same_reply_when_retried_with_the_same_url_and_body() {
+    let app = spawn_app().await;
+    let user = app.user("alice").await;
+    let scene = bind_qrcode_scene(&app, &user.token).await;
+    let scan = push_xml(
+        "openid-scanner",
+        1_700_000_100,
+        "SCAN",
+        &format!("<EventKey><![CDATA[{scene}]]></EventKey>"),
+    );
+    let query = plain_push_query(now(), &fresh_nonce());
+
+    let first = app.post_push(&query, &scan).await;
+    assert_eq!(first.status(), 200);
+    let first = first.text().await.expect("body");
+    let retry = app.post_push(&query, &scan).await;
+    assert_eq!(retry.status(), 200);
+    let retry = retry.text().await.expect("body");
+
+    // The same reply; only its CreateTime is the time of answering.
+    let fields = |xml: &str| {
+        let mut f = wxbind::wechat::events::parse_fields(xml).expect("reply XML");
+        f.remove("CreateTime");
+        f
+    };
+    assert_eq!(fields(&retry), fields(&first));
+    assert!(reply_content(&first).contains("alice"), "{first}");
+    assert_eq!(events_recorded(&app), 1, "applied once");
+    assert_eq!(bound_to(&app, "openid-scanner"), 1);
+
+    // A push answered `success` is answered `success` again.
+    let subscribe = push_xml("openid-scanner", 1_700_000_200, "subscribe", "");
+    let query = plain_push_query(now(), &fresh_nonce());
+    for _ in 0..2 {
+        let resp = app.post_push(&query, &subscribe).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "success");
+    }
+    assert_eq!(events_recorded(&app), 2);
+}
+
+#[actix_web::test]
+async fn push_is_refused_when_it_reuses_a_url_checks_signature() {
+    let app = spawn_app().await;
+    let (ts, nonce) = (now(), fresh_nonce());
+    let sig = signature(&[TEST_PUSH_TOKEN, &ts.to_string(), &nonce]);
+    let check =
+        format!("/api/wechat/events?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=e1");
+    assert_eq!(app.get(&check).await.status(), 200);
+    assert_eq!(
+        app.get(&check).await.status(),
+        200,
+        "WeChat may check twice"
+    );
+
+    // The URL check's signature is exactly a plaintext push's.
+    let xml = push_xml("openid-alice", 1_700_000_100, "subscribe", "");
+    let query = plain_push_query(ts, &nonce);
+    assert_error(app.post_push(&query, &xml).await, 401, "invalid_signature").await;
+    assert_eq!(events_recorded(&app), 0, "nothing recorded");
+    assert_eq!(nonces_recorded(&app), 1, "the URL check's only");
+
+    // And a push's URL does not answer a URL check.
+    let (ts, nonce) = (now(), fresh_nonce());
+    assert_eq!(
+        app.post_push(&plain_push_query(ts, &nonce), &xml)
+            .await
+            .status(),
+        200
+    );
+    let sig = signature(&[TEST_PUSH_TOKEN, &ts.to_string(), &nonce]);
+    assert_error(
+        app.get(&format!(
+            "/api/wechat/events?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=e1"
+        ))
+        .await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn push_retry_is_applied_when_the_first_delivery_failed() {
+    let app = spawn_app().await;
+    // Make applying a follow fail, as a database error would.
+    app.query(|c| {
+        diesel::sql_query(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$",
+        )
+        .execute(c)?;
+        diesel::sql_query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON wechat_followers \
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .execute(c)
+    });
+    let xml = push_xml("openid-alice", 1_700_000_100, "subscribe", "");
+    let query = plain_push_query(now(), &fresh_nonce());
+    assert_error(app.post_push(&query, &xml).await, 500, "internal").await;
+    assert_eq!(events_recorded(&app), 0, "rolled back");
+    assert_eq!(nonces_recorded(&app), 0, "the nonce with it");
+
+    app.query(|c| diesel::sql_query("DROP TRIGGER refuse ON wechat_followers").execute(c));
+    // WeChat's retry of the failed delivery goes through.
+    assert_eq!(app.post_push(&query, &xml).await.status(), 200);
+    assert_eq!(follower(&app, "openid-alice"), Some(true));
+}
+
+#[test]
+fn nonce_claim_waits_for_a_concurrent_claim_when_two_instances_race() {
+    use diesel::result::Error::RollbackTransaction;
+    use std::sync::mpsc;
+    use wxbind::db::push_nonces::{Claim, claim};
+
+    let db = TestDb::create();
+    for commit in [true, false] {
+        let nonce = fresh_nonce();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let mut first_conn = db.conn();
+        let first_nonce = nonce.clone();
+        let first = std::thread::spawn(move || {
+            first_conn.transaction(|c| {
+                assert_eq!(claim(c, 1_700_000_000, &first_nonce, "aa")?, Claim::New);
+                held_tx.send(()).expect("signal");
+                end_rx.recv().expect("end");
+                if commit {
+                    Ok(())
+                } else {
+                    Err(RollbackTransaction)
+                }
+            })
+        });
+        held_rx.recv().expect("first claimed");
+        let mut second_conn = db.conn();
+        let second =
+            std::thread::spawn(move || claim(&mut second_conn, 1_700_000_000, &nonce, "bb"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !second.is_finished(),
+            "the second claim waits for the first"
+        );
+        end_tx.send(()).expect("end");
+        let _ = first.join().expect("first thread");
+        let got = second.join().expect("second thread").expect("claim");
+        // Committed: the other body is a replay. Rolled back: the pair is free.
+        let expected = if commit { Claim::OtherBody } else { Claim::New };
+        assert_eq!(got, expected, "commit={commit}");
+    }
+}
+
+#[actix_web::test]
+async fn housekeeping_purges_push_nonces_when_their_timestamp_is_out_of_the_window() {
+    use wxbind::db::push_nonces::{Claim, claim};
+    use wxbind::db::schema::push_nonces;
+
+    let db = TestDb::create();
+    let mut conn = db.conn();
+    // Kept for two windows: one for the rule, one for instances with slower clocks.
+    for ts in [now() - 700, now() - 500, now()] {
+        assert_eq!(claim(&mut conn, ts, "n", "aa").expect("claim"), Claim::New);
+    }
+
+    wxbind::housekeeping::purge(&wxbind::db::build_pool(&db.url, 2)).await;
+
+    let mut left: Vec<i64> = push_nonces::table
+        .select(push_nonces::timestamp)
+        .load(&mut conn)
+        .expect("query");
+    left.sort_unstable();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0] >= now() - 600, "{left:?}");
 }

@@ -92,6 +92,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
                 token: SecretString::from(TEST_PUSH_TOKEN.to_owned()),
                 aes_key: None,
                 aes_key_previous: None,
+                compat: false,
             }),
         }),
         delivery: DeliveryConfig {
@@ -371,16 +372,20 @@ impl TestApp {
         }
     }
 
-    /// POSTs a plaintext server push, signed with the test token, and returns the response.
+    /// POSTs a plaintext server push, signed with the test token now and a fresh nonce, as
+    /// WeChat sends each new push, and returns the response.
     pub async fn push_plain(&self, xml: &str) -> reqwest::Response {
-        let (timestamp, nonce) = ("1700000000", "123456789");
-        let signature = wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, timestamp, nonce]);
+        self.post_push(&plain_push_query(now(), &fresh_nonce()), xml)
+            .await
+    }
+
+    /// POSTs `body` to `/api/wechat/events?{query}` (a query from [`plain_push_query`], to
+    /// replay or age one).
+    pub async fn post_push(&self, query: &str, body: &str) -> reqwest::Response {
         self.http
-            .post(self.url(&format!(
-                "/api/wechat/events?signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=x"
-            )))
+            .post(self.url(&format!("/api/wechat/events?{query}")))
             .header("content-type", "text/xml")
-            .body(xml.to_owned())
+            .body(body.to_owned())
             .send()
             .await
             .expect("request")
@@ -392,7 +397,8 @@ impl TestApp {
         crypt: &wxbind::wechat::crypto::MsgCrypt,
         xml: &str,
     ) -> reqwest::Response {
-        let (timestamp, nonce) = ("1700000000", "987654321");
+        let (timestamp, nonce) = (now().to_string(), fresh_nonce());
+        let (timestamp, nonce) = (timestamp.as_str(), nonce.as_str());
         let sealed = crypt.encrypt(xml);
         let msg_signature =
             wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, timestamp, nonce, &sealed]);
@@ -416,6 +422,24 @@ impl TestApp {
     pub fn query<T>(&self, f: impl FnOnce(&mut PgConnection) -> QueryResult<T>) -> T {
         f(&mut self.db.conn()).expect("query")
     }
+}
+
+/// This machine's clock, in seconds since the epoch (what the app checks push timestamps
+/// against).
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A nonce no other push in the test has, like WeChat's (digits).
+pub fn fresh_nonce() -> String {
+    (uuid::Uuid::new_v4().as_u128() % 10_000_000_000).to_string()
+}
+
+/// The query WeChat adds to a plaintext push signed with the test token at `timestamp`.
+pub fn plain_push_query(timestamp: i64, nonce: &str) -> String {
+    let timestamp = timestamp.to_string();
+    let signature = wxbind::wechat::crypto::signature(&[TEST_PUSH_TOKEN, &timestamp, nonce]);
+    format!("signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=x")
 }
 
 /// A push in WeChat's documented shape. `extra` is appended inside `<xml>`.

@@ -5,6 +5,7 @@ pub mod deployment;
 pub mod events;
 pub mod followers;
 pub mod messages;
+pub mod push_nonces;
 pub mod schema;
 pub mod sessions;
 pub mod tokens;

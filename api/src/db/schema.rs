@@ -41,6 +41,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    push_nonces (timestamp, nonce) {
+        timestamp -> Int8,
+        nonce -> Text,
+        body_sha256 -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     sessions (key_hash) {
         key_hash -> Text,
         state -> Jsonb,
@@ -102,6 +111,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     bind_states,
     deployment,
     messages,
+    push_nonces,
     sessions,
     users,
     wechat_events,

@@ -1,6 +1,8 @@
 //! `/api/wechat/events`: WeChat's server push. The GET is the URL check; the POST carries
-//! events (plaintext, compatible or safe mode). Each push is opened by `wechat::push`, then
-//! recorded and applied by `pushes` in one transaction, so a retried push changes nothing twice.
+//! events (plaintext, compatible or safe mode). Each push is opened by `wechat::push` (mode,
+//! signature, timestamp window), then its signed `(timestamp, nonce)` is claimed and the push
+//! recorded and applied by `pushes` in one transaction, so a retried push changes nothing twice
+//! and a signed URL cannot carry a second, forged body.
 use actix_web::{HttpResponse, get, post, web};
 use diesel::Connection;
 use futures_util::StreamExt;
@@ -13,7 +15,7 @@ use crate::pushes;
 use crate::state::AppState;
 use crate::telemetry::redacted_debug;
 use crate::wechat::events::MAX_PUSH_BYTES;
-use crate::wechat::push::{PushParams, PushSecurity};
+use crate::wechat::push::{PushError, PushParams, PushSecurity};
 use crate::wechat::{NotConfigured, Wechat};
 
 /// This server's push security, or `wechat_not_configured` (no credentials or no token).
@@ -42,23 +44,35 @@ redacted_debug!(UrlCheck {
 });
 
 /// WeChat's server-URL check: answers `echostr` when the signature is right.
+///
+/// The timestamp must be within 300 seconds of this server's clock (WeChat sends its current
+/// time). The check's signature is the same as a plaintext push's, so its timestamp and nonce
+/// are claimed like a push's: the check's URL cannot be reused to post a push.
 #[utoipa::path(
     tag = "wechat",
     params(UrlCheck),
     responses(
         (status = 200, description = "`echostr`, verbatim", content_type = "text/plain", body = String),
-        (status = 401, description = "`invalid_signature`", body = ErrorBody),
+        (status = 401, description = "`invalid_signature`: the signature does not verify, the timestamp is more than 300 s from this server's clock, or the timestamp and nonce were used by a push", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured`: WECHAT_TOKEN is unset", body = ErrorBody),
     )
 )]
 #[get("/wechat/events")]
+#[tracing::instrument(skip_all)]
 pub async fn verify_wechat_url(
+    state: web::Data<AppState>,
     wechat: web::Data<Wechat>,
     query: web::Query<UrlCheck>,
 ) -> Result<HttpResponse, ApiError> {
-    if !push_security(&wechat)?.verify_url(&query.signature, &query.timestamp, &query.nonce) {
-        return Err(ApiError::InvalidSignature);
-    }
+    let security = push_security(&wechat)?;
+    let now = chrono::Utc::now().timestamp();
+    let timestamp = security
+        .verify_url(&query.signature, &query.timestamp, &query.nonce, now)
+        .inspect_err(log_refused)?;
+    let signed = pushes::Signed::url_check(timestamp, &query.nonce, &query.echostr);
+    db::run_with(&state.pool, move |conn| pushes::claim(conn, &signed))
+        .await
+        .inspect_err(log_replayed)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(query.into_inner().echostr))
@@ -94,6 +108,9 @@ redacted_debug!(PushQuery {
 ///
 /// Answers `success`, or a passive reply (XML, encrypted in safe mode) to a scan that binds.
 /// The same push delivered again (WeChat retries 3 times) is recognised and not applied twice.
+/// With `WECHAT_ENCODING_AES_KEY` set only safe-mode pushes are accepted (plaintext too with
+/// `WECHAT_PUSH_MODE=compat`); a push more than 300 seconds from this server's clock, or whose
+/// timestamp and nonce came before with another body, is refused with nothing recorded.
 #[utoipa::path(
     tag = "wechat",
     params(PushQuery),
@@ -101,7 +118,7 @@ redacted_debug!(PushQuery {
     responses(
         (status = 200, description = "`success`, or a passive reply", content_type = "text/plain", body = String),
         (status = 400, description = "`invalid_request`: malformed XML, undecryptable or for another appid", body = ErrorBody),
-        (status = 401, description = "`invalid_signature`", body = ErrorBody),
+        (status = 401, description = "`invalid_signature`: the signature (or `msg_signature`) does not verify, a plaintext push where safe mode is required, a timestamp more than 300 s from this server's clock, or a timestamp and nonce used before with another body", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured`: WECHAT_TOKEN is unset", body = ErrorBody),
     )
@@ -124,13 +141,16 @@ pub async fn receive_wechat_event(
         encrypt_type: query.encrypt_type.as_deref(),
         msg_signature: query.msg_signature.as_deref(),
     };
-    let opened = security.open(&params, body)?;
+    let now = chrono::Utc::now().timestamp();
+    let opened = security.open(&params, body, now).inspect_err(log_refused)?;
 
+    let signed = pushes::Signed::push(opened.timestamp, &query.nonce, body.as_bytes());
     let push = opened.push.clone();
     let reply_text = db::run_with(&state.pool, move |conn| {
-        conn.transaction(|conn| pushes::record_and_apply(conn, &push))
+        conn.transaction(|conn| pushes::accept(conn, &signed, &push))
     })
-    .await?;
+    .await
+    .inspect_err(log_replayed)?;
     tracing::info!(push.msg_type = %opened.push.msg_type, push.event = ?opened.push.event, "server push handled");
 
     let Some(text) = reply_text else {
@@ -142,6 +162,27 @@ pub async fn receive_wechat_event(
     Ok(HttpResponse::Ok()
         .content_type("application/xml; charset=utf-8")
         .body(reply))
+}
+
+/// Logs why a push or URL check was refused: the 401 says only `invalid_signature`, and the
+/// operator needs to tell a forgery from a clock that drifted.
+fn log_refused(e: &PushError) {
+    match e {
+        PushError::Malformed(_) => {}
+        PushError::OutsideWindow(_) => {
+            tracing::warn!(error = %e, "server push or URL check refused: if WeChat's own are, check this server's clock");
+        }
+        PushError::BadSignature | PushError::PlaintextRefused => {
+            tracing::warn!(error = %e, "server push or URL check refused");
+        }
+    }
+}
+
+/// Logs a replayed signature (a forged body under a signed URL seen before).
+fn log_replayed(e: &pushes::AcceptError) {
+    if matches!(e, pushes::AcceptError::Replayed) {
+        tracing::warn!(error = %e, "server push or URL check refused");
+    }
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them.

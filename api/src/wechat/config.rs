@@ -35,4 +35,33 @@ pub struct PushConfig {
     pub aes_key: Option<SecretString>,
     /// The previous EncodingAESKey, accepted during a key rotation.
     pub aes_key_previous: Option<SecretString>,
+    /// `WECHAT_PUSH_MODE=compat`: with a key, plaintext pushes are accepted as well as
+    /// safe-mode ones, while an account switches to safe mode. Without a key it means
+    /// nothing (the configuration refuses it): plaintext is then the only mode.
+    pub compat: bool,
+}
+
+/// Which pushes the endpoint accepts, resolved from the key and `WECHAT_PUSH_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushMode {
+    /// No EncodingAESKey: pushes are authenticated by `signature` alone, which covers the
+    /// token, timestamp and nonce but not the body.
+    Plaintext,
+    /// Safe-mode pushes, and plaintext ones too (WeChat's compatible mode): a migration setting,
+    /// as weak as plaintext mode against a forged body.
+    Compat,
+    /// Safe-mode pushes only: `encrypt_type=aes` and a `msg_signature` that covers the body.
+    Safe,
+}
+
+impl PushConfig {
+    /// The mode these settings put the endpoint in. Derived rather than stored, so a key can
+    /// never be configured while the endpoint still takes plaintext unless `compat` says so.
+    pub fn mode(&self) -> PushMode {
+        match (&self.aes_key, self.compat) {
+            (None, _) => PushMode::Plaintext,
+            (Some(_), true) => PushMode::Compat,
+            (Some(_), false) => PushMode::Safe,
+        }
+    }
 }

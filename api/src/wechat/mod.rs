@@ -13,7 +13,7 @@ pub mod types;
 
 pub use account::{Account, CallError, Connected, NotConfigured, Wechat};
 pub use client::{WechatClient, WechatSettings};
-pub use config::{PushConfig, WechatConfig};
+pub use config::{PushConfig, PushMode, WechatConfig};
 pub use token::{AccessToken, AccessTokenCache, TokenError};
 
 /// A failed call to WeChat.
