@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `user add`, `openapi`.
+//! The command line: `serve` (default), `api`, `worker`, `migrate`, `user add`, `openapi`.
 use clap::{Parser, Subcommand};
 
 /// wxbind: bind website accounts to a WeChat Official Account and send template messages.
@@ -15,6 +15,11 @@ pub struct Cli {
 pub enum Command {
     /// Apply migrations, then run the HTTP API and the delivery worker.
     Serve,
+    /// Apply migrations, then run the HTTP API only (delivery runs in `worker` processes).
+    Api,
+    /// Apply migrations, then deliver messages and run housekeeping only, with
+    /// `/api/health`, `/api/ready` and `/api/metrics` on `WXBIND_LISTEN`.
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage accounts.

@@ -98,6 +98,9 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     /// How often the worker looks for due messages when nobody woke it.
     pub poll_interval: Duration,
+    /// How long a stopping worker lets sends in flight finish before handing their leases
+    /// back (`WXBIND_SHUTDOWN_SECONDS`).
+    pub shutdown: Duration,
     /// How many nice steps (0-19) the worker's thread runs below the rest of the process:
     /// under CPU contention the kernel favours the threads that answer requests; with CPU to
     /// spare it changes nothing.
@@ -113,6 +116,7 @@ impl Default for DeliveryConfig {
             retry_max: Duration::from_secs(300),
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            shutdown: Duration::from_secs(20),
             nice: 10,
         }
     }
@@ -626,6 +630,9 @@ fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Del
         poll_interval: p
             .millis("WXBIND_POLL_INTERVAL_MS")
             .unwrap_or(defaults.poll_interval),
+        shutdown: p
+            .seconds("WXBIND_SHUTDOWN_SECONDS")
+            .unwrap_or(defaults.shutdown),
         nice: match p.parsed::<u8>("WXBIND_DELIVERY_NICE", "a whole number from 0 to 19") {
             Some(n) if n > 19 => {
                 p.fail(

@@ -11,6 +11,7 @@ use wxbind::config::Config;
 use wxbind::deployment::{self, Serves};
 use wxbind::domain::{Password, Username};
 use wxbind::sandbox::DemoAccount;
+use wxbind::startup::ProcessRole;
 use wxbind::{db, openapi, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -31,7 +32,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, ProcessRole::Serve),
+        Command::Api => serve(config, ProcessRole::Api),
+        Command::Worker => serve(config, ProcessRole::Worker),
         Command::Migrate => migrate(&config).map(drop),
         Command::User {
             action: UserCommand::Add { name, admin },
@@ -63,11 +66,11 @@ fn migrate(config: &Config) -> anyhow::Result<(diesel::PgConnection, Option<Serv
     Ok((conn, serves))
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, role: ProcessRole) -> anyhow::Result<()> {
     let (mut conn, serves) = migrate(&config)?;
     // `migrate` refused any database that does not serve the sandbox, so demo accounts are
     // only ever made in a sandbox database (and `ensure_demo_accounts` checks again).
-    if config.sandbox.enabled && serves == Some(Serves::Sandbox) {
+    if config.sandbox.enabled && serves == Some(Serves::Sandbox) && role.serves_api() {
         let password = config.sandbox.demo_password.as_ref().map_or_else(
             || wxbind::domain::random_alphanumeric(12),
             |p| p.expose_secret().to_owned(),
@@ -90,11 +93,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen;
     let public = config.http.public_url.clone();
     actix_web::rt::System::new().block_on(async move {
-        let app = startup::Application::build(config)?;
-        tracing::info!(
-            listen = %listen,
-            "wxbind listening: API at {public}api, Swagger UI at {public}api/docs/"
-        );
+        let app = startup::Application::build(config, role)?;
+        if role.serves_api() {
+            tracing::info!(
+                listen = %listen,
+                ?role,
+                "wxbind listening: API at {public}api, Swagger UI at {public}api/docs/"
+            );
+        } else {
+            tracing::info!(listen = %listen, "wxbind worker: health, readiness and metrics under /api");
+        }
         app.run_until_stopped().await?;
         Ok(())
     })

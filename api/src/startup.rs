@@ -22,12 +22,52 @@ use crate::state::AppState;
 use crate::wechat::{Account, Wechat};
 use crate::worker::{self, WorkerDeps};
 
+/// What a process runs; any mix of them can share one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// The API and delivery with housekeeping (`wxbind serve`).
+    Serve,
+    /// The API only (`wxbind api`).
+    Api,
+    /// Delivery and housekeeping, with `/api/health`, `/api/ready` and `/api/metrics` on its
+    /// own listen address (`wxbind worker`).
+    Worker,
+}
+
+impl ProcessRole {
+    /// Whether the process serves the product API (and the sandbox and the docs).
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+
+    /// Whether the process delivers messages and runs housekeeping.
+    pub fn delivers(self) -> bool {
+        self != Self::Api
+    }
+}
+
+/// Stops an application the way SIGTERM does: claiming stops at once, sends in flight get
+/// `WXBIND_SHUTDOWN_SECONDS` to finish, and the HTTP server drains.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: actix_web::dev::ServerHandle,
+    stop_worker: Arc<watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    /// Stops and waits until the server has stopped.
+    pub async fn stop(&self) {
+        let _ = self.stop_worker.send(true);
+        self.server.stop(true).await;
+    }
+}
+
 /// A built, not yet awaited, server plus its background tasks.
 pub struct Application {
     port: u16,
     server: Server,
-    /// Tells the delivery worker and housekeeping to stop (dropping it does too).
-    stop_worker: watch::Sender<bool>,
+    /// Tells the delivery worker, the listener and housekeeping to stop (dropping it does too).
+    stop_worker: Arc<watch::Sender<bool>>,
     worker: Option<tokio::sync::oneshot::Receiver<()>>,
     metrics: Arc<Metrics>,
 }
@@ -67,13 +107,13 @@ pub fn install_crypto_provider() {
 }
 
 impl Application {
-    /// Binds `config.listen` and builds the application.
-    pub fn build(config: Config) -> anyhow::Result<Self> {
+    /// Binds `config.listen` and builds the application for `role`.
+    pub fn build(config: Config, role: ProcessRole) -> anyhow::Result<Self> {
         let listen = config.http.listen;
         let listener = TcpListener::bind(listen).map_err(|e| {
             anyhow::Error::new(e).context(format!("cannot listen on {listen} (WXBIND_LISTEN)"))
         })?;
-        Self::build_with_listener(config, listener)
+        Self::build_for(config, listener, role)
     }
 
     /// Builds the application on an already bound listener (tests bind port 0). Must be
@@ -81,6 +121,15 @@ impl Application {
     /// group-commit writers get threads of their own, and stop when the application is
     /// dropped.
     pub fn build_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::build_for(config, listener, ProcessRole::Serve)
+    }
+
+    /// [`Application::build_with_listener`] for a given role.
+    pub fn build_for(
+        config: Config,
+        listener: TcpListener,
+        role: ProcessRole,
+    ) -> anyhow::Result<Self> {
         install_crypto_provider();
         let port = listener.local_addr()?.port();
         let config = Arc::new(config);
@@ -106,9 +155,15 @@ impl Application {
             messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
             bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,
         });
-        let simulator = crate::sandbox::Simulator::from_config(&config).map(web::Data::new);
+        let simulator = crate::sandbox::Simulator::from_config(&config)
+            .filter(|_| role.serves_api())
+            .map(web::Data::new);
         let spec = crate::openapi::spec();
-        let allowed = web::Data::new(routes::AllowedMethods::from_spec(&spec));
+        let allowed = web::Data::new(if role.serves_api() {
+            routes::AllowedMethods::from_spec(&spec)
+        } else {
+            routes::AllowedMethods::of(routes::configure_ops)
+        });
 
         let thread_account = account.clone();
         let workers = config.http.workers;
@@ -137,10 +192,23 @@ impl Application {
                     }
                 })
                 // Registered before the /api scope, which would otherwise swallow these paths.
-                .service(web::redirect("/api/docs", "/api/docs/"))
-                .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/openapi.json", spec.clone()))
+                .configure(|cfg| {
+                    if role.serves_api() {
+                        cfg.service(web::redirect("/api/docs", "/api/docs/"))
+                            .service(
+                                SwaggerUi::new("/api/docs/{_:.*}")
+                                    .url("/api/openapi.json", spec.clone()),
+                            );
+                    }
+                })
                 .into_utoipa_app()
-                .configure(routes::configure)
+                .configure(|cfg| {
+                    if role.serves_api() {
+                        routes::configure(cfg);
+                    } else {
+                        routes::configure_ops(cfg);
+                    }
+                })
                 .into_app()
                 .default_service(web::to(routes::fallback))
                 .wrap(crate::session::middleware(
@@ -161,6 +229,9 @@ impl Application {
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         })
         .listen(listener)?
+        // Signals are handled in `run_until_stopped`, so a stop reaches the worker at once
+        // rather than after the HTTP server has drained.
+        .disable_signals()
         .shutdown_timeout(15);
         if let Some(n) = workers {
             server = server.workers(n);
@@ -168,9 +239,12 @@ impl Application {
         let server = server.run();
 
         let (stop_worker, stop_rx) = watch::channel(false);
-        actix_web::rt::spawn(housekeeping::run(pool.clone(), stop_rx.clone()));
-        let worker = match account {
+        if role.delivers() {
+            actix_web::rt::spawn(housekeeping::run(pool.clone(), stop_rx.clone()));
+        }
+        let worker = match account.filter(|_| role.delivers()) {
             Some(account) => {
+                worker::spawn_listener(config.database_url(), Arc::clone(&wake), stop_rx.clone())?;
                 let deps = WorkerDeps {
                     pool,
                     account,
@@ -185,7 +259,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            stop_worker,
+            stop_worker: Arc::new(stop_worker),
             worker,
             metrics,
         })
@@ -201,14 +275,51 @@ impl Application {
         Arc::clone(&self.metrics)
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the worker and lets its
-    /// sends in flight finish.
+    /// A handle that stops this application as SIGTERM does.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            stop_worker: Arc::clone(&self.stop_worker),
+        }
+    }
+
+    /// Serves until stopped (SIGINT, SIGTERM or a [`StopHandle`]): claiming stops at once,
+    /// the HTTP server drains, and sends in flight get their shutdown budget to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let on_signal = self.stop_handle();
+        actix_web::rt::spawn(async move {
+            if wait_for_stop_signal().await {
+                tracing::info!("stop signal received; stopping");
+                on_signal.stop().await;
+            }
+        });
         let result = self.server.await;
         let _ = self.stop_worker.send(true);
         if let Some(worker) = self.worker {
             let _ = worker.await;
         }
         result
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; false when no signal can be watched.
+async fn wait_for_stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return false;
+        };
+        tokio::select! {
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        actix_web::rt::signal::ctrl_c().await.is_ok()
     }
 }

@@ -33,8 +33,9 @@ pub struct WorkerDeps {
     pub config: DeliveryConfig,
 }
 
-/// How long a stopping worker waits for sends in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between claims while the database fails: the worker retries sooner at
+/// first and backs off to this, logging the trouble once per step rather than per attempt.
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Starts the delivery loop on a thread of its own (with its own actix runtime, which awc
 /// needs) at the configured nice value, so background delivery never competes with request
@@ -54,6 +55,84 @@ pub fn spawn(
             let _ = done_tx.send(());
         })?;
     Ok(done_rx)
+}
+
+/// The channel the `messages` table's insert trigger notifies (see its migration).
+const QUEUE_CHANNEL: &str = "wxbind_messages";
+/// How often the listener looks for notifications: libpq exposes no socket to wait on through
+/// diesel, and a non-blocking read every few milliseconds keeps a wake-up well within 50 ms.
+const LISTEN_POLL: Duration = Duration::from_millis(5);
+
+/// Starts the thread that turns PostgreSQL notifications of queued messages (from any
+/// process, an API-only one included) into wake-ups of this process's worker. It holds one
+/// connection of its own, outside the pool, and reconnects with back-off; polling stays the
+/// fallback while it is down. It ends when `stop` turns true or its sender is dropped.
+pub fn spawn_listener(
+    database_url: &str,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let url = with_connect_timeout(database_url);
+    let stopped = move || *stop.borrow() || stop.has_changed().is_err();
+    std::thread::Builder::new()
+        .name("wxbind-listen".into())
+        .spawn(move || {
+            let mut failures = Backoff::new(Duration::from_millis(200), MAX_CLAIM_BACKOFF);
+            'connect: while !stopped() {
+                let listening = PgConnection::establish(&url)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut conn| {
+                        diesel::sql_query(format!("LISTEN {QUEUE_CHANNEL}"))
+                            .execute(&mut conn)
+                            .map(|_| conn)
+                            .map_err(|e| e.to_string())
+                    });
+                let mut conn = match listening {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let (delay, log) = failures.next();
+                        if log {
+                            tracing::warn!(error = %e, "queue listener cannot connect; polling meanwhile");
+                        }
+                        std::thread::sleep(delay);
+                        continue;
+                    }
+                };
+                failures.reset();
+                // Whatever was queued while this was not listening.
+                wake.notify_one();
+                while !stopped() {
+                    let mut woken = false;
+                    for note in conn.notifications_iter() {
+                        match note {
+                            Ok(_) => woken = true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "queue listener lost its connection");
+                                continue 'connect;
+                            }
+                        }
+                    }
+                    if woken {
+                        wake.notify_one();
+                    }
+                    std::thread::sleep(LISTEN_POLL);
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// `database_url` with a libpq `connect_timeout`, unless it has one: a black-holed address
+/// would otherwise hang the listener's connect for minutes.
+fn with_connect_timeout(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "connect_timeout") => {
+            u.query_pairs_mut().append_pair("connect_timeout", "5");
+            u.to_string()
+        }
+        _ => database_url.to_owned(),
+    }
 }
 
 /// Raises the calling thread's nice value by `nice` steps (lowering its CPU priority, as
@@ -93,6 +172,10 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
     let recorder = actix_web::rt::spawn(record_sent(deps.pool.clone(), sent_rx));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
+    // Claimed messages whose outcome is not recorded yet: on a stop that outlasts the drain,
+    // their leases are handed back so another process takes them at once.
+    let in_flight: InFlight = Rc::default();
+    let mut claim_failures = Backoff::new(deps.config.poll_interval, MAX_CLAIM_BACKOFF);
     tracing::info!(concurrency, "delivery worker started");
 
     loop {
@@ -117,10 +200,22 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
         })
         .await;
         let claimed = match claimed {
-            Ok(c) => c,
+            Ok(c) => {
+                if let Some(failures) = claim_failures.reset() {
+                    tracing::info!(failures, "claiming messages works again");
+                }
+                c
+            }
             Err(e) => {
-                tracing::warn!(error = %ErrorChain(&e), "claiming messages failed; retrying");
-                sleep_or_stop(deps.config.poll_interval, &mut stop).await;
+                let (delay, log) = claim_failures.next();
+                if log {
+                    tracing::warn!(
+                        error = %ErrorChain(&e),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "claiming messages failed; backing off"
+                    );
+                }
+                sleep_or_stop(delay, &mut stop).await;
                 continue;
             }
         };
@@ -130,8 +225,12 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
                 break;
             };
             let (deps, wechat, sent_tx) = (Rc::clone(&deps), Rc::clone(&wechat), sent_tx.clone());
+            let in_flight = Rc::clone(&in_flight);
+            in_flight.borrow_mut().insert(message.id, message.attempts);
             actix_web::rt::spawn(async move {
+                let id = message.id;
                 deliver(&deps, &wechat, &sent_tx, message).await;
+                in_flight.borrow_mut().remove(&id);
                 drop(slot);
             });
         }
@@ -150,17 +249,80 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
         // left behind is retaken after its lease like a crash's.
         return;
     }
-    // Let sends in flight record their outcome; anything left is retaken after its lease.
+    // Claiming has stopped. Let sends in flight record their outcome for up to the shutdown
+    // budget; hand the rest back, so another process need not wait out their leases.
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+    let drained = tokio::time::timeout(deps.config.shutdown, slots.acquire_many(all))
         .await
-        .is_err()
-    {
-        tracing::warn!("stopping with sends still in flight; their leases will expire");
-    }
+        .is_ok();
     drop(sent_tx);
-    let _ = recorder.await;
+    if drained {
+        let _ = recorder.await;
+    } else {
+        let left: Vec<(Uuid, i32)> = in_flight.borrow().iter().map(|(id, a)| (*id, *a)).collect();
+        let count = left.len();
+        match db::run(&deps.pool, move |conn| {
+            db::messages::release_leases(conn, &left)
+        })
+        .await
+        {
+            Ok(released) => tracing::warn!(
+                in_flight = count,
+                released,
+                "stopped with sends still in flight; their leases were handed back"
+            ),
+            Err(e) => tracing::error!(
+                error = %ErrorChain(&e),
+                in_flight = count,
+                "handing back leases failed; they will expire"
+            ),
+        }
+        // Outcomes already reported get a moment to be written; the sends still running end
+        // with this thread's runtime.
+        let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
+    }
     tracing::info!("delivery worker stopped");
+}
+
+/// Messages claimed by this worker and not yet recorded: id and attempt of the claim.
+type InFlight = Rc<std::cell::RefCell<std::collections::HashMap<Uuid, i32>>>;
+
+/// Exponential back-off for a failing loop: the delay doubles up to a cap, and a failure is
+/// worth a log line only when the delay grew (once per step, not once per attempt).
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Option<Duration>,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            current: None,
+            failures: 0,
+        }
+    }
+
+    /// The delay before the next try, and whether this failure should be logged.
+    fn next(&mut self) -> (Duration, bool) {
+        self.failures += 1;
+        let (delay, grew) = match self.current {
+            None => (self.base, true),
+            Some(d) if d < self.max => ((d * 2).min(self.max), true),
+            Some(d) => (d, false),
+        };
+        self.current = Some(delay);
+        (delay, grew)
+    }
+
+    /// Back to normal; the number of failures in the streak that ended, if there was one.
+    fn reset(&mut self) -> Option<u32> {
+        self.current = None;
+        (self.failures > 0).then(|| std::mem::take(&mut self.failures))
+    }
 }
 
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
@@ -426,6 +588,19 @@ mod tests {
             before,
             "the calling thread is untouched"
         );
+    }
+
+    #[test]
+    fn claim_backoff_doubles_to_its_cap_and_logs_once_per_step() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let steps: Vec<_> = (0..5).map(|_| b.next()).collect();
+        let ms: Vec<_> = steps.iter().map(|(d, _)| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 400, 400]);
+        let logged: Vec<_> = steps.iter().map(|(_, l)| *l).collect();
+        assert_eq!(logged, [true, true, true, false, false]);
+        assert_eq!(b.reset(), Some(5));
+        assert_eq!(b.reset(), None);
+        assert_eq!(b.next().0.as_millis(), 100);
     }
 
     #[test]

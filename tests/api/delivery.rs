@@ -204,7 +204,10 @@ async fn a_crashed_claim_is_taken_again() {
 async fn a_recipient_who_unbinds_before_delivery_fails_the_message() {
     let app = spawn_app_with(|c| c.delivery.poll_interval = Duration::from_secs(60)).await;
     let user = bound_user(&app).await;
-    // Queue directly so the worker, asleep for a minute, has not seen it yet.
+    // The binding goes before the worker gets to the message. Unbinding first and then
+    // queueing directly (the API would refuse an unbound recipient) stands for that: every
+    // insert wakes the workers, so queueing first would race the unbind.
+    assert_eq!(app.delete_binding(&user.token).await.status(), 204);
     let id = uuid::Uuid::new_v4();
     app.query(|c| {
         diesel::insert_into(messages::table)
@@ -217,7 +220,6 @@ async fn a_recipient_who_unbinds_before_delivery_fails_the_message() {
             ))
             .execute(c)
     });
-    assert_eq!(app.delete_binding(&user.token).await.status(), 204);
     // Any queued message wakes the worker; this one is refused (not bound), so wake it by
     // binding someone else and queueing theirs.
     let bob = app.user("bob").await;

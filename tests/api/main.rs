@@ -8,6 +8,7 @@ mod hijack;
 mod login;
 mod messages;
 mod ops;
+mod roles;
 mod sandbox;
 mod session;
 mod token;

@@ -16,7 +16,7 @@ use wxbind::config::{
     AuthConfig, Config, DatabaseConfig, DeliveryConfig, HttpConfig, PushConfig, SandboxConfig,
     WechatConfig,
 };
-use wxbind::startup::Application;
+use wxbind::startup::{Application, ProcessRole, StopHandle};
 
 pub use db::TestDb;
 pub use fake_wechat::{CodeReply, FakeWechat, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, SendReply};
@@ -52,6 +52,16 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The configuration the app runs with.
     pub config: Config,
+    /// Stops the app as SIGTERM would.
+    pub stop: StopHandle,
+}
+
+/// Another process on a test app's database and fake WeChat.
+pub struct Peer {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// Stops it as SIGTERM would.
+    pub stop: StopHandle,
 }
 
 /// A config pointing at `db` and `wechat`, tuned for fast tests.
@@ -102,6 +112,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             retry_max: Duration::from_millis(200),
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
+            shutdown: Duration::from_secs(5),
             // Tests share the machine with each other: a deprioritised worker would only make
             // them slower and their timing less predictable.
             nice: 0,
@@ -141,6 +152,11 @@ pub fn seed_sandbox(app: &TestApp) -> Vec<(&'static str, wxbind::sandbox::DemoAc
 
 /// Spawns the app after `customise` adjusts the configuration.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_role_with(ProcessRole::Serve, customise).await
+}
+
+/// Spawns the app in `role` after `customise` adjusts the configuration.
+pub async fn spawn_role_with(role: ProcessRole, customise: impl FnOnce(&mut Config)) -> TestApp {
     init_logging();
     let db = TestDb::create();
     let wechat = FakeWechat::start().await;
@@ -149,7 +165,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&db, &wechat);
     config.http.public_url = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
     customise(&mut config);
-    let app = Application::build_with_listener(config.clone(), listener).expect("app builds");
+    let app = Application::build_for(config.clone(), listener, role).expect("app builds");
+    let stop = app.stop_handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -160,6 +177,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
             .build()
             .expect("client"),
         config,
+        stop,
     }
 }
 
@@ -184,6 +202,22 @@ pub struct TestUser {
 }
 
 impl TestApp {
+    /// Starts another process in `role` on this app's database and fake WeChat, with this
+    /// app's configuration after `customise`.
+    pub fn spawn_peer(&self, role: ProcessRole, customise: impl FnOnce(&mut Config)) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut config = self.config.clone();
+        customise(&mut config);
+        let app = Application::build_for(config, listener, role).expect("peer builds");
+        let stop = app.stop_handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Peer {
+            address: format!("http://127.0.0.1:{port}"),
+            stop,
+        }
+    }
+
     /// `address` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)

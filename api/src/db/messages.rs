@@ -246,6 +246,23 @@ pub fn mark_sent_batch(conn: &mut PgConnection, sent: &[(Uuid, i32, i64)]) -> Qu
     Ok(held.len())
 }
 
+/// Makes claims this worker holds claimable again at once, fenced by their attempt: a
+/// stopping worker hands back what it could not finish instead of leaving other workers to
+/// wait out the lease. Returns how many were still held.
+pub fn release_leases(conn: &mut PgConnection, claims: &[(Uuid, i32)]) -> QueryResult<usize> {
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
+    let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
+    diesel::sql_query(
+        "UPDATE messages m SET lease_until = now()
+         FROM unnest($1, $2) AS v (id, attempt)
+         WHERE m.id = v.id AND m.attempts = v.attempt AND m.status = $3",
+    )
+    .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<Array<Int4>, _>(attempts)
+    .bind::<Text, _>(MessageStatus::Sending)
+    .execute(conn)
+}
+
 /// Records WeChat's delivery report for the message with `msgid`.
 pub fn set_delivery(conn: &mut PgConnection, msgid: i64, delivery: Delivery) -> QueryResult<usize> {
     diesel::update(messages::table.filter(messages::msgid.eq(msgid)))

@@ -81,10 +81,30 @@ impl From<Profile> for UserResponse {
     }
 }
 
+/// Registers what a worker-only process serves: health, readiness and metrics.
+pub fn configure_ops(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope("/api")
+            .service(health::health)
+            .service(health::ready)
+            .service(health::metrics),
+    );
+}
+
 /// Which methods each documented path accepts, to tell 405 from 404.
 pub struct AllowedMethods(Vec<(Vec<String>, Vec<&'static str>)>);
 
 impl AllowedMethods {
+    /// The paths and methods `configure` registers.
+    pub fn of(configure: fn(&mut ServiceConfig)) -> Self {
+        use utoipa_actix_web::AppExt;
+        let (_, doc) = actix_web::App::new()
+            .into_utoipa_app()
+            .configure(configure)
+            .split_for_parts();
+        Self::from_spec(&doc)
+    }
+
     /// Reads the paths and methods of the OpenAPI document.
     pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> Self {
         let routes = spec
