@@ -73,7 +73,7 @@ pub fn spawn_listener(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use diesel::{Connection, PgConnection, RunQueryDsl};
-    let url = with_connect_timeout(database_url);
+    let url = db::with_client_timeouts(database_url);
     let stopped = move || *stop.borrow() || stop.has_changed().is_err();
     std::thread::Builder::new()
         .name("wxbind-listen".into())
@@ -121,18 +121,6 @@ pub fn spawn_listener(
             }
         })
         .map(drop)
-}
-
-/// `database_url` with a libpq `connect_timeout`, unless it has one: a black-holed address
-/// would otherwise hang the listener's connect for minutes.
-fn with_connect_timeout(database_url: &str) -> String {
-    match url::Url::parse(database_url) {
-        Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "connect_timeout") => {
-            u.query_pairs_mut().append_pair("connect_timeout", "5");
-            u.to_string()
-        }
-        _ => database_url.to_owned(),
-    }
 }
 
 /// Raises the calling thread's nice value by `nice` steps (lowering its CPU priority, as

@@ -8,6 +8,7 @@ mod hijack;
 mod login;
 mod messages;
 mod ops;
+mod outage;
 mod roles;
 mod sandbox;
 mod session;

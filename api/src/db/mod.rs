@@ -46,6 +46,34 @@ impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for Se
     }
 }
 
+/// Longest one unit of work waits, checkout included. A database that accepts connections but
+/// never answers (a frozen server, a black-holed proxy) must cost a request a 503 within this,
+/// never a hang; the blocked thread is left to its statement and connection timeouts.
+pub const WORK_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `database_url` with libpq's `connect_timeout` and TCP keepalives, unless it sets them: a
+/// connect to an address that never answers would otherwise wait for the kernel's minutes, and
+/// a dead peer on an idle connection would go unnoticed.
+pub fn with_client_timeouts(database_url: &str) -> String {
+    let Ok(mut url) = url::Url::parse(database_url) else {
+        return database_url.to_owned();
+    };
+    let given: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in [
+            ("connect_timeout", "3"),
+            ("keepalives", "1"),
+            ("keepalives_idle", "30"),
+        ] {
+            if !given.iter().any(|g| g == key) {
+                query.append_pair(key, value);
+            }
+        }
+    }
+    url.to_string()
+}
+
 /// Builds the pool without connecting, so a down database shows in `/api/ready`
 /// instead of a crash loop.
 pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
@@ -56,9 +84,10 @@ pub fn build_pool(database_url: &str, max_size: u32) -> PgPool {
         // r2d2 would otherwise run `SELECT 1` on every checkout: a round trip per request.
         // A connection that failed is still dropped (diesel's `has_broken`).
         .test_on_check_out(false)
-        // r2d2's default of 30 s would hide an outage behind hanging requests.
-        .connection_timeout(Duration::from_secs(5))
-        .build_unchecked(ConnectionManager::new(database_url))
+        // r2d2's default of 30 s would hide an outage behind hanging requests; the checkout
+        // must leave room for the work inside `WORK_DEADLINE`.
+        .connection_timeout(Duration::from_secs(3))
+        .build_unchecked(ConnectionManager::new(with_client_timeouts(database_url)))
 }
 
 /// Why a unit of database work failed. Kept apart from HTTP: the worker, the session store
@@ -78,13 +107,19 @@ pub enum DbError {
     /// The blocking task running the work was cancelled or panicked.
     #[error("the database task did not finish")]
     Task(#[source] actix_web::error::BlockingError),
+    /// The work did not finish within [`WORK_DEADLINE`]: the database does not answer.
+    #[error("the database did not answer within {}s", WORK_DEADLINE.as_secs())]
+    Timeout,
 }
 
 impl DbError {
     /// True when the database could not be reached at all, as opposed to a failed statement:
     /// callers answer "try again later" rather than "bug".
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::ConnectionLost(_))
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::ConnectionLost(_) | Self::Timeout
+        )
     }
 }
 
@@ -125,13 +160,15 @@ where
 {
     let pool = pool.clone();
     let span = tracing::Span::current();
-    actix_web::web::block(move || {
+    let work = actix_web::web::block(move || {
         let _entered = span.enter();
         let mut conn = pool.get().map_err(DbError::from)?;
         f(&mut conn)
-    })
-    .await
-    .map_err(|e| E::from(DbError::Task(e)))?
+    });
+    match tokio::time::timeout(WORK_DEADLINE, work).await {
+        Ok(done) => done.map_err(|e| E::from(DbError::Task(e)))?,
+        Err(_) => Err(E::from(DbError::Timeout)),
+    }
 }
 
 /// A fixed SQL statement (built with `diesel::sql_query`) that diesel may prepare once per

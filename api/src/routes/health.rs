@@ -1,5 +1,4 @@
 //! Ops endpoints: liveness, readiness (database and migrations) and metrics.
-use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
@@ -54,15 +53,12 @@ pub async fn health(state: web::Data<AppState>, wechat: web::Data<Wechat>) -> Ht
 )]
 #[get("/ready")]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let pool = state.pool.clone();
-    let applied = web::block(move || {
-        // Shorter than the pool's timeout: a probe must answer before its own deadline.
-        let mut conn = pool.get_timeout(Duration::from_secs(2)).map_err(|e| {
-            ApiError::Unavailable(anyhow::Error::new(e).context("database unreachable"))
-        })?;
-        db::migrations_applied(&mut conn).map_err(ApiError::Unavailable)
+    // Bounded like every unit of work: a probe must answer before its own deadline, also when
+    // the database accepts connections but never answers.
+    let applied = db::run_with(&state.pool, |conn| {
+        db::migrations_applied(conn).map_err(ApiError::Unavailable)
     })
-    .await??;
+    .await?;
     if !applied {
         return Err(ApiError::Unavailable(anyhow::anyhow!(
             "migrations are pending; run `wxbind migrate`"
