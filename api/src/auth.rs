@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use argon2::password_hash::phc::PasswordHash;
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, Block, Params, PasswordHasher, Version};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
@@ -28,25 +29,70 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::Error::new(e).context("hashing password"))
 }
 
-/// Checks a password against a stored PHC hash. CPU-heavy: call it on the blocking pool.
+/// Argon2's working memory (about 19 MiB with the default costs), kept by a thread that checks
+/// many passwords and reused for each. The crate would allocate and free it for every check;
+/// glibc keeps such large, 64-byte aligned blocks resident in fragmented arena heaps, and two
+/// threads' checks grew the process past 400 MiB (the login-flood bench).
+#[derive(Default)]
+pub struct HashMemory(Vec<Block>);
+
+/// The most working memory a [`HashMemory`] keeps: four times the default costs'. A stored hash
+/// with larger costs is checked in memory of its own, freed afterwards.
+const MAX_KEPT_BLOCKS: usize = 4 * Params::DEFAULT.block_count();
+
+/// Checks a password against a stored PHC hash. CPU-heavy (and about 19 MiB): logins call it
+/// through [`crate::verifier`], which bounds how many run at once.
 pub fn verify_password(password: &str, stored_hash: &str) -> bool {
-    PasswordHash::new(stored_hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    verify_password_in(&mut HashMemory::default(), password, stored_hash)
+}
+
+/// [`verify_password`] in reused working memory. Does what argon2's `PasswordVerifier` does
+/// (the hash's algorithm, version, costs, salt and output length, compared in constant time),
+/// with `hash_password_into_with_memory` so that no memory is allocated per check.
+pub fn verify_password_in(memory: &mut HashMemory, password: &str, stored_hash: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(stored_hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        argon2::Algorithm::try_from(hash.algorithm.as_str()),
+        hash.version
+            .map_or(Ok(Version::default()), Version::try_from),
+        Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let mut output = [0u8; 64];
+    let Some(computed) = output.get_mut(..expected.len()) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let mut own = Vec::new();
+    let working = if blocks <= MAX_KEPT_BLOCKS {
+        if memory.0.len() < blocks {
+            memory.0.resize(blocks, Block::default());
+        }
+        &mut memory.0[..blocks]
+    } else {
+        own.resize(blocks, Block::default());
+        &mut own[..]
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, computed, working)
+        .is_ok()
+        && bool::from(expected.as_bytes().ct_eq(computed))
 }
 
 /// Verifies against a fixed hash so that an unknown username costs as much as a wrong
 /// password: timing does not reveal which usernames exist.
-pub fn verify_dummy(password: &str) {
+pub fn verify_dummy(memory: &mut HashMemory, password: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let hash = DUMMY.get_or_init(|| {
         hash_password("wxbind-dummy-password").unwrap_or_else(|_| String::from("$invalid"))
     });
-    let _ = verify_password(password, hash);
+    let _ = verify_password_in(memory, password, hash);
 }
 
 /// The claims of an access token.
@@ -307,6 +353,56 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a phc string"));
+    }
+
+    #[test]
+    fn reused_memory_verifies_exactly_as_the_argon2_crate_does() {
+        use argon2::PasswordVerifier;
+        let mut memory = HashMemory::default();
+        let small = |m, t, p, len| Params::new(m, t, p, Some(len)).expect("params");
+        let hashers = [
+            Argon2::default(),
+            // Smaller and larger than what the memory holds, other algorithms and versions,
+            // several lanes and a longer output.
+            Argon2::new(
+                argon2::Algorithm::Argon2id,
+                Version::V0x13,
+                small(64, 1, 1, 32),
+            ),
+            Argon2::new(
+                argon2::Algorithm::Argon2i,
+                Version::V0x10,
+                small(256, 3, 2, 64),
+            ),
+            Argon2::new(
+                argon2::Algorithm::Argon2d,
+                Version::V0x13,
+                small(8192, 2, 4, 16),
+            ),
+            Argon2::default(),
+        ];
+        for hasher in hashers {
+            let stored = hasher
+                .hash_password(b"correct horse")
+                .expect("hash")
+                .to_string();
+            let parsed = PasswordHash::new(&stored).expect("phc");
+            for pw in ["correct horse", "wrong horse", ""] {
+                let theirs = Argon2::default()
+                    .verify_password(pw.as_bytes(), &parsed)
+                    .is_ok();
+                assert_eq!(
+                    verify_password_in(&mut memory, pw, &stored),
+                    theirs,
+                    "{pw:?} against {stored}"
+                );
+                assert_eq!(theirs, pw == "correct horse");
+            }
+            let (head, last) = stored.split_at(stored.len() - 1);
+            let tampered = format!("{head}{}", if last == "A" { "B" } else { "A" });
+            assert!(!verify_password_in(&mut memory, "correct horse", &tampered));
+        }
+        assert_eq!(memory.0.len(), Params::DEFAULT.block_count().max(8192));
     }
 
     #[test]

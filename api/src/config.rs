@@ -72,6 +72,32 @@ pub struct AuthConfig {
     pub session_max: Duration,
     /// SameSite of the session cookie.
     pub cookie_same_site: actix_web::cookie::SameSite,
+    /// How many password checks run and wait at once.
+    pub verifier: VerifierConfig,
+}
+
+/// Bounds of password verification (see `verifier`). Not read from the environment: the
+/// defaults follow the machine, and tests set tiny ones.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// Checks computed at once, each on a thread of its own (about 19 MiB each).
+    pub threads: usize,
+    /// Checks that may wait for a thread; a login beyond `threads + queue` is refused with 503.
+    pub queue: usize,
+    /// Longest a login waits for its check to start; past it, 503 without hashing.
+    pub max_wait: Duration,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        // One check per core: more would only make each slower and use more memory.
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            threads,
+            queue: 4 * threads,
+            max_wait: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Sandbox mode: no real credentials, WeChat simulated under `/sandbox`.
@@ -421,6 +447,7 @@ fn auth_section<F: Fn(&str) -> Option<String>>(
             .seconds("WXBIND_SESSION_MAX_SECONDS")
             .unwrap_or(Duration::from_secs(30 * 24 * 3600)),
         cookie_same_site,
+        verifier: VerifierConfig::default(),
     }
 }
 

@@ -93,6 +93,9 @@ pub enum ApiError {
     /// The database (or another dependency) cannot be reached.
     #[error("the service is temporarily unavailable; try again later")]
     Unavailable(#[source] anyhow::Error),
+    /// Too many logins are being verified at once; the client should retry shortly.
+    #[error("too many logins are being checked at once; retry in a second")]
+    Busy,
     /// A bug or an unexpected failure.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -124,6 +127,7 @@ impl ApiError {
             Self::WechatNotConfigured => ErrorCode::WechatNotConfigured,
             Self::WechatUnavailable(_) => ErrorCode::WechatUnavailable,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Busy => ErrorCode::Busy,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -221,6 +225,8 @@ error_codes! {
         "This server has no WeChat credentials (or no WECHAT_TOKEN).";
     Unavailable => "unavailable", SERVICE_UNAVAILABLE,
         "The database is unreachable or migrations are pending.";
+    Busy => "busy", SERVICE_UNAVAILABLE,
+        "Too many logins are being verified at once; retry after `Retry-After` seconds.";
 }
 
 /// The catalogue as a Markdown table; the spec's description and the README carry it verbatim.
@@ -244,7 +250,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        // `busy` is load being shed as designed, not a fault: under a flood, logging each one
+        // would cost more than refusing it (it is counted in the metrics instead).
+        if status.is_server_error() && !matches!(self, Self::Busy) {
             // The one place a 5xx cause is logged; the client only gets the fixed message.
             tracing::error!(error.code = self.code().as_str(), error.cause = %ErrorChain(self), "request failed");
         }
@@ -258,6 +266,10 @@ impl ResponseError for ApiError {
             }
             Self::TooManyAttempts => {
                 builder.insert_header((header::RETRY_AFTER, "60"));
+            }
+            // The queue holds about a second of work: by then it has drained.
+            Self::Busy => {
+                builder.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }
@@ -391,6 +403,16 @@ impl From<crate::wechat::NotConfigured> for ApiError {
     }
 }
 
+impl From<crate::verifier::VerifyError> for ApiError {
+    fn from(e: crate::verifier::VerifyError) -> Self {
+        use crate::verifier::VerifyError;
+        match e {
+            VerifyError::Busy => Self::Busy,
+            VerifyError::Lost => Self::Internal(e.into()),
+        }
+    }
+}
+
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
         Self::Internal(anyhow::Error::new(e).context("a blocking task did not finish"))
@@ -488,6 +510,7 @@ mod tests {
             (ApiError::PayloadTooLarge(1), 413, "payload_too_large"),
             (ApiError::TooManyAttempts, 429, "too_many_attempts"),
             (ApiError::WechatNotConfigured, 503, "wechat_not_configured"),
+            (ApiError::Busy, 503, "busy"),
             (
                 ApiError::WechatUnavailable(WechatError::Timeout),
                 502,

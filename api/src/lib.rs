@@ -19,5 +19,6 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod verifier;
 pub mod wechat;
 pub mod worker;

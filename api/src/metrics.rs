@@ -12,6 +12,7 @@ pub struct Metrics {
     token_fetches: AtomicU64,
     binds: AtomicU64,
     logins_failed: AtomicU64,
+    logins_busy: AtomicU64,
 }
 
 impl Metrics {
@@ -42,6 +43,10 @@ impl Metrics {
     /// A login failed.
     pub fn login_failed(&self) {
         self.logins_failed.fetch_add(1, Relaxed);
+    }
+    /// A login was refused with `busy`: no verification slot within the wait.
+    pub fn login_busy(&self) {
+        self.logins_busy.fetch_add(1, Relaxed);
     }
 
     /// Access-token fetches so far.
@@ -86,6 +91,11 @@ impl Metrics {
                 "wxbind_logins_failed_total",
                 "Failed logins.",
                 &self.logins_failed,
+            ),
+            (
+                "wxbind_logins_busy_total",
+                "Logins refused with busy (password verification at capacity).",
+                &self.logins_busy,
             ),
         ];
         let mut out = String::new();

@@ -19,6 +19,7 @@ use crate::housekeeping;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
+use crate::verifier::Verifier;
 use crate::wechat::{Account, Wechat};
 use crate::worker::{self, WorkerDeps};
 
@@ -151,6 +152,8 @@ impl Application {
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
             throttle: LoginThrottle::default(),
+            verifier: Verifier::start(&config.auth.verifier)
+                .map_err(|e| anyhow::Error::new(e).context("starting the password verifiers"))?,
             wake_worker: Arc::clone(&wake),
             messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
             bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,

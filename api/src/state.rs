@@ -1,6 +1,7 @@
 //! What every request handler shares: the pool, the configuration, counters, the login
-//! throttle and the group-commit writers. Built by `startup`; read by `routes` and the modules
-//! that own the rules. WeChat is not here: its handle is per thread (`wechat::Wechat`).
+//! throttle, the password verifier and the group-commit writers. Built by `startup`; read by
+//! `routes` and the modules that own the rules. WeChat is not here: its handle is per thread
+//! (`wechat::Wechat`).
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -12,6 +13,7 @@ use crate::db::PgPool;
 use crate::db::bind_states::NewState;
 use crate::db::messages::{Queued, QueuedRequest};
 use crate::metrics::Metrics;
+use crate::verifier::Verifier;
 
 /// State shared by every HTTP worker thread.
 pub struct AppState {
@@ -23,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Failed-login throttle.
     pub throttle: LoginThrottle,
+    /// Bounded password verification for logins.
+    pub verifier: Verifier,
     /// Wakes the delivery worker when a message is queued.
     pub wake_worker: Arc<Notify>,
     /// Group commit for queued messages.

@@ -117,6 +117,8 @@ export interface paths {
          *     `wxbind_session` cookie: a refresh session (14 days) for `POST /api/token/refresh`.
          *     Unknown usernames and wrong passwords get the same answer in about the same time.
          *     More than 10 failures in a minute for one username are refused with 429.
+         *     Passwords are checked a few at a time: when more logins arrive than the server can check
+         *     within about a second, the rest are refused at once with 503 `busy` and `Retry-After`.
          */
         post: operations["login"];
         delete?: never;
@@ -803,6 +805,19 @@ export interface operations {
             /** @description `too_many_attempts` */
             429: {
                 headers: {
+                    /** @description Seconds until another attempt may succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `busy`: too many logins being verified at once; `unavailable`: the database is unreachable */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (`busy`) */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

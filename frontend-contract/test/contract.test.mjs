@@ -21,6 +21,8 @@ const UNREACHABLE = {
   "GET /api/callback 503": "sandbox mode always has (simulated) credentials",
   "POST /api/messages 503": "sandbox mode always has (simulated) credentials",
   "GET /api/ready 503": "needs a database outage (covered by the Rust integration tests)",
+  "POST /api/login 503":
+    "`busy` needs more concurrent logins than the verification queue holds, `unavailable` a database outage (both covered by the Rust integration tests)",
   "GET /api/wechat/events 503": "sandbox mode always has a push token",
   "POST /api/wechat/events 503": "sandbox mode always has a push token",
 };

@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use wxbind_tests::{TEST_JWT_SECRET, TEST_PASSWORD, assert_error, spawn_app};
+use wxbind::config::VerifierConfig;
+use wxbind_tests::{TEST_JWT_SECRET, TEST_PASSWORD, assert_error, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn login_returns_a_bearer_token_and_the_user() {
@@ -93,6 +96,50 @@ async fn login_returns_429_after_ten_failures_in_a_minute() {
     // Other usernames are unaffected.
     app.insert_user("bob", false);
     assert_eq!(app.post_login("bob", TEST_PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn login_answers_503_busy_when_the_verification_queue_is_full() {
+    // One check at a time and no queue: concurrent logins beyond the first are refused.
+    let app = spawn_app_with(|c| {
+        c.auth.verifier = VerifierConfig {
+            threads: 1,
+            queue: 0,
+            max_wait: Duration::from_secs(1),
+        };
+    })
+    .await;
+    app.insert_user("alice", false);
+
+    let mut busy = None;
+    for round in 0..5 {
+        let names: Vec<String> = (0..20).map(|i| format!("flood-{round}-{i}")).collect();
+        let logins = names.iter().map(|n| app.post_login(n, "wrong-password"));
+        let health = (0..5).map(|_| app.get("/api/health"));
+        let (logins, health) = futures_util::future::join(
+            futures_util::future::join_all(logins),
+            futures_util::future::join_all(health),
+        )
+        .await;
+        for resp in health {
+            assert_eq!(resp.status(), 200, "health answers during the flood");
+        }
+        for resp in logins {
+            match resp.status().as_u16() {
+                401 => {}
+                503 => busy = Some(resp),
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        if busy.is_some() {
+            break;
+        }
+    }
+    let busy = busy.expect("some of 20 concurrent logins are refused as busy");
+    assert_eq!(busy.headers()["retry-after"], "1");
+    assert_error(busy, 503, "busy").await;
+    // Refused logins leave nothing behind: the next one is checked as usual.
+    assert_eq!(app.post_login("alice", TEST_PASSWORD).await.status(), 200);
 }
 
 #[actix_web::test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use url::Url;
 use wxbind::config::{
     AuthConfig, Config, DatabaseConfig, DeliveryConfig, HttpConfig, PushConfig, SandboxConfig,
-    WechatConfig,
+    VerifierConfig, WechatConfig,
 };
 use wxbind::startup::{Application, ProcessRole, StopHandle};
 
@@ -89,6 +89,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             session_ttl: Duration::from_secs(14 * 24 * 3600),
             session_max: Duration::from_secs(30 * 24 * 3600),
             cookie_same_site: actix_web::cookie::SameSite::Lax,
+            verifier: VerifierConfig::default(),
         },
         wechat: Some(WechatConfig {
             app_id: TEST_APP_ID.into(),

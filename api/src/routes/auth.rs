@@ -1,16 +1,17 @@
 //! Logging in and staying logged in: `POST /api/login` (username + password → access token
 //! and a refresh session cookie), `POST /api/token/refresh`, `POST /api/logout`.
 use actix_session::Session;
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpResponse, ResponseError, post, web};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::UserResponse;
-use crate::auth::{self, JwtKeys};
+use crate::auth::JwtKeys;
 use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::telemetry::redacted_debug;
+use crate::verifier::VerifyError;
 
 /// Credentials.
 #[derive(Deserialize, ToSchema)]
@@ -65,6 +66,8 @@ redacted_debug!(LoginResponse {
 /// `wxbind_session` cookie: a refresh session (14 days) for `POST /api/token/refresh`.
 /// Unknown usernames and wrong passwords get the same answer in about the same time.
 /// More than 10 failures in a minute for one username are refused with 429.
+/// Passwords are checked a few at a time: when more logins arrive than the server can check
+/// within about a second, the rest are refused at once with 503 `busy` and `Retry-After`.
 #[utoipa::path(
     tag = "auth",
     request_body = LoginRequest,
@@ -73,7 +76,11 @@ redacted_debug!(LoginResponse {
         (status = 400, description = "`invalid_request`: missing or malformed fields", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until another attempt may succeed"))),
+        (status = 503, description = "`busy`: too many logins being verified at once; \
+            `unavailable`: the database is unreachable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (`busy`)"))),
     )
 )]
 #[post("/login")]
@@ -84,13 +91,33 @@ pub async fn login(
     session: Session,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let LoginRequest { username, password } = body.into_inner();
+    match attempt(&state, &keys, session, body.into_inner()).await {
+        // The refusals a flood produces by the thousand a second: answered as a plain response,
+        // without the error attached, so the request logger does not write a line for each.
+        // They are counted in the metrics instead.
+        Err(refused @ ApiError::Busy) => Ok(refused.error_response()),
+        other => other,
+    }
+}
+
+/// The login itself: limits, lookup, password check, session.
+async fn attempt(
+    state: &AppState,
+    keys: &JwtKeys,
+    session: Session,
+    LoginRequest { username, password }: LoginRequest,
+) -> Result<HttpResponse, ApiError> {
     if username.is_empty() || password.is_empty() {
         return Err(ApiError::invalid("username and password are required"));
     }
     if username.len() > 256 || password.len() > 1024 {
         return Err(ApiError::InvalidCredentials);
     }
+    // First, before any other work: a flood beyond what can be checked is refused here.
+    let slot = state
+        .verifier
+        .admit()
+        .inspect_err(|_| state.metrics.login_busy())?;
     state.throttle.check(&username)?;
 
     let name = username.clone();
@@ -98,18 +125,13 @@ pub async fn login(
         db::users::find_profile_by_username(conn, &name)
     })
     .await?;
-    // Hashing is CPU-heavy: keep it off the async workers, and without a DB connection held.
-    let (profile, ok) = actix_web::web::block(move || match profile {
-        Some(p) => {
-            let ok = auth::verify_password(&password, &p.0.password_hash);
-            (Some(p), ok)
+    // Checked on the verifier's threads, without a DB connection held.
+    let stored_hash = profile.as_ref().map(|p| p.0.password_hash.clone());
+    let ok = slot.verify(password, stored_hash).await.inspect_err(|e| {
+        if matches!(e, VerifyError::Busy) {
+            state.metrics.login_busy();
         }
-        None => {
-            auth::verify_dummy(&password);
-            (None, false)
-        }
-    })
-    .await?;
+    })?;
 
     let Some(profile) = profile.filter(|_| ok) else {
         state.throttle.record_failure(&username);
@@ -125,7 +147,7 @@ pub async fn login(
         .and_then(|()| session.insert(crate::session::CREATED_AT, chrono::Utc::now().timestamp()));
     stored.map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing the session")))?;
     tracing::info!(user.id = profile.0.id, "logged in");
-    issue(&keys, profile)
+    issue(keys, profile)
 }
 
 /// The login answer: a fresh access token and the user it is for.
