@@ -1,10 +1,10 @@
 //! Who the caller is: argon2id password hashes, HS256 access tokens (JWT) with the algorithm
-//! pinned, the [`AuthUser`] extractor that makes a handler authenticated, and the per-username
-//! throttle on failed logins.
-use std::collections::{HashMap, VecDeque};
+//! pinned, the [`AuthUser`] extractor that makes a handler authenticated, and the limits on
+//! failed logins per client address (counted in PostgreSQL, `db::login_failures`).
 use std::future::{Ready, ready};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use argon2::password_hash::phc::PasswordHash;
@@ -258,80 +258,46 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     keys.verify(token)
 }
 
-/// Counts failed logins per username in a sliding one-minute window.
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-    limit: usize,
-    window: Duration,
+/// Failed logins one client address may have within [`FAILURE_WINDOW`] for one username.
+/// Counted per address, never per username alone: failures from elsewhere must not lock the
+/// right password out.
+pub const MAX_FAILURES_PER_USERNAME: i64 = 10;
+/// Failed logins one client address may have within [`FAILURE_WINDOW`], all usernames
+/// together: trying many names from one place is guessing too.
+pub const MAX_FAILURES_PER_ADDRESS: i64 = 30;
+/// The sliding window failures are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What a failed login is counted against: the client's address (IPv6 by its /64, see
+/// `client_ip::throttle_key`) and the username tried, as a SHA-256 hex: what people type
+/// there includes passwords entered into the wrong field, and no row should keep those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureKey {
+    /// The address as counted.
+    pub address: String,
+    /// SHA-256 hex of the username as typed.
+    pub username_hash: String,
 }
 
-/// Above this many tracked usernames, stale entries are pruned on the next failure.
-const THROTTLE_PRUNE_AT: usize = 10_000;
-
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        Self::new(10, Duration::from_secs(60))
-    }
-}
-
-impl LoginThrottle {
-    /// At most `limit` failures per `window` for one username.
-    pub fn new(limit: usize, window: Duration) -> Self {
+impl FailureKey {
+    /// The key of a login for `username` from `client`.
+    pub fn new(client: IpAddr, username: &str) -> Self {
+        use sha2::{Digest, Sha256};
         Self {
-            failures: Mutex::new(HashMap::new()),
-            limit,
-            window,
+            address: crate::client_ip::throttle_key(client),
+            username_hash: hex::encode(Sha256::digest(username.as_bytes())),
         }
     }
+}
 
-    /// Refuses the attempt when the username already had `limit` failures in the window.
-    pub fn check(&self, username: &str) -> Result<(), ApiError> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        let Some(times) = map.get_mut(username) else {
-            return Ok(());
-        };
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            times.pop_front();
-        }
-        if times.len() >= self.limit {
-            return Err(ApiError::TooManyAttempts);
-        }
-        Ok(())
+/// Refuses another attempt (429 `too_many_attempts`) once the client address has reached
+/// either limit in the window: `for_username` failures for this username, `for_address` for
+/// all. Decided before the user is looked up, so the answer says nothing about who exists.
+pub fn check_failures(for_username: i64, for_address: i64) -> Result<(), ApiError> {
+    if for_username >= MAX_FAILURES_PER_USERNAME || for_address >= MAX_FAILURES_PER_ADDRESS {
+        return Err(ApiError::TooManyAttempts);
     }
-
-    /// Records a failed attempt.
-    pub fn record_failure(&self, username: &str) {
-        let now = Instant::now();
-        let mut map = self.lock();
-        if map.len() >= THROTTLE_PRUNE_AT {
-            map.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < self.window)
-            });
-        }
-        let times = map.entry(username.to_owned()).or_default();
-        times.push_back(now);
-        if times.len() > self.limit {
-            times.pop_front();
-        }
-    }
-
-    /// Forgets the failures of a username after a successful login.
-    pub fn record_success(&self, username: &str) {
-        self.lock().remove(username);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
-        // A panic while holding this lock cannot leave the map inconsistent; keep serving.
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -434,15 +400,30 @@ mod tests {
     }
 
     #[test]
-    fn throttle_refuses_after_the_limit_and_forgets_on_success() {
-        let t = LoginThrottle::new(3, Duration::from_secs(60));
-        for _ in 0..3 {
-            assert!(t.check("bob").is_ok());
-            t.record_failure("bob");
-        }
-        assert!(matches!(t.check("bob"), Err(ApiError::TooManyAttempts)));
-        assert!(t.check("alice").is_ok());
-        t.record_success("bob");
-        assert!(t.check("bob").is_ok());
+    fn either_limit_refuses_the_next_attempt() {
+        assert!(check_failures(9, 29).is_ok());
+        assert!(matches!(
+            check_failures(10, 10),
+            Err(ApiError::TooManyAttempts)
+        ));
+        assert!(matches!(
+            check_failures(0, 30),
+            Err(ApiError::TooManyAttempts)
+        ));
+    }
+
+    #[test]
+    fn failure_keys_hash_the_username_and_group_ipv6_by_64() {
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let a = FailureKey::new(v6("2001:db8:1:2::1"), "alice");
+        let b = FailureKey::new(v6("2001:db8:1:2::ffff"), "alice");
+        assert_eq!(a, b);
+        assert_eq!(a.username_hash.len(), 64);
+        assert!(!a.username_hash.contains("alice"));
+        assert_ne!(a, FailureKey::new(v6("2001:db8:1:2::1"), "Alice"));
+        assert_eq!(
+            FailureKey::new(v6("203.0.113.9"), "alice").address,
+            "203.0.113.9"
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! Runtime configuration: read from the environment (and `.env`) once at start, validated into
 //! typed values. A bad value stops start-up with one line per problem naming the variable.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use crate::wechat::{PushConfig, PushMode, WechatConfig};
+/// The type of [`HttpConfig::trusted_proxies`].
+pub use ipnet::IpNet;
 
 /// The whole validated configuration of one wxbind process, in sections.
 #[derive(Clone, Debug)]
@@ -44,6 +46,9 @@ pub struct HttpConfig {
     /// Bearer token `/api/metrics` requires; `None` leaves it open (bind it to a private
     /// network then).
     pub metrics_token: Option<SecretString>,
+    /// Proxies whose `X-Forwarded-For` entry names the client (`client_ip`); none by default,
+    /// so the TCP peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// PostgreSQL.
@@ -355,7 +360,42 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
         bind_result_url,
         url_hosts,
         metrics_token: metrics_token.map(SecretString::from),
+        trusted_proxies: trusted_proxies(p),
     }
+}
+
+/// `WXBIND_TRUSTED_PROXIES`: comma-separated addresses and CIDR ranges.
+fn trusted_proxies<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Vec<IpNet> {
+    const KEY: &str = "WXBIND_TRUSTED_PROXIES";
+    let mut proxies = Vec::new();
+    for entry in p.string(KEY).unwrap_or_default().split(',') {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        // A mapped IPv4 address is matched as the IPv4 address it is (as peers are).
+        let parsed = entry.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| {
+            entry
+                .parse::<IpAddr>()
+                .map(|ip| IpNet::from(ip.to_canonical()))
+        });
+        match parsed {
+            Ok(net) if net.prefix_len() == 0 => p.fail(
+                KEY,
+                &format!(
+                    "must not trust every address ({entry}): any client could then choose the address its logins are counted under"
+                ),
+            ),
+            Ok(net) => proxies.push(net),
+            Err(_) => p.fail(
+                KEY,
+                &format!(
+                    "must list IP addresses or CIDR ranges like 10.0.0.0/8, separated by commas, got {entry:?}"
+                ),
+            ),
+        }
+    }
+    proxies
 }
 
 /// `WECHAT_APP_ID` and `WECHAT_APP_SECRET`: both or neither.
@@ -773,6 +813,49 @@ mod tests {
         assert_eq!(c.auth.jwt_ttl, Duration::from_secs(900));
         assert_eq!(c.auth.session_ttl, Duration::from_secs(14 * 24 * 3600));
         assert!(c.http.cors_origins.is_empty());
+        assert!(c.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = config(&[(
+            "WXBIND_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,::ffff:198.51.100.1,203.0.113.9/24",
+        )])
+        .expect("valid");
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "10.0.0.0/8",
+                "192.0.2.7/32",
+                "2001:db8::/32",
+                "198.51.100.1/32",
+                "203.0.113.0/24"
+            ]
+        );
+        let err = config(&[(
+            "WXBIND_TRUSTED_PROXIES",
+            "10.0.0.0/8, proxy.example.com, 10.0.0.0/33",
+        )])
+        .expect_err("not addresses");
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.0[0].starts_with("WXBIND_TRUSTED_PROXIES must list IP addresses"),
+            "{err}"
+        );
+        for everyone in ["0.0.0.0/0", "::/0"] {
+            let err = config(&[("WXBIND_TRUSTED_PROXIES", everyone)]).expect_err(everyone);
+            assert!(
+                err.to_string().contains("must not trust every address"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
-    /// Too many failed logins for one username.
+    /// Too many failed logins from the client's address (for one username, or for all).
     #[error("too many failed login attempts; wait a minute and try again")]
     TooManyAttempts,
     /// WeChat credentials are not configured on this server.
@@ -216,7 +216,7 @@ error_codes! {
     UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
         "The body is not `application/json`.";
     TooManyAttempts => "too_many_attempts", TOO_MANY_REQUESTS,
-        "More than 10 failed logins a minute for one username.";
+        "Too many failed logins from this client address: 10 a minute for one username, or 30 for all.";
     Internal => "internal", INTERNAL_SERVER_ERROR,
         "A bug or unexpected failure; the cause is in the server log.";
     WechatUnavailable => "wechat_unavailable", BAD_GATEWAY,

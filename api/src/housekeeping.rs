@@ -1,6 +1,7 @@
-//! Housekeeping: the purges that keep tables from growing without bound. A task of its own on
-//! a timer, in every process that serves the API, whether or not it delivers; several
-//! processes doing it at once is harmless (each delete is idempotent).
+//! Housekeeping: the purges that keep tables from growing without bound (bind states,
+//! sessions, push records, failed logins). A task of its own on a timer, in every process that
+//! serves the API, whether or not it delivers; several processes doing it at once is harmless
+//! (each delete is idempotent).
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -20,6 +21,9 @@ const PUSH_RETENTION: TimeDelta = TimeDelta::days(30);
 /// the window no push with it gets in, and a second window covers instances whose clocks run
 /// behind this one's (they still accept what this one already refuses).
 const NONCE_RETENTION_SECS: i64 = 2 * crate::wechat::push::PUSH_WINDOW_SECS;
+/// How long failed logins are kept: only the last minute counts (`auth::FAILURE_WINDOW`); the
+/// hour after it is for an operator looking into an attack, and bounds the table under one.
+const LOGIN_FAILURE_RETENTION: TimeDelta = TimeDelta::hours(1);
 
 /// Runs the purges every ten minutes until `stop` turns true or its sender is dropped.
 pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
@@ -51,11 +55,15 @@ pub async fn purge(pool: &PgPool) {
     let nonces = db::run(pool, move |conn| {
         db::push_nonces::purge_signed_before(conn, now.timestamp() - NONCE_RETENTION_SECS)
     });
+    let login_failures = db::run(pool, move |conn| {
+        db::login_failures::purge_before(conn, now - LOGIN_FAILURE_RETENTION)
+    });
     for (what, purged) in [
         ("bind states", states.await),
         ("sessions", sessions.await),
         ("push records", pushes.await),
         ("push nonces", nonces.await),
+        ("login failures", login_failures.await),
     ] {
         match purged {
             Ok(0) => {}

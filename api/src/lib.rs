@@ -3,6 +3,7 @@ pub mod auth;
 pub mod batch;
 pub mod binding;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod db;
 pub mod deployment;

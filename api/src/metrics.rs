@@ -13,6 +13,7 @@ pub struct Metrics {
     binds: AtomicU64,
     logins_failed: AtomicU64,
     logins_busy: AtomicU64,
+    logins_throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +48,10 @@ impl Metrics {
     /// A login was refused with `busy`: no verification slot within the wait.
     pub fn login_busy(&self) {
         self.logins_busy.fetch_add(1, Relaxed);
+    }
+    /// A login was refused with `too_many_attempts`.
+    pub fn login_throttled(&self) {
+        self.logins_throttled.fetch_add(1, Relaxed);
     }
 
     /// Access-token fetches so far.
@@ -96,6 +101,11 @@ impl Metrics {
                 "wxbind_logins_busy_total",
                 "Logins refused with busy (password verification at capacity).",
                 &self.logins_busy,
+            ),
+            (
+                "wxbind_logins_throttled_total",
+                "Logins refused with too_many_attempts (too many failures from the address).",
+                &self.logins_throttled,
             ),
         ];
         let mut out = String::new();

@@ -10,7 +10,7 @@ use tracing_actix_web::TracingLogger;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::{JwtKeys, LoginThrottle};
+use crate::auth::JwtKeys;
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::db;
@@ -151,7 +151,6 @@ impl Application {
             pool: pool.clone(),
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
-            throttle: LoginThrottle::default(),
             verifier: Verifier::start(&config.auth.verifier)
                 .map_err(|e| anyhow::Error::new(e).context("starting the password verifiers"))?,
             wake_worker: Arc::clone(&wake),

@@ -1,12 +1,11 @@
-//! What every request handler shares: the pool, the configuration, counters, the login
-//! throttle, the password verifier and the group-commit writers. Built by `startup`; read by
-//! `routes` and the modules that own the rules. WeChat is not here: its handle is per thread
-//! (`wechat::Wechat`).
+//! What every request handler shares: the pool, the configuration, counters, the password
+//! verifier and the group-commit writers. Built by `startup`; read by `routes` and the modules
+//! that own the rules. WeChat is not here: its handle is per thread (`wechat::Wechat`). Failed
+//! logins are not here either: they are counted in PostgreSQL, shared by every instance.
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::auth::LoginThrottle;
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::db::PgPool;
@@ -23,8 +22,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Failed-login throttle.
-    pub throttle: LoginThrottle,
     /// Bounded password verification for logins.
     pub verifier: Verifier,
     /// Wakes the delivery worker when a message is queued.

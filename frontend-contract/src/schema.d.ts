@@ -116,9 +116,12 @@ export interface paths {
          * @description Returns a short-lived access token (JWT, 15 minutes by default) and sets the HttpOnly
          *     `wxbind_session` cookie: a refresh session (14 days) for `POST /api/token/refresh`.
          *     Unknown usernames and wrong passwords get the same answer in about the same time.
-         *     More than 10 failures in a minute for one username are refused with 429.
-         *     Passwords are checked a few at a time: when more logins arrive than the server can check
-         *     within about a second, the rest are refused at once with 503 `busy` and `Retry-After`.
+         *     Failures are counted per client address (the peer, or the `X-Forwarded-For` entry of a
+         *     proxy in `WXBIND_TRUSTED_PROXIES`): after 10 failures in a minute for one username, or 30
+         *     for any, further attempts from that address are refused with 429 `too_many_attempts`;
+         *     other addresses are unaffected. Passwords are checked a few at a time: when more logins
+         *     arrive than the server can check within about a second, the rest are refused at once with
+         *     503 `busy` and `Retry-After`.
          */
         post: operations["login"];
         delete?: never;
@@ -802,7 +805,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `too_many_attempts` */
+            /** @description `too_many_attempts`: 10 failures a minute for this username, or 30 for any, from this client address */
             429: {
                 headers: {
                     /** @description Seconds until another attempt may succeed */

@@ -1,8 +1,14 @@
+use std::net::TcpListener;
 use std::time::Duration;
 
+use diesel::prelude::*;
 use serde_json::{Value, json};
-use wxbind::config::VerifierConfig;
-use wxbind_tests::{TEST_JWT_SECRET, TEST_PASSWORD, assert_error, spawn_app, spawn_app_with};
+use wxbind::config::{IpNet, VerifierConfig};
+use wxbind::db::schema::login_failures;
+use wxbind::startup::Application;
+use wxbind_tests::{
+    TEST_JWT_SECRET, TEST_PASSWORD, TestApp, assert_error, spawn_app, spawn_app_with,
+};
 
 #[actix_web::test]
 async fn login_returns_a_bearer_token_and_the_user() {
@@ -81,21 +87,154 @@ async fn login_returns_400_when_fields_are_missing_or_malformed() {
     assert_error(not_json, 400, "invalid_request").await;
 }
 
+/// A login as if from `client`, through the test's trusted proxy (127.0.0.1), to the app at
+/// `base`.
+async fn login_from(
+    http: &reqwest::Client,
+    base: &str,
+    client: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    http.post(format!("{base}/api/login"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// An app that trusts the loopback proxy, so tests choose the client's address with
+/// `X-Forwarded-For`.
+async fn spawn_behind_proxy() -> TestApp {
+    spawn_app_with(|c| c.http.trusted_proxies = vec![loopback()]).await
+}
+
+fn loopback() -> IpNet {
+    "127.0.0.1/32".parse().expect("net")
+}
+
+/// Another instance of `app` on the same database, as a second process (or the same one after
+/// a restart) would be: nothing in memory shared.
+fn spawn_instance(app: &TestApp) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let other = Application::build_with_listener(app.config.clone(), listener).expect("app");
+    actix_web::rt::spawn(other.run_until_stopped());
+    format!("http://127.0.0.1:{port}")
+}
+
+const HERE: &str = "203.0.113.7";
+const ELSEWHERE: &str = "198.51.100.2";
+
 #[actix_web::test]
-async fn login_returns_429_after_ten_failures_in_a_minute() {
-    let app = spawn_app().await;
+async fn ten_failures_for_one_username_lock_out_only_that_address() {
+    let app = spawn_behind_proxy().await;
     app.insert_user("alice", false);
+    app.insert_user("bob", false);
+    let login = |client, user, pw| login_from(&app.http, &app.address, client, user, pw);
     for i in 0..10 {
-        let resp = app.post_login("alice", "wrong-password").await;
+        let resp = login(HERE, "alice", "wrong-password").await;
         assert_eq!(resp.status(), 401, "attempt {i}");
     }
 
-    let blocked = app.post_login("alice", TEST_PASSWORD).await;
+    let blocked = login(HERE, "alice", TEST_PASSWORD).await;
     assert_eq!(blocked.headers()["retry-after"], "60");
     assert_error(blocked, 429, "too_many_attempts").await;
-    // Other usernames are unaffected.
-    app.insert_user("bob", false);
-    assert_eq!(app.post_login("bob", TEST_PASSWORD).await.status(), 200);
+    // The right password from another address still works: the guesser cannot lock alice out.
+    assert_eq!(login(ELSEWHERE, "alice", TEST_PASSWORD).await.status(), 200);
+    // That does not lift the lock where the guesses came from.
+    assert_eq!(login(HERE, "alice", TEST_PASSWORD).await.status(), 429);
+    // Other usernames from the same address are below their limit.
+    assert_eq!(login(HERE, "bob", TEST_PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn thirty_failures_from_one_address_lock_out_that_address() {
+    let app = spawn_behind_proxy().await;
+    app.insert_user("alice", false);
+    let login = |client, user, pw| login_from(&app.http, &app.address, client, user, pw);
+    // Three guesses each for ten names: no username reaches its own limit.
+    for i in 0..30 {
+        let guess = format!("guess-{}", i % 10);
+        let resp = login_from(&app.http, &app.address, HERE, &guess, "wrong-password").await;
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+
+    let blocked = login(HERE, "alice", TEST_PASSWORD).await;
+    assert_eq!(blocked.headers()["retry-after"], "60");
+    assert_error(blocked, 429, "too_many_attempts").await;
+    assert_eq!(login(ELSEWHERE, "alice", TEST_PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn logging_in_forgets_the_failures_of_that_username_and_address() {
+    let app = spawn_behind_proxy().await;
+    app.insert_user("alice", false);
+    let login = |user, pw| login_from(&app.http, &app.address, HERE, user, pw);
+    for _ in 0..2 {
+        for _ in 0..9 {
+            assert_eq!(login("alice", "wrong-password").await.status(), 401);
+        }
+        assert_eq!(login("alice", TEST_PASSWORD).await.status(), 200);
+    }
+}
+
+#[actix_web::test]
+async fn failures_are_shared_by_instances_and_survive_a_restart() {
+    let app = spawn_behind_proxy().await;
+    app.insert_user("alice", false);
+    let second = spawn_instance(&app);
+    for (i, base) in [&app.address, &second]
+        .into_iter()
+        .cycle()
+        .take(10)
+        .enumerate()
+    {
+        let resp = login_from(&app.http, base, HERE, "alice", "wrong-password").await;
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+
+    // Five failures on each instance are ten for both.
+    for base in [&app.address, &second] {
+        let resp = login_from(&app.http, base, HERE, "alice", TEST_PASSWORD).await;
+        assert_error(resp, 429, "too_many_attempts").await;
+    }
+    // An instance started afterwards (a restart: nothing in memory) knows them too.
+    let restarted = spawn_instance(&app);
+    let resp = login_from(&app.http, &restarted, HERE, "alice", TEST_PASSWORD).await;
+    assert_error(resp, 429, "too_many_attempts").await;
+    let stored: i64 = app.query(|c| login_failures::table.count().get_result(c));
+    assert_eq!(stored, 10, "one row per failure, none for refused attempts");
+}
+
+#[actix_web::test]
+async fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+    // No trusted proxies: every request is from its peer, 127.0.0.1, whatever it claims.
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+    for i in 0..10 {
+        let claimed = format!("192.0.2.{i}");
+        let resp = login_from(&app.http, &app.address, &claimed, "alice", "wrong").await;
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+    let resp = login_from(&app.http, &app.address, ELSEWHERE, "alice", TEST_PASSWORD).await;
+    assert_error(resp, 429, "too_many_attempts").await;
+
+    // Behind a trusted proxy only the hop it added counts: entries the client wrote to its
+    // left change nothing.
+    let app = spawn_behind_proxy().await;
+    app.insert_user("alice", false);
+    for i in 0..10 {
+        let chain = format!("192.0.2.{i}, {HERE}");
+        let resp = login_from(&app.http, &app.address, &chain, "alice", "wrong").await;
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+    let chain = format!("{ELSEWHERE}, {HERE}");
+    let resp = login_from(&app.http, &app.address, &chain, "alice", TEST_PASSWORD).await;
+    assert_error(resp, 429, "too_many_attempts").await;
+    let resp = login_from(&app.http, &app.address, ELSEWHERE, "alice", TEST_PASSWORD).await;
+    assert_eq!(resp.status(), 200);
 }
 
 #[actix_web::test]
@@ -112,6 +251,7 @@ async fn login_answers_503_busy_when_the_verification_queue_is_full() {
     app.insert_user("alice", false);
 
     let mut busy = None;
+    let mut failed = 0;
     for round in 0..5 {
         let names: Vec<String> = (0..20).map(|i| format!("flood-{round}-{i}")).collect();
         let logins = names.iter().map(|n| app.post_login(n, "wrong-password"));
@@ -126,7 +266,7 @@ async fn login_answers_503_busy_when_the_verification_queue_is_full() {
         }
         for resp in logins {
             match resp.status().as_u16() {
-                401 => {}
+                401 => failed += 1,
                 503 => busy = Some(resp),
                 other => panic!("unexpected status {other}"),
             }
@@ -138,6 +278,8 @@ async fn login_answers_503_busy_when_the_verification_queue_is_full() {
     let busy = busy.expect("some of 20 concurrent logins are refused as busy");
     assert_eq!(busy.headers()["retry-after"], "1");
     assert_error(busy, 503, "busy").await;
+    let stored: i64 = app.query(|c| login_failures::table.count().get_result(c));
+    assert_eq!(stored, failed, "refused logins are not counted as failures");
     // Refused logins leave nothing behind: the next one is checked as usual.
     assert_eq!(app.post_login("alice", TEST_PASSWORD).await.status(), 200);
 }
@@ -225,4 +367,32 @@ async fn me_shows_the_binding() {
     assert_eq!(after["wechat_bound"], true);
     assert!(after["bound_at"].is_string());
     assert_eq!(after["id"], user.id);
+}
+
+#[actix_web::test]
+async fn housekeeping_purges_failures_long_past_the_window() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_login("alice", "wrong").await.status(), 401);
+    app.query(|c| {
+        diesel::insert_into(login_failures::table)
+            .values((
+                login_failures::username_hash.eq("old"),
+                login_failures::address.eq(HERE),
+                login_failures::failed_at.eq(chrono::Utc::now() - chrono::TimeDelta::hours(2)),
+            ))
+            .execute(c)
+    });
+
+    wxbind::housekeeping::purge(&wxbind::db::build_pool(&app.db.url, 1)).await;
+
+    let left: Vec<String> = app.query(|c| {
+        login_failures::table
+            .select(login_failures::address)
+            .load(c)
+    });
+    assert_eq!(
+        left,
+        ["127.0.0.1"],
+        "the recent failure stays, the old one is gone"
+    );
 }

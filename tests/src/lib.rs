@@ -76,6 +76,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             // The links the suite's messages use; what a real deployment derives from its URLs.
             url_hosts: vec!["example.com".to_owned()],
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         },
         database: DatabaseConfig {
             url: SecretString::from(db.url.clone()),

@@ -4,6 +4,7 @@ pub mod bind_states;
 pub mod deployment;
 pub mod events;
 pub mod followers;
+pub mod login_failures;
 pub mod messages;
 pub mod push_nonces;
 pub mod schema;

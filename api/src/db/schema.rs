@@ -19,6 +19,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    login_failures (id) {
+        id -> Int8,
+        username_hash -> Text,
+        address -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Uuid,
         sender_id -> Int8,
@@ -110,6 +119,7 @@ diesel::joinable!(bind_states -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     bind_states,
     deployment,
+    login_failures,
     messages,
     push_nonces,
     sessions,

@@ -1,14 +1,15 @@
 //! Logging in and staying logged in: `POST /api/login` (username + password → access token
 //! and a refresh session cookie), `POST /api/token/refresh`, `POST /api/logout`.
 use actix_session::Session;
-use actix_web::{HttpResponse, ResponseError, post, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, post, web};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::UserResponse;
-use crate::auth::JwtKeys;
+use crate::auth::{self, JwtKeys};
+use crate::client_ip;
 use crate::db::{self, users::Profile};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorChain};
 use crate::state::AppState;
 use crate::telemetry::redacted_debug;
 use crate::verifier::VerifyError;
@@ -65,9 +66,12 @@ redacted_debug!(LoginResponse {
 /// Returns a short-lived access token (JWT, 15 minutes by default) and sets the HttpOnly
 /// `wxbind_session` cookie: a refresh session (14 days) for `POST /api/token/refresh`.
 /// Unknown usernames and wrong passwords get the same answer in about the same time.
-/// More than 10 failures in a minute for one username are refused with 429.
-/// Passwords are checked a few at a time: when more logins arrive than the server can check
-/// within about a second, the rest are refused at once with 503 `busy` and `Retry-After`.
+/// Failures are counted per client address (the peer, or the `X-Forwarded-For` entry of a
+/// proxy in `WXBIND_TRUSTED_PROXIES`): after 10 failures in a minute for one username, or 30
+/// for any, further attempts from that address are refused with 429 `too_many_attempts`;
+/// other addresses are unaffected. Passwords are checked a few at a time: when more logins
+/// arrive than the server can check within about a second, the rest are refused at once with
+/// 503 `busy` and `Retry-After`.
 #[utoipa::path(
     tag = "auth",
     request_body = LoginRequest,
@@ -76,7 +80,8 @@ redacted_debug!(LoginResponse {
         (status = 400, description = "`invalid_request`: missing or malformed fields", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`", body = ErrorBody,
+        (status = 429, description = "`too_many_attempts`: 10 failures a minute for this username, \
+            or 30 for any, from this client address", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds until another attempt may succeed"))),
         (status = 503, description = "`busy`: too many logins being verified at once; \
             `unavailable`: the database is unreachable", body = ErrorBody,
@@ -86,22 +91,24 @@ redacted_debug!(LoginResponse {
 #[post("/login")]
 #[tracing::instrument(skip_all)]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     keys: web::Data<JwtKeys>,
     session: Session,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    match attempt(&state, &keys, session, body.into_inner()).await {
+    match attempt(&req, &state, &keys, session, body.into_inner()).await {
         // The refusals a flood produces by the thousand a second: answered as a plain response,
         // without the error attached, so the request logger does not write a line for each.
         // They are counted in the metrics instead.
-        Err(refused @ ApiError::Busy) => Ok(refused.error_response()),
+        Err(refused @ (ApiError::Busy | ApiError::TooManyAttempts)) => Ok(refused.error_response()),
         other => other,
     }
 }
 
 /// The login itself: limits, lookup, password check, session.
 async fn attempt(
+    req: &HttpRequest,
     state: &AppState,
     keys: &JwtKeys,
     session: Session,
@@ -113,18 +120,37 @@ async fn attempt(
     if username.len() > 256 || password.len() > 1024 {
         return Err(ApiError::InvalidCredentials);
     }
-    // First, before any other work: a flood beyond what can be checked is refused here.
+    // First, before any other work: a flood beyond what can be checked is refused here,
+    // before it reaches the database.
     let slot = state
         .verifier
         .admit()
         .inspect_err(|_| state.metrics.login_busy())?;
-    state.throttle.check(&username)?;
+    let client = client_ip::client_ip(req, &state.config.http.trusted_proxies);
+    let key = auth::FailureKey::new(client, &username);
 
-    let name = username.clone();
-    let profile = db::run(&state.pool, move |conn| {
-        db::users::find_profile_by_username(conn, &name)
+    // The failure counts and the account in one unit of work; the account is only read when
+    // the counts allow an attempt.
+    let lookup_key = key.clone();
+    let (recent, profile) = db::run(&state.pool, move |conn| {
+        let recent = db::login_failures::recent(
+            conn,
+            &lookup_key.address,
+            &lookup_key.username_hash,
+            auth::FAILURE_WINDOW,
+        )?;
+        if auth::check_failures(recent.for_username, recent.for_address).is_err() {
+            return Ok((recent, None));
+        }
+        let profile = db::users::find_profile_by_username(conn, &username)?;
+        Ok((recent, profile))
     })
     .await?;
+    auth::check_failures(recent.for_username, recent.for_address).inspect_err(|_| {
+        state.metrics.login_throttled();
+        tracing::debug!(client.address = %key.address, "login refused: too many failures");
+    })?;
+
     // Checked on the verifier's threads, without a DB connection held.
     let stored_hash = profile.as_ref().map(|p| p.0.password_hash.clone());
     let ok = slot.verify(password, stored_hash).await.inspect_err(|e| {
@@ -134,12 +160,27 @@ async fn attempt(
     })?;
 
     let Some(profile) = profile.filter(|_| ok) else {
-        state.throttle.record_failure(&username);
         state.metrics.login_failed();
-        tracing::info!("login failed");
+        tracing::info!(client.address = %key.address, "login failed");
+        // Recorded before answering: an attempt the database could not count fails (503 when
+        // it is unreachable) rather than being answered as if it had been counted.
+        db::run(&state.pool, move |conn| {
+            db::login_failures::record(conn, &key.address, &key.username_hash)
+        })
+        .await?;
         return Err(ApiError::InvalidCredentials);
     };
-    state.throttle.record_success(&username);
+    if recent.for_username > 0 {
+        // The client proved the password: its earlier typos from this address are forgiven.
+        // Only a convenience, so a failure here does not fail the login.
+        let forgotten = db::run(&state.pool, move |conn| {
+            db::login_failures::forget(conn, &key.address, &key.username_hash)
+        })
+        .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %ErrorChain(&e), "could not forget earlier login failures");
+        }
+    }
     // A new session id at every login: a session fixed before login is worthless after it.
     session.renew();
     let stored = session
