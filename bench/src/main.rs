@@ -4,6 +4,11 @@
 //! service's peak RSS. Prints a Markdown table. Not a test: numbers depend on the machine.
 //!
 //! `cargo build --release -p wxbind && cargo run --release -p wxbind-bench [-- MESSAGES CLIENTS]`
+//!
+//! `wxbind-bench login-flood [CLIENTS SECONDS MAX_LOGINS]` is the login flood of `login_flood`:
+//! many concurrent logins with random usernames while health and message accepts are probed.
+mod login_flood;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +30,10 @@ impl Drop for Service {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "login-flood") {
+        return login_flood::run(args.skip(1)).await;
+    }
     let messages: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
     let clients: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let bind_requests = messages;
@@ -35,30 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wechat = FakeWechat::start().await;
     let recipients = seed(&db, clients)?;
 
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let bin = std::env::var("WXBIND_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/wxbind").to_owned()
-    });
-    let service = Service(
-        Command::new(&bin)
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("WXBIND_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WXBIND_PUBLIC_URL", &base)
-            .env("JWT_SECRET", TEST_JWT_SECRET)
-            .env("WECHAT_APP_ID", TEST_APP_ID)
-            .env("WECHAT_APP_SECRET", TEST_APP_SECRET)
-            .env("WECHAT_TEMPLATE_ID", "BENCH_TEMPLATE")
-            .env("WECHAT_API_BASE", wechat.uri())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                format!("starting {bin}: {e} (build it: cargo build --release -p wxbind)")
-            })?,
-    );
+    let (service, base) = start_service(&db, &wechat, &[])?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
@@ -139,6 +124,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         postgres_cpu - postgres_cpu_before
     );
     Ok(())
+}
+
+/// Starts the release service on a free loopback port against `db` and `wechat`, with `extra`
+/// environment on top of the common one; returns it with its base URL.
+fn start_service(
+    db: &TestDb,
+    wechat: &FakeWechat,
+    extra: &[(&str, &str)],
+) -> Result<(Service, String), Box<dyn std::error::Error>> {
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let bin = std::env::var("WXBIND_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/wxbind").to_owned()
+    });
+    let mut command = Command::new(&bin);
+    command
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("WXBIND_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WXBIND_PUBLIC_URL", &base)
+        .env("JWT_SECRET", TEST_JWT_SECRET)
+        .env("WECHAT_APP_ID", TEST_APP_ID)
+        .env("WECHAT_APP_SECRET", TEST_APP_SECRET)
+        .env("WECHAT_TEMPLATE_ID", "BENCH_TEMPLATE")
+        .env("WECHAT_API_BASE", wechat.uri())
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = command
+        .spawn()
+        .map_err(|e| format!("starting {bin}: {e} (build it: cargo build --release -p wxbind)"))?;
+    Ok((Service(child), base))
 }
 
 #[derive(Clone, Copy)]
