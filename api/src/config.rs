@@ -43,6 +43,9 @@ pub struct HttpConfig {
     pub bind_result_url: Option<Url>,
     /// Hosts a non-admin's message may link to (lowercase).
     pub url_hosts: Vec<String>,
+    /// Mini programs a non-admin's message may open (appids); none by default, since a mini
+    /// program page is a link too and nothing about the service says which ones are the site's.
+    pub miniprogram_appids: Vec<String>,
     /// Bearer token `/api/metrics` requires; `None` leaves it open (bind it to a private
     /// network then).
     pub metrics_token: Option<SecretString>,
@@ -348,6 +351,22 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
                 hosts
             }),
     };
+    let miniprogram_appids: Vec<String> = p
+        .string("WXBIND_MINIPROGRAM_APPIDS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if let Some(bad) = miniprogram_appids
+        .iter()
+        .find(|a| !crate::domain::is_wechat_appid(a))
+    {
+        p.fail(
+            "WXBIND_MINIPROGRAM_APPIDS",
+            &format!("must list mini program appids like wx1234567890abcdef, got {bad:?}"),
+        );
+    }
     let metrics_token = p.string("WXBIND_METRICS_TOKEN");
     if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
         p.fail("WXBIND_METRICS_TOKEN", "must be at least 16 characters");
@@ -359,6 +378,7 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
         cors_origins,
         bind_result_url,
         url_hosts,
+        miniprogram_appids,
         metrics_token: metrics_token.map(SecretString::from),
         trusted_proxies: trusted_proxies(p),
     }
@@ -1018,6 +1038,30 @@ mod tests {
         assert_eq!(c.http.url_hosts, ["shop.example.com", "help.example.com"]);
         let err = config(&[("WXBIND_URL_HOSTS", "https://x.example.com/")]).expect_err("a URL");
         assert!(err.0[0].starts_with("WXBIND_URL_HOSTS"), "{err}");
+    }
+
+    #[test]
+    fn miniprogram_appids_default_to_none_and_must_look_like_appids() {
+        assert!(
+            config(&[])
+                .expect("valid")
+                .http
+                .miniprogram_appids
+                .is_empty()
+        );
+        let c = config(&[(
+            "WXBIND_MINIPROGRAM_APPIDS",
+            "wx1234567890abcdef, wxfedcba0987654321,",
+        )])
+        .expect("valid");
+        assert_eq!(
+            c.http.miniprogram_appids,
+            ["wx1234567890abcdef", "wxfedcba0987654321"]
+        );
+        let err = config(&[("WXBIND_MINIPROGRAM_APPIDS", "wx1234567890abcdef,gh_abc")])
+            .expect_err("not an appid");
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].starts_with("WXBIND_MINIPROGRAM_APPIDS"), "{err}");
     }
 
     #[test]

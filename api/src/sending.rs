@@ -2,7 +2,7 @@
 //! user writes in the official account's name, so without them any signed-in user could send
 //! arbitrary text and links (phishing under the account's name). Admins are unrestricted.
 use crate::auth::AuthUser;
-use crate::domain::{MessageUrl, TemplateId};
+use crate::domain::{MessageUrl, Miniprogram, TemplateId};
 use crate::error::ApiError;
 
 /// What a non-admin sender is held to.
@@ -12,6 +12,8 @@ pub struct SendRules<'a> {
     pub default_template: Option<&'a str>,
     /// Hosts a non-admin's `url` may point at (`WXBIND_URL_HOSTS`).
     pub url_hosts: &'a [String],
+    /// Mini programs a non-admin's message may open (`WXBIND_MINIPROGRAM_APPIDS`).
+    pub miniprogram_appids: &'a [String],
 }
 
 /// What a request asks to send.
@@ -23,6 +25,8 @@ pub struct SendRequest<'a> {
     pub template_id: &'a TemplateId,
     /// The link, if any.
     pub url: Option<&'a MessageUrl>,
+    /// The mini-program page, if any.
+    pub miniprogram: Option<&'a Miniprogram>,
 }
 
 /// Refuses what the caller may not send, naming the field.
@@ -55,6 +59,15 @@ pub fn authorize(
             ));
         }
     }
+    // WeChat opens the mini program instead of the url, so it is the link that counts; the url
+    // stays held to its rules above, since older WeChat clients open it instead.
+    if let Some(page) = request.miniprogram {
+        if !rules.miniprogram_appids.iter().any(|a| a == page.appid()) {
+            return Err(ApiError::Forbidden(
+                "miniprogram.appid: only admins may open mini programs outside WXBIND_MINIPROGRAM_APPIDS",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -70,18 +83,27 @@ mod tests {
     #[test]
     fn non_admins_send_only_the_default_template_to_themselves_with_allowed_links() {
         let hosts = vec!["app.example.com".to_owned()];
+        let appids = vec!["wx1234567890abcdef".to_owned()];
         let rules = SendRules {
             default_template: Some("DEFAULT"),
             url_hosts: &hosts,
+            miniprogram_appids: &appids,
         };
         let default = TemplateId::parse("DEFAULT").expect("id");
         let other = TemplateId::parse("OTHER").expect("id");
         let ours = MessageUrl::parse("https://APP.example.com/orders/1").expect("url");
         let theirs = MessageUrl::parse("https://evil.example.net/login").expect("url");
+        let listed = Miniprogram::parse("wx1234567890abcdef", "pages/index").expect("page");
+        let unlisted = Miniprogram::parse("wxfedcba0987654321", "pages/index").expect("page");
         let ask = |user_id, template_id, url| SendRequest {
             user_id,
             template_id,
             url,
+            miniprogram: None,
+        };
+        let page = |url, miniprogram| SendRequest {
+            miniprogram: Some(miniprogram),
+            ..ask(7, &default, url)
         };
         let cases = [
             ("self, default, no url", ask(7, &default, None), true),
@@ -93,6 +115,18 @@ mod tests {
             ("another user", ask(8, &default, None), false),
             ("another template", ask(7, &other, None), false),
             ("a foreign host", ask(7, &default, Some(&theirs)), false),
+            ("a listed mini program", page(None, &listed), true),
+            ("an unlisted mini program", page(None, &unlisted), false),
+            (
+                "a listed mini program, our host",
+                page(Some(&ours), &listed),
+                true,
+            ),
+            (
+                "a listed mini program, a foreign host",
+                page(Some(&theirs), &listed),
+                false,
+            ),
         ];
         for (case, request, allowed) in cases {
             assert_eq!(

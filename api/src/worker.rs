@@ -374,6 +374,7 @@ async fn attempt(wechat: &Connected, m: &Claimed, openid: &str) -> Outcome {
         touser: openid,
         template_id: &m.template_id,
         url: m.url.as_deref(),
+        miniprogram: m.miniprogram.as_ref(),
         data: &m.data,
         client_msg_id: &client_msg_id,
     };

@@ -9,6 +9,7 @@ export type Message = components["schemas"]["MessageResponse"];
 export type NewMessage = components["schemas"]["CreateMessageRequest"];
 export type BindUrl = components["schemas"]["BindUrlResponse"];
 export type BindQrcode = components["schemas"]["BindQrcodeResponse"];
+export type MiniprogramPage = components["schemas"]["MiniprogramPage"];
 
 /** An API error: the `{error: {code, message}}` body plus the HTTP status. */
 export class WxbindError extends Error {

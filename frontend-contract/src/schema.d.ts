@@ -184,8 +184,8 @@ export interface paths {
          * @description Answers 202 once the message is stored; a worker delivers it. Poll
          *     `GET /api/messages/{id}` for the outcome. Repeating a request with the same
          *     `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
-         *     callers message only themselves, with the default template, and link only to hosts in
-         *     `WXBIND_URL_HOSTS`.
+         *     callers message only themselves, with the default template, link only to hosts in
+         *     `WXBIND_URL_HOSTS` and open only mini programs in `WXBIND_MINIPROGRAM_APPIDS`.
          */
         post: operations["create_message"];
         delete?: never;
@@ -354,6 +354,7 @@ export interface components {
              * @example order-42-shipped
              */
             idempotency_key?: string | null;
+            miniprogram?: null | components["schemas"]["MiniprogramPage"];
             /** @description Template to use; omitted means the server's `WECHAT_TEMPLATE_ID`. */
             template_id?: string | null;
             /**
@@ -459,6 +460,7 @@ export interface components {
             id: string;
             /** @description The idempotency key given at creation. */
             idempotency_key?: string | null;
+            miniprogram?: null | components["schemas"]["MiniprogramPage"];
             /**
              * Format: int64
              * @description WeChat's msgid once sent.
@@ -486,6 +488,20 @@ export interface components {
          * @enum {string}
          */
         MessageStatus: "queued" | "sending" | "sent" | "failed";
+        /** @description A page of a mini program bound to the official account, as WeChat's template send takes it. */
+        MiniprogramPage: {
+            /**
+             * @description The mini program's appid: `wx` and 16 letters or digits.
+             * @example wx1234567890abcdef
+             */
+            appid: string;
+            /**
+             * @description The page, with an optional query; a path inside the mini program (no scheme or host),
+             *     at most 1024 bytes.
+             * @example pages/order/detail?id=42
+             */
+            pagepath: string;
+        };
         /** @description Readiness. */
         ReadyResponse: {
             /**
@@ -907,7 +923,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessageResponse"];
                 };
             };
-            /** @description `invalid_request`: bad data, template, url or key */
+            /** @description `invalid_request`: bad data, template, url, miniprogram or key; the message names the field */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -925,7 +941,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `forbidden`: only admins may message other users, choose the template, or link to hosts outside `WXBIND_URL_HOSTS`; the message names the field */
+            /** @description `forbidden`: only admins may message other users, choose the template, link to hosts outside `WXBIND_URL_HOSTS` or open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`; the message names the field */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -10,6 +10,8 @@ import { assertDocumented, documentedResponses, seen } from "./spec.mjs";
 
 const PUSH_TOKEN = "contracttoken";
 const METRICS_TOKEN = "contract-metrics-token";
+/** The one mini program non-admins may open in these tests (WXBIND_MINIPROGRAM_APPIDS). */
+const MINIPROGRAM = "wx1234567890abcdef";
 
 /** Documented responses a healthy sandbox cannot produce, and why. */
 const UNREACHABLE = {
@@ -29,7 +31,11 @@ const UNREACHABLE = {
 
 let server;
 before(async () => {
-  server = await startWxbind({ WECHAT_TOKEN: PUSH_TOKEN, WXBIND_METRICS_TOKEN: METRICS_TOKEN });
+  server = await startWxbind({
+    WECHAT_TOKEN: PUSH_TOKEN,
+    WXBIND_METRICS_TOKEN: METRICS_TOKEN,
+    WXBIND_MINIPROGRAM_APPIDS: MINIPROGRAM,
+  });
 });
 after(async () => {
   await server?.stop();
@@ -145,6 +151,25 @@ test("messages", async () => {
   assert.equal(again.body.id, queued.body.id);
 
   assert.equal((await call("POST", "/api/messages", { token: demo.token, json: { data: {} } })).status, 400);
+
+  // A mini-program page: shown as sent; a listed one for a user, any for an admin.
+  const miniprogram = { appid: MINIPROGRAM, pagepath: "pages/order/detail?id=42" };
+  const jump = await call("POST", "/api/messages", {
+    token: demo.token,
+    json: { data, miniprogram, url: `${server.base}/orders/42` },
+  });
+  assert.equal(jump.status, 202);
+  assert.deepEqual(jump.body.miniprogram, miniprogram);
+  const unlisted = { appid: "wxfedcba0987654321", pagepath: "pages/index" };
+  const refused = await call("POST", "/api/messages", { token: demo.token, json: { data, miniprogram: unlisted } });
+  assert.equal(refused.status, 403);
+  assert.match(refused.body.error.message, /^miniprogram\.appid/);
+  const badPage = await call("POST", "/api/messages", {
+    token: demo.token,
+    json: { data, miniprogram: { appid: MINIPROGRAM, pagepath: "https://evil.example/x" } },
+  });
+  assert.equal(badPage.status, 400);
+  assert.match(badPage.body.error.message, /miniprogram\.pagepath/);
   const forbidden = await call("POST", "/api/messages", {
     token: demo.token,
     json: { user_id: admin.user.id, data },

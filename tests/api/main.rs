@@ -7,6 +7,7 @@ mod events;
 mod hijack;
 mod login;
 mod messages;
+mod miniprogram;
 mod ops;
 mod outage;
 mod roles;

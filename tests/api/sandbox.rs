@@ -112,6 +112,52 @@ async fn the_whole_flow_runs_in_the_sandbox() {
 }
 
 #[actix_web::test]
+async fn the_sandbox_shows_a_miniprogram_message() {
+    const MINIPROGRAM: &str = "wx1234567890abcdef";
+    let app = wxbind_tests::spawn_app_with(|c| {
+        c.enable_sandbox();
+        c.http.miniprogram_appids = vec![MINIPROGRAM.to_owned()];
+    })
+    .await;
+    wxbind_tests::seed_sandbox(&app);
+    let token = bound_demo(&app, "alice").await;
+    let alice = sandbox_users(&app).await[0].clone();
+
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+    let page = json!({"appid": MINIPROGRAM, "pagepath": "pages/order/detail?id=42"});
+    let resp = app
+        .post_message(
+            &token,
+            &json!({"data": {"first": {"value": "Open me"}}, "miniprogram": page, "url": "https://example.com/x"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.wait_for_final(&token, &id).await["status"], "sent");
+
+    let inbox: Vec<Value> = app
+        .get(&format!(
+            "/sandbox/api/inbox?openid={}",
+            alice["openid"].as_str().expect("openid")
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["miniprogram"], page);
+    assert_eq!(inbox[0]["url"], "https://example.com/x");
+    let phone = app.get("/sandbox/").await.text().await.expect("page");
+    assert!(
+        phone.contains(&format!("小程序 {MINIPROGRAM} · pages/order/detail?id=42")),
+        "{phone}"
+    );
+}
+
+#[actix_web::test]
 async fn health_reports_sandbox_mode() {
     let app = spawn_sandbox_app().await;
     let body: Value = app.get("/api/health").await.json().await.expect("json");

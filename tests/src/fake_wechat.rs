@@ -54,6 +54,8 @@ pub struct ReceivedSend {
     pub data: Value,
     /// `url`, if given.
     pub url: Option<String>,
+    /// `miniprogram`, if given.
+    pub miniprogram: Option<Value>,
 }
 
 /// The user access token the fake's code exchange answers with (wxbind must drop it).
@@ -298,6 +300,7 @@ impl Respond for TemplateSend {
             client_msg_id: body["client_msg_id"].as_str().unwrap_or_default().into(),
             data: body["data"].clone(),
             url: body["url"].as_str().map(Into::into),
+            miniprogram: Some(body["miniprogram"].clone()).filter(|m| !m.is_null()),
         };
         s.sends.push(received.clone());
         if s.current_token.as_deref() != Some(token.as_str()) {

@@ -75,6 +75,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             bind_result_url: None,
             // The links the suite's messages use; what a real deployment derives from its URLs.
             url_hosts: vec!["example.com".to_owned()],
+            miniprogram_appids: Vec::new(),
             metrics_token: None,
             trusted_proxies: Vec::new(),
         },

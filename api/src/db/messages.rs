@@ -28,6 +28,8 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub delivery: Option<Delivery>,
+    /// `{"appid", "pagepath"}` of the mini-program page it opens.
+    pub miniprogram: Option<serde_json::Value>,
 }
 
 /// A message to queue.
@@ -40,6 +42,7 @@ pub struct QueuedRequest {
     pub url: Option<String>,
     pub data: serde_json::Value,
     pub idempotency_key: Option<String>,
+    pub miniprogram: Option<serde_json::Value>,
 }
 
 /// Queues many messages with one statement: each bound recipient's row is inserted, and only
@@ -53,10 +56,12 @@ pub fn enqueue_many(
     batch: &[QueuedRequest],
 ) -> QueryResult<Vec<QueryResult<Queued>>> {
     let insert = diesel::sql_query(
-        "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
-         SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key
-         FROM unnest($1, $2, $3, $4, $5, $6, $7)
-              AS v (id, sender_id, user_id, template_id, url, data, idempotency_key)
+        "INSERT INTO messages
+             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
+         SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key,
+                v.miniprogram
+         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)
+              AS v (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
          JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
          JOIN users s ON s.id = v.sender_id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -77,6 +82,12 @@ pub fn enqueue_many(
         batch
             .iter()
             .map(|m| m.idempotency_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Jsonb>>, _>(
+        batch
+            .iter()
+            .map(|m| m.miniprogram.as_ref())
             .collect::<Vec<_>>(),
     );
     let inserted: Vec<Message> = super::Prepared(insert).load(conn)?;
@@ -111,8 +122,9 @@ pub enum Queued {
 /// idempotency key.
 pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queued> {
     let inserted: Option<Message> = diesel::sql_query(
-        "INSERT INTO messages (id, sender_id, user_id, template_id, url, data, idempotency_key)
-         SELECT $1, s.id, u.id, $4, $5, $6, $7 FROM users u, users s
+        "INSERT INTO messages
+             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
+         SELECT $1, s.id, u.id, $4, $5, $6, $7, $8 FROM users u, users s
          WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING *",
@@ -124,6 +136,7 @@ pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queu
     .bind::<Nullable<Text>, _>(new.url.as_deref())
     .bind::<Jsonb, _>(&new.data)
     .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
+    .bind::<Nullable<Jsonb>, _>(new.miniprogram.as_ref())
     .get_result(conn)
     .optional()?;
     if let Some(m) = inserted {
@@ -187,6 +200,9 @@ pub struct Claimed {
     pub attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
     pub openid: Option<String>,
+    /// `{"appid", "pagepath"}` of the mini-program page it opens.
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub miniprogram: Option<serde_json::Value>,
 }
 
 /// Claims up to `limit` due messages: those whose lease ran out first, then queued ones that

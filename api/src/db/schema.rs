@@ -46,6 +46,7 @@ diesel::table! {
         created_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
         delivery -> Nullable<Text>,
+        miniprogram -> Nullable<Jsonb>,
     }
 }
 
@@ -77,6 +78,7 @@ diesel::table! {
         bound_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         demo -> Bool,
+        unionid -> Nullable<Text>,
     }
 }
 

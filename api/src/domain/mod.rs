@@ -1,6 +1,7 @@
 //! Validated values: each is parsed once at the edge and passed on as a proven type.
 mod bind_state;
 mod message_status;
+mod miniprogram;
 mod password;
 mod role;
 mod template;
@@ -9,6 +10,7 @@ mod username;
 
 pub use bind_state::BindState;
 pub use message_status::{Delivery, MessageStatus};
+pub use miniprogram::{Miniprogram, is_wechat_appid};
 pub use password::Password;
 pub use role::Role;
 pub use template::{MessageUrl, TemplateData, TemplateId, TemplateValue};

@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, messages::Message, messages::Queued, messages::QueuedRequest};
-use crate::domain::{Delivery, MessageStatus, MessageUrl, TemplateData, TemplateId, TemplateValue};
+use crate::domain::{
+    Delivery, MessageStatus, MessageUrl, Miniprogram, TemplateData, TemplateId, TemplateValue,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::sending::{self, SendRequest, SendRules};
 use crate::state::AppState;
@@ -30,12 +32,41 @@ pub struct CreateMessageRequest {
     /// Page the message opens when tapped (absolute http(s) URL).
     #[schema(example = "https://example.com/orders/42")]
     pub url: Option<String>,
+    /// Mini-program page the message opens; WeChat opens it instead of `url` when both are
+    /// given (clients too old for mini programs open `url`). Non-admins may only name appids
+    /// in `WXBIND_MINIPROGRAM_APPIDS`.
+    #[serde(default, deserialize_with = "miniprogram_field")]
+    pub miniprogram: Option<MiniprogramPage>,
     /// Template fields: name → `{value, color?}`; at least one.
     #[schema(example = json!({"first": {"value": "Your order shipped"}, "keyword1": {"value": "42", "color": "#173177"}}))]
     pub data: BTreeMap<String, TemplateValue>,
     /// Makes retries safe: the same key from the same sender returns the first message.
     #[schema(example = "order-42-shipped")]
     pub idempotency_key: Option<String>,
+}
+
+/// A page of a mini program bound to the official account, as WeChat's template send takes it.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MiniprogramPage {
+    /// The mini program's appid: `wx` and 16 letters or digits.
+    #[schema(example = "wx1234567890abcdef")]
+    pub appid: String,
+    /// The page, with an optional query; a path inside the mini program (no scheme or host),
+    /// at most 1024 bytes.
+    #[schema(example = "pages/order/detail?id=42")]
+    pub pagepath: String,
+}
+
+/// Reads `miniprogram` so that every shape error names the field: serde's own message for a
+/// nested struct says only what it expected (`struct MiniprogramPage`), not where.
+fn miniprogram_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MiniprogramPage>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(raw) => serde_json::from_value(raw)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("miniprogram: {e}"))),
+    }
 }
 
 /// A message and its delivery state.
@@ -49,6 +80,9 @@ pub struct MessageResponse {
     pub template_id: String,
     /// Page the message opens.
     pub url: Option<String>,
+    /// Mini-program page the message opens (WeChat prefers it to `url`).
+    #[schema(value_type = Option<MiniprogramPage>)]
+    pub miniprogram: Option<serde_json::Value>,
     /// `queued`, `sending`, `sent` or `failed`.
     pub status: MessageStatus,
     /// Send attempts so far.
@@ -78,6 +112,7 @@ impl From<Message> for MessageResponse {
             user_id: m.user_id,
             template_id: m.template_id,
             url: m.url,
+            miniprogram: m.miniprogram,
             status: m.status,
             attempts: m.attempts,
             msgid: m.msgid,
@@ -95,6 +130,7 @@ struct ValidMessage {
     user_id: i64,
     template_id: TemplateId,
     url: Option<MessageUrl>,
+    miniprogram: Option<Miniprogram>,
     data: TemplateData,
     idempotency_key: Option<String>,
 }
@@ -120,6 +156,11 @@ impl ValidMessage {
             .map(MessageUrl::parse)
             .transpose()
             .map_err(bad)?;
+        let miniprogram = req
+            .miniprogram
+            .map(|m| Miniprogram::parse(&m.appid, &m.pagepath))
+            .transpose()
+            .map_err(bad)?;
         let data = TemplateData::parse(req.data).map_err(bad)?;
         if let Some(key) = &req.idempotency_key {
             if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
@@ -132,6 +173,7 @@ impl ValidMessage {
             user_id: req.user_id.unwrap_or(caller),
             template_id,
             url,
+            miniprogram,
             data,
             idempotency_key: req.idempotency_key,
         })
@@ -143,8 +185,8 @@ impl ValidMessage {
 /// Answers 202 once the message is stored; a worker delivers it. Poll
 /// `GET /api/messages/{id}` for the outcome. Repeating a request with the same
 /// `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
-/// callers message only themselves, with the default template, and link only to hosts in
-/// `WXBIND_URL_HOSTS`.
+/// callers message only themselves, with the default template, link only to hosts in
+/// `WXBIND_URL_HOSTS` and open only mini programs in `WXBIND_MINIPROGRAM_APPIDS`.
 #[utoipa::path(
     tag = "messages",
     security(("bearer" = [])),
@@ -152,9 +194,9 @@ impl ValidMessage {
     responses(
         (status = 202, description = "Queued", body = MessageResponse),
         (status = 200, description = "Already queued under this idempotency key", body = MessageResponse),
-        (status = 400, description = "`invalid_request`: bad data, template, url or key", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: bad data, template, url, miniprogram or key; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admins may message other users, choose the template, or link to hosts outside `WXBIND_URL_HOSTS`; the message names the field", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins may message other users, choose the template, link to hosts outside `WXBIND_URL_HOSTS` or open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`; the message names the field", body = ErrorBody),
         (status = 404, description = "`user_not_found`", body = ErrorBody),
         (status = 409, description = "`not_bound`: the recipient has no WeChat binding", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
@@ -187,10 +229,12 @@ pub async fn create_message(
             user_id: msg.user_id,
             template_id: &msg.template_id,
             url: msg.url.as_ref(),
+            miniprogram: msg.miniprogram.as_ref(),
         },
         &SendRules {
             default_template: wechat_config.and_then(|w| w.default_template_id.as_deref()),
             url_hosts: &state.config.http.url_hosts,
+            miniprogram_appids: &state.config.http.miniprogram_appids,
         },
     )?;
     let queued = state
@@ -203,6 +247,7 @@ pub async fn create_message(
             url: msg.url.as_ref().map(|u| u.as_ref().to_owned()),
             data: msg.data.to_json(),
             idempotency_key: msg.idempotency_key,
+            miniprogram: msg.miniprogram.as_ref().map(Miniprogram::to_json),
         })
         .await?;
     let message = match queued {

@@ -162,6 +162,15 @@ pub(super) async fn phone(sim: web::Data<Simulator>) -> HttpResponse {
                     );
                 }
             }
+            // WeChat opens the mini program when there is one, the url otherwise.
+            if let Some(page) = &m.miniprogram {
+                let _ = write!(
+                    body,
+                    "<div class=\"muted\" data-miniprogram=\"{0}\">小程序 {0} · {1}</div>",
+                    esc(page["appid"].as_str().unwrap_or_default()),
+                    esc(page["pagepath"].as_str().unwrap_or_default())
+                );
+            }
             if let Some(url) = &m.url {
                 let _ = write!(
                     body,
@@ -256,12 +265,14 @@ pub(super) struct InboxQuery {
 struct InboxEntry<'a> {
     template_id: &'a str,
     url: Option<&'a str>,
+    miniprogram: Option<&'a serde_json::Value>,
     data: &'a serde_json::Value,
     msgid: i64,
     received_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// `GET /sandbox/api/inbox?openid=…`: `[{template_id, url, data, msgid, received_at}]`.
+/// `GET /sandbox/api/inbox?openid=…`: `[{template_id, url, miniprogram, data, msgid,
+/// received_at}]`.
 pub(super) async fn inbox_json(
     sim: web::Data<Simulator>,
     q: web::Query<InboxQuery>,
@@ -272,6 +283,7 @@ pub(super) async fn inbox_json(
         .map(|m| InboxEntry {
             template_id: &m.template_id,
             url: m.url.as_deref(),
+            miniprogram: m.miniprogram.as_ref(),
             data: &m.data,
             msgid: m.msgid,
             received_at: m.received_at,

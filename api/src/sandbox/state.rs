@@ -47,6 +47,8 @@ pub struct InboxItem {
     pub template_id: String,
     /// Link of the message.
     pub url: Option<String>,
+    /// `{appid, pagepath}`: the mini-program page it opens (preferred to `url`).
+    pub miniprogram: Option<serde_json::Value>,
     /// Field name → `{value, color?}`.
     pub data: serde_json::Value,
     /// WeChat's msgid.
@@ -243,6 +245,7 @@ impl Sandbox {
         touser: &str,
         template_id: &str,
         url: Option<String>,
+        miniprogram: Option<serde_json::Value>,
         data: serde_json::Value,
         client_msg_id: Option<&str>,
     ) -> Result<(i64, bool), SimError> {
@@ -272,6 +275,7 @@ impl Sandbox {
             .push(InboxItem {
                 template_id: template_id.to_owned(),
                 url,
+                miniprogram,
                 data,
                 msgid,
                 received_at: Utc::now(),
@@ -354,21 +358,21 @@ mod tests {
         let u = s.user("alice");
         let data = serde_json::json!({"k": {"value": "v"}});
         let e = s
-            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
             .expect_err("not following");
         assert_eq!(e.errcode, 43004);
         s.set_following("alice", true);
         let a = s
-            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
             .expect("sent");
         let b = s
-            .send_template(&u.openid, "T", None, data.clone(), Some("m1"))
+            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
             .expect("dedup");
         assert_eq!(a.0, b.0, "a repeat gets the same msgid");
         assert!(a.1 && !b.1, "and is not delivered again");
         assert_eq!(s.inbox(&u.openid).len(), 1);
         assert_eq!(
-            s.send_template("ounknown", "T", None, data, None)
+            s.send_template("ounknown", "T", None, None, data, None)
                 .expect_err("unknown")
                 .errcode,
             40003

@@ -285,11 +285,23 @@ pub(super) async fn template_send(
     if !data_ok {
         return wx_error(&sim(47003, "argument invalid! data.value invalid"));
     }
+    // miniprogram: {appid: string, pagepath: string}, when given at all.
+    let miniprogram = match &b["miniprogram"] {
+        Value::Null => None,
+        m if ["appid", "pagepath"]
+            .iter()
+            .all(|k| m[k].as_str().is_some_and(|v| !v.is_empty())) =>
+        {
+            Some(json!({"appid": m["appid"], "pagepath": m["pagepath"]}))
+        }
+        _ => return wx_error(&sim(47001, "data format error")),
+    };
     let url = b["url"].as_str().map(str::to_owned);
     match sim_.state.send_template(
         touser,
         template_id,
         url,
+        miniprogram,
         b["data"].clone(),
         b["client_msg_id"].as_str(),
     ) {

@@ -294,6 +294,7 @@ mod tests {
             touser: "OPENID",
             template_id: "T",
             url: None,
+            miniprogram: None,
             data: &data,
             client_msg_id: "m1",
         };

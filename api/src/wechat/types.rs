@@ -62,6 +62,10 @@ pub struct TemplateSend<'a> {
     /// Page the message opens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<&'a str>,
+    /// `{appid, pagepath}`: a page of a mini program bound to the account, which WeChat opens
+    /// instead of `url` when both are given (older clients open `url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miniprogram: Option<&'a serde_json::Value>,
     /// Field name → `{value, color?}`.
     pub data: &'a serde_json::Value,
     /// Deduplication key: WeChat sends one message per openid and client_msg_id.
