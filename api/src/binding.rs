@@ -2,6 +2,7 @@
 //! OAuth callback (a bind link opened in WeChat) and scan binding (a parametric QR code whose
 //! scene carries the state). A state is single-use and expires; an openid bound to someone
 //! else is refused, never moved; a failure leaves the state usable, so the link can be retried.
+//! Only the callback learns a unionid (from its code exchange); a scan brings none.
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::{Connection, PgConnection};
 
@@ -199,9 +200,17 @@ async fn exchange_and_bind(
             "openid missing or too long".into(),
         )));
     }
+    // WeChat sends one only for accounts linked to an Open Platform account, and only with
+    // snsapi_userinfo; an empty one is none.
+    let unionid = token.unionid.filter(|u| !u.is_empty());
+    if unionid.as_ref().is_some_and(|u| u.len() > 128) {
+        return Err(BindError::Wechat(WechatError::Decode(
+            "unionid too long".into(),
+        )));
+    }
     let openid = token.openid;
     db::run_with(&state.pool, move |conn| {
-        conn.transaction(|conn| bind_openid(conn, user_id, &openid))
+        conn.transaction(|conn| bind_openid(conn, user_id, &openid, unionid.as_deref()))
     })
     .await?;
     state.metrics.bind();
@@ -209,24 +218,35 @@ async fn exchange_and_bind(
     Ok(())
 }
 
-/// Binds `openid` to the user and returns the username, inside the caller's transaction. An
-/// openid bound to someone else is refused, never moved; a user bound to another openid is
-/// refused too (unbind first); the same openid again changes nothing. Success revokes the
-/// user's other live bind states.
-fn bind_openid(conn: &mut PgConnection, user_id: i64, openid: &str) -> Result<String, BindError> {
+/// Binds `openid` (with its `unionid`, if known) to the user and returns the username, inside
+/// the caller's transaction. An openid bound to someone else is refused, never moved; a user
+/// bound to another openid is refused too (unbind first); the same openid again changes
+/// nothing but a missing unionid. Success revokes the user's other live bind states.
+fn bind_openid(
+    conn: &mut PgConnection,
+    user_id: i64,
+    openid: &str,
+    unionid: Option<&str>,
+) -> Result<String, BindError> {
     if db::users::find_by_openid(conn, openid)?.is_some_and(|owner| owner != user_id) {
         return Err(BindError::AlreadyBound);
     }
     let user = db::users::find_for_update(conn, user_id)?.ok_or(BindError::UserGone)?;
-    match user.openid.as_deref() {
-        Some(current) if current == openid => {}
-        Some(_) => return Err(BindError::AccountBoundElsewhere),
-        None => match db::users::bind_openid(conn, user_id, openid) {
-            Ok(_) => {}
-            // Lost a race with another binding of the same openid.
-            Err(e) if db::is_unique_violation(&e) => return Err(BindError::AlreadyBound),
-            Err(e) => return Err(e.into()),
-        },
+    let written = match (user.openid.as_deref(), unionid) {
+        // Bound by a scan, say, which brings no unionid: a bind link completes the record.
+        (Some(current), Some(unionid)) if current == openid => {
+            db::users::fill_unionid(conn, user_id, unionid)
+        }
+        (Some(current), None) if current == openid => Ok(0),
+        (Some(_), _) => return Err(BindError::AccountBoundElsewhere),
+        (None, _) => db::users::bind_openid(conn, user_id, openid, unionid),
+    };
+    match written {
+        Ok(_) => {}
+        // Lost a race with another binding of the same openid, or (which WeChat never
+        // answers) the unionid is another account's: the same person bound twice.
+        Err(e) if db::is_unique_violation(&e) => return Err(BindError::AlreadyBound),
+        Err(e) => return Err(e.into()),
     }
     db::bind_states::revoke_live(conn, user_id)?;
     Ok(user.username)
@@ -251,7 +271,8 @@ pub fn bind_by_scan(
     let Some(user_id) = db::bind_states::consume(conn, &hash)? else {
         return Ok(Some(EXPIRED_REPLY.into()));
     };
-    match bind_openid(conn, user_id, openid) {
+    // A scan pushes only the openid, never a unionid: that takes a code exchange.
+    match bind_openid(conn, user_id, openid, None) {
         Ok(username) => {
             tracing::info!(user.id = user_id, "WeChat account bound by QR scan");
             Ok(Some(format!(

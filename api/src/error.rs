@@ -198,7 +198,7 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS` or open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`; the message names the field.";
+        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS` or look users up; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,

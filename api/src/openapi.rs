@@ -24,6 +24,7 @@ messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\
     tags(
         (name = "auth", description = "Logging in"),
         (name = "account", description = "The logged-in user"),
+        (name = "users", description = "Looking accounts up (admins)"),
         (name = "binding", description = "Binding a WeChat account (OAuth2)"),
         (name = "messages", description = "Template messages and their delivery"),
         (name = "wechat", description = "WeChat's server push (called by WeChat, not the SPA)"),

@@ -339,6 +339,7 @@ mod tests {
             openid: None,
             bound_at: None,
             created_at: now,
+            unionid: None,
         };
         let printed: Vec<(&str, String)> = vec![
             (

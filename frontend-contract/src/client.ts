@@ -83,6 +83,9 @@ export function createWxbind(baseUrl: string) {
     sendMessage: (message: NewMessage) => authed(() => api.POST("/api/messages", { body: message })),
     getMessage: (id: string) =>
       authed(() => api.GET("/api/messages/{id}", { params: { path: { id } } })),
+    /** Admins only: the account bound to a WeChat unionid. */
+    findUserByUnionid: (unionid: string) =>
+      authed(() => api.GET("/api/users", { params: { query: { unionid } } })),
     /** Whether an access token is held. */
     get loggedIn() {
       return accessToken !== undefined;

@@ -273,6 +273,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The account bound to a WeChat unionid (admins only).
+         * @description Only bindings made through a bind link carry a unionid, and only when the official account
+         *     is linked to an Open Platform account: an account bound by scanning a QR code is not found
+         *     until it completes a bind link once.
+         */
+        get: operations["find_user"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/wechat/events": {
         parameters: {
             query?: never;
@@ -555,6 +577,13 @@ export interface components {
              * @example 6384e2b2184bcbf58eccf10ca7a6563c
              */
             uid: string;
+            /**
+             * @description The bound WeChat user's unionid: the same person across the company's apps (the openid
+             *     is per account). WeChat gives it only when the official account is linked to an Open
+             *     Platform account and only to a bind link (a QR-code scan brings none); null otherwise.
+             * @example o6_bmasdasdsad6_2sgVt7hMZOPfL
+             */
+            unionid?: string | null;
             /**
              * @description Login name.
              * @example alice
@@ -1116,6 +1145,68 @@ export interface operations {
             };
             /** @description `session_expired`: no valid refresh session */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    find_user: {
+        parameters: {
+            query: {
+                /**
+                 * @description The WeChat user's unionid, as the company's other apps know it.
+                 * @example o6_bmasdasdsad6_2sgVt7hMZOPfL
+                 */
+                unionid: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserResponse"];
+                };
+            };
+            /** @description `invalid_request`: `unionid` missing, empty or longer than 128 characters */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins look users up */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `user_not_found`: no account is bound to this unionid */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -112,7 +112,11 @@ test("account and binding", async () => {
 
   const bound = await bind(token, "carol");
   assert.equal(bound.status, 200);
-  assert.equal((await call("GET", "/api/me", { token })).body.wechat_bound, true);
+  const me = (await call("GET", "/api/me", { token })).body;
+  assert.equal(me.wechat_bound, true);
+  // A bind link's scope is snsapi_userinfo, and the sandbox account counts as linked to an
+  // Open Platform account: the binding carries a unionid.
+  assert.equal(typeof me.unionid, "string");
   assert.equal((await call("GET", "/api/bind-qrcode", { token })).status, 200);
 
   const reused = await call("GET", "/api/callback?code=x&state=NoSuchState123");
@@ -124,8 +128,22 @@ test("account and binding", async () => {
   assert.equal(conflict.status, 409);
   assert.equal(conflict.body.error.code, "already_bound");
 
+  // Admins look accounts up by unionid; nobody else does.
+  const lookup = `/api/users?unionid=${encodeURIComponent(me.unionid)}`;
+  const found = await call("GET", lookup, { token: admin.token });
+  assert.equal(found.status, 200);
+  assert.equal(found.body.id, me.id);
+  assert.equal((await call("GET", lookup, { token })).status, 403);
+  assert.equal((await call("GET", lookup)).status, 401);
+  assert.equal((await call("GET", "/api/users", { token: admin.token })).status, 400);
+
   assert.equal((await call("DELETE", "/api/binding", { token })).status, 204);
-  assert.equal((await call("GET", "/api/me", { token })).body.wechat_bound, false);
+  const unbound = (await call("GET", "/api/me", { token })).body;
+  assert.equal(unbound.wechat_bound, false);
+  assert.equal(unbound.unionid, null);
+  const gone = await call("GET", lookup, { token: admin.token });
+  assert.equal(gone.status, 404);
+  assert.equal(gone.body.error.code, "user_not_found");
 });
 
 test("messages", async () => {

@@ -14,3 +14,4 @@ mod roles;
 mod sandbox;
 mod session;
 mod token;
+mod unionid;

@@ -112,7 +112,7 @@ async fn the_whole_flow_runs_in_the_sandbox() {
 }
 
 #[actix_web::test]
-async fn the_sandbox_shows_a_miniprogram_message() {
+async fn the_sandbox_gives_a_unionid_and_shows_a_miniprogram_message() {
     const MINIPROGRAM: &str = "wx1234567890abcdef";
     let app = wxbind_tests::spawn_app_with(|c| {
         c.enable_sandbox();
@@ -120,8 +120,14 @@ async fn the_sandbox_shows_a_miniprogram_message() {
     })
     .await;
     wxbind_tests::seed_sandbox(&app);
+    // demo binds through the bind link, whose scope is snsapi_userinfo: a unionid comes along.
     let token = bound_demo(&app, "alice").await;
+
+    let me = app.me(&token).await;
+    assert_eq!(me["unionid"], wxbind::sandbox::unionid_for("alice"), "{me}");
     let alice = sandbox_users(&app).await[0].clone();
+    assert_eq!(alice["unionid"], me["unionid"]);
+    assert_ne!(alice["unionid"], alice["openid"]);
 
     app.post_empty("/sandbox/api/users/alice/follow").await;
     let page = json!({"appid": MINIPROGRAM, "pagepath": "pages/order/detail?id=42"});

@@ -16,8 +16,16 @@ use crate::{TEST_APP_ID, TEST_APP_SECRET};
 /// How the fake answers one OAuth code.
 #[derive(Debug, Clone)]
 pub enum CodeReply {
-    /// A normal user with this openid.
+    /// A normal user with this openid (no unionid: the account has no Open Platform link).
     OpenId(String),
+    /// A normal user with this openid and unionid, as for an account linked to an Open
+    /// Platform account with scope `snsapi_userinfo`.
+    WithUnionId {
+        /// The openid.
+        openid: String,
+        /// The unionid.
+        unionid: String,
+    },
     /// A virtual snapshot user (`is_snapshotuser: 1`).
     Snapshot(String),
     /// An errcode body.
@@ -232,7 +240,7 @@ impl Respond for OAuth {
             return errcode(40029, "invalid code");
         };
         s.used_codes.push(code);
-        let token_body = |openid: &str, snapshot: bool| {
+        let token_body = |openid: &str, snapshot: bool, unionid: Option<&str>| {
             let mut body = json!({
                 "access_token": OAUTH_ACCESS_TOKEN,
                 "expires_in": 7200,
@@ -243,14 +251,20 @@ impl Respond for OAuth {
             if snapshot {
                 body["is_snapshotuser"] = json!(1);
             }
+            if let Some(unionid) = unionid {
+                body["unionid"] = json!(unionid);
+            }
             ResponseTemplate::new(200).set_body_json(body)
         };
         match reply {
-            CodeReply::OpenId(o) => token_body(&o, false),
-            CodeReply::Snapshot(o) => token_body(&o, true),
+            CodeReply::OpenId(o) => token_body(&o, false, None),
+            CodeReply::WithUnionId { openid, unionid } => {
+                token_body(&openid, false, Some(&unionid))
+            }
+            CodeReply::Snapshot(o) => token_body(&o, true, None),
             CodeReply::Errcode(c) => errcode(c, "scripted error"),
             CodeReply::Http(status) => ResponseTemplate::new(status),
-            CodeReply::Delay(d) => token_body("late-openid", false).set_delay(d),
+            CodeReply::Delay(d) => token_body("late-openid", false, None).set_delay(d),
         }
     }
 }

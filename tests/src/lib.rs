@@ -339,12 +339,17 @@ impl TestApp {
 
     /// Binds `openid` to `user` through the real flow: bind-url, WeChat's code, callback.
     pub async fn bind(&self, user: &TestUser, openid: &str) {
+        self.bind_as(user, CodeReply::OpenId(openid.into())).await;
+    }
+
+    /// Binds `user` through the real flow, WeChat answering the code with `reply` (say
+    /// [`CodeReply::WithUnionId`]).
+    pub async fn bind_as(&self, user: &TestUser, reply: CodeReply) {
         let (_, state) = self.bind_url(user).await;
-        let code = format!("code-for-{openid}-{}", uuid::Uuid::new_v4().simple());
-        self.wechat
-            .register_code(&code, CodeReply::OpenId(openid.into()));
+        let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+        self.wechat.register_code(&code, reply.clone());
         let resp = self.callback(Some(&code), Some(&state)).await;
-        assert_eq!(resp.status(), 200, "binding {openid}");
+        assert_eq!(resp.status(), 200, "binding with {reply:?}");
     }
 
     /// `POST /api/messages` with `body`.

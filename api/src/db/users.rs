@@ -18,6 +18,8 @@ pub struct User {
     pub openid: Option<String>,
     pub bound_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The WeChat user's unionid, when the binding's code exchange returned one.
+    pub unionid: Option<String>,
 }
 // A hash is not the password, but it is what an offline guessing attack starts from.
 redacted_debug!(User {
@@ -27,7 +29,8 @@ redacted_debug!(User {
     role,
     openid,
     bound_at,
-    created_at
+    created_at,
+    unionid
 });
 
 /// A new account.
@@ -82,6 +85,21 @@ pub fn find_profile_by_username(
         .optional()
 }
 
+/// The account bound to the WeChat user with `unionid` and its follow state, in one query.
+pub fn find_profile_by_unionid(
+    conn: &mut PgConnection,
+    unionid: &str,
+) -> QueryResult<Option<Profile>> {
+    users::table
+        .left_join(
+            wechat_followers::table.on(wechat_followers::openid.nullable().eq(users::openid)),
+        )
+        .filter(users::unionid.eq(unionid))
+        .select((User::as_select(), Option::<Follower>::as_select()))
+        .first(conn)
+        .optional()
+}
+
 /// The account with `id`, if any.
 pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<User>> {
     users::table
@@ -111,23 +129,39 @@ pub fn find_for_update(conn: &mut PgConnection, id: i64) -> QueryResult<Option<U
         .optional()
 }
 
-/// Binds `openid` to an account that has no binding. The unique index refuses an openid
-/// bound elsewhere.
-pub fn bind_openid(conn: &mut PgConnection, id: i64, openid: &str) -> QueryResult<usize> {
+/// Binds `openid` (and `unionid`, if WeChat gave one) to an account that has no binding. The
+/// unique indexes refuse an openid or unionid bound elsewhere.
+pub fn bind_openid(
+    conn: &mut PgConnection,
+    id: i64,
+    openid: &str,
+    unionid: Option<&str>,
+) -> QueryResult<usize> {
     diesel::update(users::table.find(id).filter(users::openid.is_null()))
         .set((
             users::openid.eq(openid),
             users::bound_at.eq(diesel::dsl::now),
+            users::unionid.eq(unionid),
         ))
         .execute(conn)
 }
 
-/// Clears the account's binding.
+/// Records the unionid of a bound account that has none yet (bound by a scan, which brings
+/// none). The unique index refuses a unionid bound elsewhere.
+pub fn fill_unionid(conn: &mut PgConnection, id: i64, unionid: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id).filter(users::unionid.is_null()))
+        .set(users::unionid.eq(unionid))
+        .execute(conn)
+}
+
+/// Clears the account's binding, unionid included: it identifies the WeChat user, who is
+/// no longer this account's.
 pub fn unbind(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
     diesel::update(users::table.find(id))
         .set((
             users::openid.eq(None::<String>),
             users::bound_at.eq(None::<DateTime<Utc>>),
+            users::unionid.eq(None::<String>),
         ))
         .execute(conn)
 }

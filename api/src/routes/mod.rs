@@ -5,6 +5,7 @@ pub mod binding;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod users;
 pub mod wechat_events;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(auth::refresh_token)
             .service(auth::logout)
             .service(me::get_me)
+            .service(users::find_user)
             .service(binding::get_bind_url)
             .service(binding::wechat_callback)
             .service(binding::delete_binding)
@@ -58,6 +60,11 @@ pub struct UserResponse {
     pub wechat_bound: bool,
     /// When it was bound.
     pub bound_at: Option<DateTime<Utc>>,
+    /// The bound WeChat user's unionid: the same person across the company's apps (the openid
+    /// is per account). WeChat gives it only when the official account is linked to an Open
+    /// Platform account and only to a bind link (a QR-code scan brings none); null otherwise.
+    #[schema(example = "o6_bmasdasdsad6_2sgVt7hMZOPfL")]
+    pub unionid: Option<String>,
     /// Whether the bound WeChat user follows the official account; null while unbound or
     /// before WeChat has said (follow events, or a send refused with 43004).
     pub subscribed: Option<bool>,
@@ -74,6 +81,7 @@ impl From<Profile> for UserResponse {
             role: user.role,
             wechat_bound: user.openid.is_some(),
             bound_at: user.bound_at,
+            unionid: user.unionid,
             // A follow state is only the user's while the openid is bound to them.
             subscribed: follower.as_ref().map(|f| f.subscribed),
             subscribed_at: follower.and_then(|f| f.subscribed_at),

@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-pub use state::{InboxItem, Sandbox, SimUser, openid_for};
+pub use state::{InboxItem, Sandbox, SimUser, openid_for, unionid_for};
 
 use crate::config::{Config, PushConfig};
 use crate::domain::Role;

@@ -190,7 +190,7 @@ pub(super) async fn phone(sim: web::Data<Simulator>) -> HttpResponse {
     page("wxbind sandbox phone", &body)
 }
 
-/// `GET /sandbox/api/users`: `[{name, openid, following}]`.
+/// `GET /sandbox/api/users`: `[{name, openid, unionid, following}]`.
 pub(super) async fn users_json(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::Ok().json(sim.state.users())
 }

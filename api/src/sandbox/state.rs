@@ -36,6 +36,8 @@ pub struct SimUser {
     pub name: String,
     /// Stable openid under the sandbox account.
     pub openid: String,
+    /// Stable unionid: the sandbox account counts as linked to an Open Platform account.
+    pub unionid: String,
     /// Whether the user follows the official account.
     pub following: bool,
 }
@@ -102,7 +104,17 @@ pub struct Sandbox {
 
 /// An openid in WeChat's shape (28 characters), stable for a name.
 pub fn openid_for(name: &str) -> String {
-    let digest = Sha256::digest(format!("wxbind-sandbox:{name}").as_bytes());
+    wechat_id("wxbind-sandbox", name)
+}
+
+/// A unionid in WeChat's shape (28 characters), stable for a name and unlike its openid.
+pub fn unionid_for(name: &str) -> String {
+    wechat_id("wxbind-sandbox-unionid", name)
+}
+
+/// 28 characters from WeChat's id alphabet, starting with `o`, derived from `salt` and `name`.
+fn wechat_id(salt: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{salt}:{name}").as_bytes());
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let tail: String = digest
         .iter()
@@ -128,6 +140,7 @@ impl Sandbox {
             .or_insert_with(|| SimUser {
                 name: name.to_owned(),
                 openid: openid_for(name),
+                unionid: unionid_for(name),
                 following: false,
             })
             .clone()
@@ -166,8 +179,13 @@ impl Sandbox {
         code
     }
 
-    /// Exchanges a code: `(oauth access token, openid, scope)`.
-    pub fn exchange_code(&self, code: &str) -> Result<(String, String, String), SimError> {
+    /// Exchanges a code: `(oauth access token, openid, scope, unionid)`. Like WeChat for an
+    /// account linked to an Open Platform account, the unionid comes with `snsapi_userinfo`
+    /// only.
+    pub fn exchange_code(
+        &self,
+        code: &str,
+    ) -> Result<(String, String, String, Option<String>), SimError> {
         let mut inner = self.lock();
         let entry = inner
             .codes
@@ -181,9 +199,15 @@ impl Sandbox {
         }
         entry.used = true;
         let (openid, scope) = (entry.openid.clone(), entry.scope.clone());
+        let unionid = inner
+            .users
+            .values()
+            .find(|u| u.openid == openid)
+            .filter(|_| scope == "snsapi_userinfo")
+            .map(|u| u.unionid.clone());
         let token = random_alphanumeric(40);
         inner.oauth_tokens.insert(token.clone(), openid.clone());
-        Ok((token, openid, scope))
+        Ok((token, openid, scope, unionid))
     }
 
     /// The openid an OAuth (user) access token was issued for.
@@ -330,7 +354,19 @@ mod tests {
         let s = Sandbox::default();
         let u = s.user("alice");
         let code = s.issue_code(&u.openid, "snsapi_userinfo");
-        assert_eq!(s.exchange_code(&code).expect("first").1, u.openid);
+        let first = s.exchange_code(&code).expect("first");
+        assert_eq!(first.1, u.openid);
+        assert_eq!(
+            first.3,
+            Some(unionid_for("alice")),
+            "snsapi_userinfo has one"
+        );
+        let base = s.issue_code(&u.openid, "snsapi_base");
+        assert_eq!(
+            s.exchange_code(&base).expect("base").3,
+            None,
+            "snsapi_base has none"
+        );
         assert_eq!(s.exchange_code(&code).expect_err("reuse").errcode, 40163);
         assert_eq!(s.exchange_code("nope").expect_err("unknown").errcode, 40029);
     }
@@ -386,5 +422,9 @@ mod tests {
         assert!(o.starts_with('o'));
         assert_eq!(o, openid_for("alice"));
         assert_ne!(o, openid_for("bob"));
+        let u = unionid_for("alice");
+        assert_eq!((u.len(), u.starts_with('o')), (28, true));
+        assert_ne!(u, o, "a unionid is not the openid");
+        assert_eq!(u, unionid_for("alice"));
     }
 }

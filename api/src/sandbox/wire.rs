@@ -146,7 +146,8 @@ fn found(target: &url::Url) -> HttpResponse {
         .finish()
 }
 
-/// `GET /sns/oauth2/access_token`: exchanges a code for the user's openid.
+/// `GET /sns/oauth2/access_token`: exchanges a code for the user's openid (and, with
+/// `snsapi_userinfo`, unionid).
 pub(super) async fn oauth_access_token(
     sim_: web::Data<Simulator>,
     req: HttpRequest,
@@ -163,13 +164,20 @@ pub(super) async fn oauth_access_token(
         return wx_error(&sim(40002, "invalid grant_type"));
     }
     match sim_.state.exchange_code(code) {
-        Ok((token, openid, scope)) => HttpResponse::Ok().json(json!({
-            "access_token": token,
-            "expires_in": TOKEN_TTL_SECONDS,
-            "refresh_token": crate::domain::random_alphanumeric(40),
-            "openid": openid,
-            "scope": scope,
-        })),
+        Ok((token, openid, scope, unionid)) => {
+            let mut body = json!({
+                "access_token": token,
+                "expires_in": TOKEN_TTL_SECONDS,
+                "refresh_token": crate::domain::random_alphanumeric(40),
+                "openid": openid,
+                "scope": scope,
+            });
+            // WeChat leaves the field out, rather than null, when there is none.
+            if let Some(unionid) = unionid {
+                body["unionid"] = json!(unionid);
+            }
+            HttpResponse::Ok().json(body)
+        }
         Err(e) => wx_error(&e),
     }
 }
