@@ -1,5 +1,7 @@
-//! Validated values: each is parsed once at the edge and passed on as a proven type.
+//! Validated values: each is parsed once at the edge and passed on as a proven type; and the
+//! rules of template keywords, which the service and the sandbox share.
 mod bind_state;
+mod keywords;
 mod message_status;
 mod miniprogram;
 mod password;
@@ -9,6 +11,7 @@ mod text_enum;
 mod username;
 
 pub use bind_state::BindState;
+pub use keywords::{KeyProblem, Keyword, KeywordType, TemplateKind, TemplateShape};
 pub use message_status::{Delivery, MessageStatus};
 pub use miniprogram::{Miniprogram, is_wechat_appid};
 pub use password::Password;
