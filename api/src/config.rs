@@ -24,6 +24,8 @@ pub struct Config {
     pub wechat: Option<WechatConfig>,
     /// How queued messages are delivered.
     pub delivery: DeliveryConfig,
+    /// How the official account's templates are kept in sync.
+    pub templates: TemplatesConfig,
     /// Sandbox mode.
     pub sandbox: SandboxConfig,
 }
@@ -156,6 +158,21 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// The template registry: WeChat's template list, synced at start and then on a timer.
+#[derive(Clone, Debug)]
+pub struct TemplatesConfig {
+    /// How long after one sync the next one runs (`WXBIND_TEMPLATE_SYNC_SECONDS`).
+    pub sync_interval: Duration,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            sync_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Every problem found in the environment, one line each.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
@@ -194,6 +211,11 @@ impl Config {
         let sandbox = sandbox_section(&mut p, credentials.is_some());
         let wechat = wechat_section(&mut p, credentials, &http.public_url, sandbox.enabled);
         let delivery = delivery_section(&mut p);
+        let templates = TemplatesConfig {
+            sync_interval: p
+                .seconds("WXBIND_TEMPLATE_SYNC_SECONDS")
+                .unwrap_or(TemplatesConfig::default().sync_interval),
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -203,6 +225,7 @@ impl Config {
             auth,
             wechat,
             delivery,
+            templates,
             sandbox,
         })
     }
@@ -833,6 +856,7 @@ mod tests {
         assert_eq!(c.auth.jwt_ttl, Duration::from_secs(900));
         assert_eq!(c.auth.session_ttl, Duration::from_secs(14 * 24 * 3600));
         assert!(c.http.cors_origins.is_empty());
+        assert_eq!(c.templates.sync_interval, Duration::from_secs(3600));
         assert!(c.http.trusted_proxies.is_empty());
     }
 
@@ -1087,6 +1111,7 @@ mod tests {
             ("WECHAT_APP_ID", "wx1"),
             ("WXBIND_MAX_ATTEMPTS", "0"),
             ("WXBIND_DELIVERY_NICE", "20"),
+            ("WXBIND_TEMPLATE_SYNC_SECONDS", "0"),
         ])
         .expect_err("must refuse");
         let lines = &err.0;
@@ -1097,6 +1122,7 @@ mod tests {
             "WECHAT_APP_SECRET",
             "WXBIND_MAX_ATTEMPTS",
             "WXBIND_DELIVERY_NICE",
+            "WXBIND_TEMPLATE_SYNC_SECONDS",
         ] {
             assert_eq!(
                 lines.iter().filter(|l| l.starts_with(key)).count(),

@@ -1,6 +1,7 @@
 //! The API's one error type and its wire table: every failure a client can see is an `ApiError`,
-//! answered as `{"error":{"code","message"}}` with the status below. Internal causes are logged
-//! here, once, and never sent.
+//! answered as `{"error":{"code","message"}}` with the status below (plus `details`, one entry
+//! per problem, where a request has several). Internal causes are logged here, once, and never
+//! sent.
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,12 @@ pub enum ApiError {
     /// Malformed or invalid input; the message says which field and why.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A message's `data` does not fit its template; every problem is listed.
+    #[error("{0}")]
+    InvalidTemplateData(crate::templates::Misfit),
+    /// The message's template is not (or no longer) the official account's.
+    #[error("{0}")]
+    UnknownTemplate(crate::templates::UnknownTemplate),
     /// Unknown username or wrong password (deliberately indistinguishable).
     #[error("username or password is wrong")]
     InvalidCredentials,
@@ -106,6 +113,8 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::InvalidTemplateData(_) => ErrorCode::InvalidTemplateData,
+            Self::UnknownTemplate(_) => ErrorCode::UnknownTemplate,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
             Self::SessionExpired => ErrorCode::SessionExpired,
@@ -181,6 +190,10 @@ macro_rules! error_codes {
 error_codes! {
     InvalidRequest => "invalid_request", BAD_REQUEST,
         "Malformed or invalid input; the message names the field.";
+    InvalidTemplateData => "invalid_template_data", BAD_REQUEST,
+        "The message's `data` does not fit its template (a key it lacks or has not, a `const` key, `first`/`remark` on a category template, a value its type refuses); `details` lists every problem.";
+    UnknownTemplate => "unknown_template", BAD_REQUEST,
+        "The template is not, or no longer, one of the official account's templates (`GET /api/templates`).";
     InvalidState => "invalid_state", BAD_REQUEST,
         "The bind link's state is missing, unknown, expired or already used.";
     AuthorizationDenied => "authorization_denied", BAD_REQUEST,
@@ -198,7 +211,7 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS` or look users up; the message names the field.";
+        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up or sync the templates; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,
@@ -273,7 +286,11 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        builder.json(ErrorBody::new(self.code().as_str(), self.to_string()))
+        let mut body = ErrorBody::new(self.code().as_str(), self.to_string());
+        if let Self::InvalidTemplateData(misfit) = self {
+            body.error.details = Some(misfit.problems.clone());
+        }
+        builder.json(body)
     }
 }
 
@@ -307,6 +324,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable explanation, for developers (not end users).
     pub message: String,
+    /// Every problem of the request, one per `data` key, for `invalid_template_data`; absent
+    /// from other errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<crate::domain::KeyProblem>>,
 }
 
 impl ErrorBody {
@@ -316,6 +337,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: message.into(),
+                details: None,
             },
         }
     }
@@ -327,6 +349,26 @@ impl From<crate::db::DbError> for ApiError {
             Self::Unavailable(e.into())
         } else {
             Self::Internal(e.into())
+        }
+    }
+}
+
+impl From<crate::templates::CheckError> for ApiError {
+    fn from(e: crate::templates::CheckError) -> Self {
+        use crate::templates::CheckError;
+        match e {
+            CheckError::Unknown(u) => Self::UnknownTemplate(u),
+            CheckError::Misfit(m) => Self::InvalidTemplateData(m),
+        }
+    }
+}
+
+impl From<crate::templates::SyncError> for ApiError {
+    fn from(e: crate::templates::SyncError) -> Self {
+        use crate::templates::SyncError;
+        match e {
+            SyncError::Wechat(e) => e.into(),
+            SyncError::Db(e) => e.into(),
         }
     }
 }
@@ -464,6 +506,35 @@ mod tests {
         assert_eq!(json["error"]["code"], "internal");
         assert_eq!(json["error"]["message"], "internal error");
         assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
+        assert!(json["error"].get("details").is_none(), "no details: {json}");
+    }
+
+    #[actix_web::test]
+    async fn a_template_misfit_lists_every_problem_in_details_and_the_message() {
+        let problem = |key: &str, problem: &str| crate::domain::KeyProblem {
+            key: key.into(),
+            problem: problem.into(),
+        };
+        let err = ApiError::InvalidTemplateData(crate::templates::Misfit {
+            template_id: "T".into(),
+            problems: vec![problem("thing1", "too long"), problem("time2", "missing")],
+        });
+        let resp = err.error_response();
+        assert_eq!(resp.status(), 400);
+        let body = to_bytes(resp.into_body()).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "invalid_template_data");
+        assert_eq!(
+            json["error"]["message"],
+            "data does not fit template T: data.thing1: too long; data.time2: missing"
+        );
+        assert_eq!(
+            json["error"]["details"],
+            serde_json::json!([
+                {"key": "thing1", "problem": "too long"},
+                {"key": "time2", "problem": "missing"},
+            ])
+        );
     }
 
     #[test]
@@ -497,6 +568,14 @@ mod tests {
     fn the_wire_table_matches_the_contract() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::invalid("x"), 400, "invalid_request"),
+            (
+                ApiError::UnknownTemplate(crate::templates::UnknownTemplate {
+                    template_id: "T".into(),
+                    gone_at: None,
+                }),
+                400,
+                "unknown_template",
+            ),
             (ApiError::InvalidCredentials, 401, "invalid_credentials"),
             (ApiError::Unauthorized("x"), 401, "unauthorized"),
             (ApiError::Forbidden("x"), 403, "forbidden"),

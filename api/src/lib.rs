@@ -20,6 +20,7 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod templates;
 pub mod verifier;
 pub mod wechat;
 pub mod worker;

@@ -27,6 +27,7 @@ messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\
         (name = "users", description = "Looking accounts up (admins)"),
         (name = "binding", description = "Binding a WeChat account (OAuth2)"),
         (name = "messages", description = "Template messages and their delivery"),
+        (name = "templates", description = "The official account's templates and their keywords"),
         (name = "wechat", description = "WeChat's server push (called by WeChat, not the SPA)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )

@@ -1,5 +1,5 @@
 //! Builds the shared state and the actix application (routes, middleware), starts the HTTP
-//! server, the delivery worker and housekeeping, and stops them together.
+//! server, the delivery worker, housekeeping and the template sync, and stops them together.
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use crate::housekeeping;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
+use crate::templates::{self, Registry};
 use crate::verifier::Verifier;
 use crate::wechat::{Account, Wechat};
 use crate::worker::{self, WorkerDeps};
@@ -67,7 +68,8 @@ impl StopHandle {
 pub struct Application {
     port: u16,
     server: Server,
-    /// Tells the delivery worker, the listener and housekeeping to stop (dropping it does too).
+    /// Tells the delivery worker, the listener, housekeeping and the template sync to stop
+    /// (dropping it does too).
     stop_worker: Arc<watch::Sender<bool>>,
     worker: Option<tokio::sync::oneshot::Receiver<()>>,
     metrics: Arc<Metrics>,
@@ -147,12 +149,14 @@ impl Application {
             .as_ref()
             .map(|w| Account::new(w, pool.clone(), Arc::clone(&metrics)).map(Arc::new))
             .transpose()?;
+        let registry = Arc::new(Registry::default());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
             verifier: Verifier::start(&config.auth.verifier)
                 .map_err(|e| anyhow::Error::new(e).context("starting the password verifiers"))?,
+            templates: Arc::clone(&registry),
             wake_worker: Arc::clone(&wake),
             messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
             bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,
@@ -244,12 +248,24 @@ impl Application {
         if role.delivers() {
             actix_web::rt::spawn(housekeeping::run(pool.clone(), stop_rx.clone()));
         }
+        // The API checks messages against the template list, so every process serving it
+        // syncs the list; a worker-only process learns of gone templates from WeChat's 40037.
+        if let Some(account) = account.as_ref().filter(|_| role.serves_api()) {
+            actix_web::rt::spawn(templates::run(
+                pool.clone(),
+                Arc::clone(&registry),
+                Arc::clone(account),
+                config.templates.sync_interval,
+                stop_rx.clone(),
+            ));
+        }
         let worker = match account.filter(|_| role.delivers()) {
             Some(account) => {
                 worker::spawn_listener(config.database_url(), Arc::clone(&wake), stop_rx.clone())?;
                 let deps = WorkerDeps {
                     pool,
                     account,
+                    templates: registry,
                     wake,
                     metrics: Arc::clone(&metrics),
                     config: config.delivery.clone(),

@@ -1,7 +1,8 @@
 //! What every request handler shares: the pool, the configuration, counters, the password
-//! verifier and the group-commit writers. Built by `startup`; read by `routes` and the modules
-//! that own the rules. WeChat is not here: its handle is per thread (`wechat::Wechat`). Failed
-//! logins are not here either: they are counted in PostgreSQL, shared by every instance.
+//! verifier, the template registry and the group-commit writers. Built by `startup`; read by
+//! `routes` and the modules that own the rules. WeChat is not here: its handle is per thread
+//! (`wechat::Wechat`). Failed logins are not here either: they are counted in PostgreSQL,
+//! shared by every instance.
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -12,6 +13,7 @@ use crate::db::PgPool;
 use crate::db::bind_states::NewState;
 use crate::db::messages::{Queued, QueuedRequest};
 use crate::metrics::Metrics;
+use crate::templates::Registry;
 use crate::verifier::Verifier;
 
 /// State shared by every HTTP worker thread.
@@ -24,6 +26,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bounded password verification for logins.
     pub verifier: Verifier,
+    /// The official account's templates as this process last synced them (shared with the
+    /// delivery worker, which marks a template gone when WeChat no longer knows it).
+    pub templates: Arc<Registry>,
     /// Wakes the delivery worker when a message is queued.
     pub wake_worker: Arc<Notify>,
     /// Group commit for queued messages.

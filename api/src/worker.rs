@@ -16,6 +16,7 @@ use crate::config::DeliveryConfig;
 use crate::db::{self, PgPool, messages::Claimed};
 use crate::error::ErrorChain;
 use crate::metrics::Metrics;
+use crate::templates::Registry;
 use crate::wechat::{Account, CallError, Connected, WechatError, types::TemplateSend};
 
 /// Everything the worker shares with the rest of the process.
@@ -25,6 +26,8 @@ pub struct WorkerDeps {
     pub pool: PgPool,
     /// The official account (and its process-wide access-token cache).
     pub account: Arc<Account>,
+    /// The template registry, told when WeChat no longer knows a template.
+    pub templates: Arc<Registry>,
     /// Woken whenever a message is queued.
     pub wake: Arc<Notify>,
     /// Counters.
@@ -328,6 +331,8 @@ enum Outcome {
         errmsg: String,
         /// WeChat said the recipient does not follow the account (any more).
         not_following: bool,
+        /// WeChat said it does not know the template (any more).
+        template_gone: bool,
     },
     Retry {
         errcode: Option<i32>,
@@ -342,12 +347,14 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
             errcode: None,
             errmsg: "the recipient is no longer bound to WeChat".into(),
             not_following: false,
+            template_gone: false,
         },
         Some(_) if m.attempts > i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) => {
             Outcome::Failed {
                 errcode: None,
                 errmsg: format!("gave up after {} attempts", deps.config.max_attempts),
                 not_following: false,
+                template_gone: false,
             }
         }
         Some(openid) => attempt(wechat, &m, openid).await,
@@ -360,6 +367,7 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
                 errcode,
                 errmsg: format!("gave up after {} attempts: {errmsg}", m.attempts),
                 not_following: false,
+                template_gone: false,
             }
         }
         other => other,
@@ -406,6 +414,7 @@ fn classify(e: &WechatError) -> Outcome {
             errcode,
             errmsg,
             not_following: e.is_not_following(),
+            template_gone: e.is_unknown_template(),
         }
     }
 }
@@ -473,19 +482,34 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             errcode,
             errmsg,
             not_following,
+            template_gone,
         } => {
             deps.metrics.message_failed();
             tracing::warn!(errcode, errmsg = %errmsg, "message failed");
             let unfollowed = m.openid.clone().filter(|_| not_following);
-            db::run(&deps.pool, move |conn| {
+            let gone = template_gone.then(|| m.template_id.clone());
+            let recorded = db::run(&deps.pool, move |conn| {
                 conn.transaction(|conn| {
                     if let Some(openid) = &unfollowed {
                         db::followers::set(conn, openid, false, Utc::now().timestamp())?;
                     }
-                    db::messages::mark_failed(conn, id, attempt, errcode, &errmsg)
+                    let gone_at = match &gone {
+                        Some(template_id) => db::templates::mark_gone(conn, template_id)?,
+                        None => None,
+                    };
+                    let held = db::messages::mark_failed(conn, id, attempt, errcode, &errmsg)?;
+                    Ok((held, gone_at))
                 })
             })
-            .await
+            .await;
+            if let (true, Ok((_, gone_at))) = (template_gone, &recorded) {
+                // Later messages with it are refused at POST time instead of queued to fail.
+                // `None`: the table had it gone already (another process), this process not.
+                deps.templates
+                    .mark_gone(&m.template_id, gone_at.unwrap_or_else(Utc::now));
+                tracing::warn!(template.id = %m.template_id, "WeChat no longer knows the template; marked gone");
+            }
+            recorded.map(|(held, _)| held)
         }
         Outcome::Retry { errcode, errmsg } => {
             deps.metrics.message_retried();
@@ -534,6 +558,7 @@ mod tests {
         let deps = WorkerDeps {
             pool,
             account: Arc::new(account),
+            templates: Arc::new(Registry::default()),
             wake: Arc::new(Notify::new()),
             metrics,
             config: DeliveryConfig {

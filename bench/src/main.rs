@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 use serde_json::{Value, json};
 use wxbind_tests::{
-    FakeWechat, TEST_APP_ID, TEST_APP_SECRET, TEST_JWT_SECRET, TEST_PASSWORD, TestDb,
+    DEFAULT_TEMPLATE, FakeWechat, TEST_APP_ID, TEST_APP_SECRET, TEST_JWT_SECRET, TEST_PASSWORD,
+    TestDb,
 };
 
 struct Service(Child);
@@ -147,7 +148,7 @@ fn start_service(
         .env("JWT_SECRET", TEST_JWT_SECRET)
         .env("WECHAT_APP_ID", TEST_APP_ID)
         .env("WECHAT_APP_SECRET", TEST_APP_SECRET)
-        .env("WECHAT_TEMPLATE_ID", "BENCH_TEMPLATE")
+        .env("WECHAT_TEMPLATE_ID", DEFAULT_TEMPLATE)
         .env("WECHAT_API_BASE", wechat.uri())
         .env("RUST_LOG", "warn")
         .envs(extra.iter().copied())

@@ -1,6 +1,7 @@
 // Browser test: the reference page, served from its own origin, against wxbind in sandbox
 // mode, driven in Debian's Chromium by playwright-core. Log in → QR code → open the encoded
-// bind URL and allow → "bound" → follow in the sandbox → send → "sent" and in the inbox.
+// bind URL and allow → "bound" → follow in the sandbox → the form built from the template's
+// keywords → a refused value marked → send → "sent" and in the inbox.
 // Screenshots of each step go to e2e/screenshots/ (ignored by git).
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
@@ -84,15 +85,33 @@ try {
   await phone.locator("#user-alice", { hasText: "following the account" }).waitFor();
   await shot(phone, "followed");
 
+  // The form is built from the default template's keywords, pre-filled from its example.
+  const option = spa.locator("#template option:checked");
+  assert.match(await option.textContent(), /订单发货通知/);
+  assert.equal(await spa.inputValue("#data-form input[name=thing1]"), "无线耳机");
+  assert.equal(await spa.locator("#data-form input").count(), 5);
+
+  // A value its type refuses: the API names it, and the page marks the field.
+  await spa.fill("#data-form input[name=phrase5]", "shipped");
+  await spa.click("#send-button");
+  await spa.locator("#problems li[data-key=phrase5]").waitFor({ timeout: 10_000 });
+  assert.match(await spa.textContent("#error"), /^invalid_template_data: /);
+  assert.equal(await spa.getAttribute("#data-form input[name=phrase5]", "aria-invalid"), "true");
+  await shot(spa, "invalid-data");
+
+  await spa.fill("#data-form input[name=phrase5]", "已发货");
+  await spa.fill("#data-form input[name=thing1]", "Hello from the page");
   await spa.click("#send-button");
   await spa.locator("#message-status", { hasText: "sent" }).waitFor({ timeout: 15_000 });
+  assert.equal(await spa.locator("#problems li").count(), 0);
   await shot(spa, "sent");
 
   const users = await (await fetch(`${wxbind.base}/sandbox/api/users`)).json();
   const alice = users.find((u) => u.name === "alice");
   const inbox = await (await fetch(`${wxbind.base}/sandbox/api/inbox?openid=${alice.openid}`)).json();
   assert.equal(inbox.length, 1);
-  assert.equal(inbox[0].data.first.value, "Hello from the reference page");
+  assert.equal(inbox[0].data.thing1.value, "Hello from the page");
+  assert.equal(inbox[0].data.phrase5.value, "已发货");
   await phone.goto(`${wxbind.base}/sandbox/`);
   await shot(phone, "inbox");
   console.log(`e2e: 1 passed, 0 failed (screenshots in ${shots})`);

@@ -10,13 +10,20 @@ export type NewMessage = components["schemas"]["CreateMessageRequest"];
 export type BindUrl = components["schemas"]["BindUrlResponse"];
 export type BindQrcode = components["schemas"]["BindQrcodeResponse"];
 export type MiniprogramPage = components["schemas"]["MiniprogramPage"];
+export type Template = components["schemas"]["TemplateResponse"];
+export type Keyword = components["schemas"]["Keyword"];
+export type KeyProblem = components["schemas"]["KeyProblem"];
 
-/** An API error: the `{error: {code, message}}` body plus the HTTP status. */
+/**
+ * An API error: the `{error: {code, message, details?}}` body plus the HTTP status. `details`
+ * lists every problem of a message's `data` (`invalid_template_data`), one per key.
+ */
 export class WxbindError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly details: KeyProblem[] = [],
   ) {
     super(message);
     this.name = "WxbindError";
@@ -27,11 +34,12 @@ type Fetched<T> = { data?: T; error?: unknown; response: Response };
 
 function unwrap<T>({ data, error, response }: Fetched<T>): T {
   if (response.ok) return data as T;
-  const body = error as { error?: { code?: string; message?: string } } | undefined;
+  const body = error as components["schemas"]["ErrorBody"] | undefined;
   throw new WxbindError(
     response.status,
     body?.error?.code ?? "http_error",
     body?.error?.message ?? response.statusText,
+    body?.error?.details ?? [],
   );
 }
 
@@ -86,6 +94,10 @@ export function createWxbind(baseUrl: string) {
     /** Admins only: the account bound to a WeChat unionid. */
     findUserByUnionid: (unionid: string) =>
       authed(() => api.GET("/api/users", { params: { query: { unionid } } })),
+    /** The official account's templates and the keywords each takes (build forms from them). */
+    templates: () => authed(() => api.GET("/api/templates")),
+    /** Reads the template list from WeChat now (admins only). */
+    syncTemplates: () => authed(() => api.POST("/api/templates/sync")),
     /** Whether an access token is held. */
     get loggedIn() {
       return accessToken !== undefined;

@@ -186,6 +186,11 @@ export interface paths {
          *     `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
          *     callers message only themselves, with the default template, link only to hosts in
          *     `WXBIND_URL_HOSTS` and open only mini programs in `WXBIND_MINIPROGRAM_APPIDS`.
+         *
+         *     Once this server has synced the official account's template list, `data` is checked
+         *     against the template before anything is queued, with WeChat's rules: every problem is
+         *     listed in `details`. Until then (WeChat unreachable since start, see `templates_synced`
+         *     in `/api/health`) messages are queued unchecked and WeChat judges them.
          */
         post: operations["create_message"];
         delete?: never;
@@ -245,6 +250,49 @@ export interface paths {
         get: operations["ready"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The official account's templates, live and gone, by id.
+         * @description As last synced from WeChat (at start, every `WXBIND_TEMPLATE_SYNC_SECONDS`, or by
+         *     `POST /api/templates/sync`). Empty until a first sync has succeeded.
+         */
+        get: operations["list_templates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/templates/sync": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Read the template list from WeChat now (admins).
+         * @description Records what WeChat lists: new templates are added, changed ones updated, missing ones
+         *     marked gone (never deleted), returning ones live again; messages are checked against the
+         *     result from then on. Answers with every template, as `GET /api/templates` does.
+         */
+        post: operations["sync_templates"];
         delete?: never;
         options?: never;
         head?: never;
@@ -357,14 +405,24 @@ export interface components {
         /** @description A template message to queue. */
         CreateMessageRequest: {
             /**
-             * @description Template fields: name → `{value, color?}`; at least one.
+             * @description Template fields: key → `{value}`; at least one. Once the template list is synced,
+             *     the keys and values must fit the template's keywords (`GET /api/templates`): every key
+             *     of a category template and none it lacks, each value by its type's rule.
              * @example {
-             *       "first": {
-             *         "value": "Your order shipped"
+             *       "amount4": {
+             *         "value": "¥199.00"
              *       },
-             *       "keyword1": {
-             *         "color": "#173177",
-             *         "value": "42"
+             *       "character_string2": {
+             *         "value": "202612020001"
+             *       },
+             *       "phrase5": {
+             *         "value": "已发货"
+             *       },
+             *       "thing1": {
+             *         "value": "无线耳机"
+             *       },
+             *       "time3": {
+             *         "value": "2026年12月2日 15:01"
              *       }
              *     }
              */
@@ -402,6 +460,11 @@ export interface components {
              * @example invalid_request
              */
             code: string;
+            /**
+             * @description Every problem of the request, one per `data` key, for `invalid_template_data`; absent
+             *     from other errors.
+             */
+            details?: components["schemas"]["KeyProblem"][] | null;
             /** @description Human-readable explanation, for developers (not end users). */
             message: string;
         };
@@ -414,11 +477,50 @@ export interface components {
              * @example ok
              */
             status: string;
+            /**
+             * @description Whether this process has synced the official account's template list since it
+             *     started. Until it has, messages are queued without checking their `data` against
+             *     their template.
+             */
+            templates_synced: boolean;
             /** @description wxbind version. */
             version: string;
             /** @description Whether WeChat credentials are configured (the sandbox's count). */
             wechat_configured: boolean;
         };
+        /** @description One thing wrong with a message's `data`. */
+        KeyProblem: {
+            /**
+             * @description The key of `data` concerned.
+             * @example thing1
+             */
+            key: string;
+            /**
+             * @description What is wrong with it.
+             * @example not a valid thing: up to 20 characters: Chinese, letters, digits or symbols
+             */
+            problem: string;
+        };
+        /** @description One keyword of a template. */
+        Keyword: {
+            /**
+             * @description The key of `data` it takes, e.g. `thing1`.
+             * @example thing1
+             */
+            key: string;
+            /**
+             * @description The label the template shows before it (`商品名称：{{thing1.DATA}}`), if any.
+             * @example 商品名称
+             */
+            label?: string | null;
+            /** @description What its value must look like; `legacy` for every key of a legacy template. */
+            type: components["schemas"]["KeywordType"];
+        };
+        /**
+         * @description What a keyword's value must look like.
+         * @enum {string}
+         */
+        KeywordType: "thing" | "number" | "letter" | "symbol" | "character_string" | "time" | "date" | "amount" | "phone_number" | "car_number" | "name" | "phrase" | "const" | "legacy";
         /** @description Credentials. */
         LoginRequest: {
             /**
@@ -537,10 +639,56 @@ export interface components {
          * @enum {string}
          */
         Role: "user" | "admin";
+        /**
+         * @description Whether a template is a category template (typed keys) or an old industry-library one.
+         * @enum {string}
+         */
+        TemplateKind: "category" | "legacy";
+        /** @description A template of the official account and the keywords it takes. */
+        TemplateResponse: {
+            /**
+             * @description Its content as WeChat lists it: one `标签：{{key.DATA}}` per keyword.
+             * @example 商品名称：{{thing1.DATA}}
+             *     发货时间：{{time3.DATA}}
+             */
+            content: string;
+            /**
+             * @description Whether this is the server's default template (`WECHAT_TEMPLATE_ID`): what a message
+             *     without `template_id` uses, and the only one non-admins may send.
+             */
+            default: boolean;
+            /**
+             * @description WeChat's example of a filled-in message.
+             * @example 商品名称：无线耳机
+             *     发货时间：2026年12月2日 15:01
+             */
+            example: string;
+            /**
+             * Format: date-time
+             * @description When WeChat stopped knowing it (gone from its list, or a send refused with 40037);
+             *     null while it can be sent.
+             */
+            gone_at?: string | null;
+            /** @description The keys `data` takes, in the content's order, read from `content`. */
+            keywords: components["schemas"]["Keyword"][];
+            /** @description `category` (typed keys, each value checked by its type) or `legacy` (free keys). */
+            kind: components["schemas"]["TemplateKind"];
+            /**
+             * @description WeChat's template id: what `template_id` in `POST /api/messages` names.
+             * @example SANDBOX_TEMPLATE
+             */
+            template_id: string;
+            /**
+             * @description Its title.
+             * @example 订单发货通知
+             */
+            title: string;
+        };
         /** @description One field of a template message. */
         TemplateValue: {
             /**
-             * @description Optional colour, `#RRGGBB`.
+             * @description Accepted and ignored: WeChat has not shown custom colours since May 2023, so a
+             *     `#RRGGBB` given here is checked for its shape, then neither stored nor sent.
              * @example #173177
              */
             color?: string | null;
@@ -952,7 +1100,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessageResponse"];
                 };
             };
-            /** @description `invalid_request`: bad data, template, url, miniprogram or key; the message names the field */
+            /** @description `invalid_request`: bad data, template, url, miniprogram or key (the message names the field); `invalid_template_data`: `data` does not fit the template (`details` lists every problem); `unknown_template`: not, or no longer, one of the account's templates */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1115,6 +1263,91 @@ export interface operations {
                 };
             };
             /** @description `unavailable`: database down or migrations pending */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_templates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every template */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateResponse"][];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sync_templates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Synced; every template */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateResponse"][];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may sync the template list */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_unavailable`: WeChat did not list the templates */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_not_configured` */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -22,6 +22,8 @@ const UNREACHABLE = {
   "GET /api/callback 502": "the simulator does not fail",
   "GET /api/callback 503": "sandbox mode always has (simulated) credentials",
   "POST /api/messages 503": "sandbox mode always has (simulated) credentials",
+  "POST /api/templates/sync 502": "the simulator does not fail",
+  "POST /api/templates/sync 503": "sandbox mode always has (simulated) credentials",
   "GET /api/ready 503": "needs a database outage (covered by the Rust integration tests)",
   "POST /api/login 503":
     "`busy` needs more concurrent logins than the verification queue holds, `unavailable` a database outage (both covered by the Rust integration tests)",
@@ -77,6 +79,15 @@ async function bind(token, wechatUser) {
 }
 
 const sign = (...parts) => createHash("sha1").update(parts.sort().join("")).digest("hex");
+
+/** A message for the sandbox's default template (an order shipped) that fits its keywords. */
+const ORDER_DATA = {
+  thing1: { value: "contract" },
+  character_string2: { value: "202612020001" },
+  time3: { value: "2026年12月2日 15:01" },
+  amount4: { value: "¥199.00" },
+  phrase5: { value: "已发货" },
+};
 
 test("auth: login, refresh, logout", async () => {
   assert.equal((await call("POST", "/api/login", { json: { username: "demo" } })).status, 400);
@@ -149,7 +160,7 @@ test("account and binding", async () => {
 test("messages", async () => {
   const demo = await login("demo");
   const admin = await login("admin");
-  const data = { first: { value: "contract" } };
+  const data = ORDER_DATA;
   assert.equal((await call("POST", "/api/messages", { json: { data } })).status, 401);
   const unbound = await call("POST", "/api/messages", { token: demo.token, json: { data } });
   assert.equal(unbound.status, 409);
@@ -219,6 +230,48 @@ test("messages", async () => {
     token: demo.token,
   });
   assert.equal(missing.status, 404);
+});
+
+test("templates", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  assert.equal((await call("GET", "/api/templates")).status, 401);
+  assert.equal((await call("POST", "/api/templates/sync")).status, 401);
+  const forbidden = await call("POST", "/api/templates/sync", { token: demo.token });
+  assert.equal(forbidden.status, 403);
+  assert.equal(forbidden.body.error.code, "forbidden");
+  assert.equal(forbidden.body.error.details, undefined, "no details but for template data");
+
+  const synced = await call("POST", "/api/templates/sync", { token: admin.token });
+  assert.equal(synced.status, 200);
+  const listed = await call("GET", "/api/templates", { token: demo.token });
+  assert.equal(listed.status, 200);
+  assert.deepEqual(listed.body, synced.body);
+  const order = listed.body.find((t) => t.default);
+  assert.equal(order.kind, "category");
+  assert.deepEqual(
+    order.keywords.map((k) => k.key),
+    Object.keys(ORDER_DATA),
+  );
+  assert.equal((await call("GET", "/api/health")).body.templates_synced, true);
+
+  // Checked before anything is queued: every problem listed, with its key.
+  const misfit = await call("POST", "/api/messages", {
+    token: demo.token,
+    json: { data: { ...ORDER_DATA, phrase5: { value: "shipped" }, first: { value: "Hi" } } },
+  });
+  assert.equal(misfit.status, 400);
+  assert.equal(misfit.body.error.code, "invalid_template_data");
+  assert.deepEqual(
+    misfit.body.error.details.map((d) => d.key),
+    ["phrase5", "first"],
+  );
+  const unknown = await call("POST", "/api/messages", {
+    token: admin.token,
+    json: { template_id: "NO_SUCH_TEMPLATE", data: ORDER_DATA },
+  });
+  assert.equal(unknown.status, 400);
+  assert.equal(unknown.body.error.code, "unknown_template");
 });
 
 test("ops", async () => {

@@ -13,5 +13,6 @@ mod outage;
 mod roles;
 mod sandbox;
 mod session;
+mod templates;
 mod token;
 mod unionid;

@@ -47,7 +47,8 @@ async fn create_message_queues_and_delivers_to_the_caller() {
     );
     assert_eq!(
         sends[0].data,
-        json!({"first": {"value": "Shipped"}, "keyword1": {"value": "42", "color": "#173177"}})
+        json!({"first": {"value": "Shipped"}, "keyword1": {"value": "42"}}),
+        "the colour is dropped: WeChat has ignored custom colours since May 2023"
     );
 }
 

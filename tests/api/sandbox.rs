@@ -34,6 +34,70 @@ async fn bind_url(app: &TestApp, token: &str) -> String {
     body["url"].as_str().expect("url").to_owned()
 }
 
+/// A message for the sandbox's default template (`SANDBOX_TEMPLATE`, an order shipped), with
+/// values its keyword types accept.
+fn order_data() -> Value {
+    json!({
+        "thing1": {"value": "Hello from wxbind"},
+        "character_string2": {"value": "202612020001"},
+        "time3": {"value": "2026年12月2日 15:01"},
+        "amount4": {"value": "¥199.00"},
+        "phrase5": {"value": "已发货"},
+    })
+}
+
+/// The simulated account's app secret (random per start).
+fn app_secret(app: &TestApp) -> String {
+    use secrecy::ExposeSecret;
+    app.config
+        .wechat
+        .as_ref()
+        .expect("the sandbox's credentials")
+        .app_secret
+        .expose_secret()
+        .to_owned()
+}
+
+/// An access token of the simulated account, fetched as the service fetches it.
+async fn access_token(app: &TestApp) -> String {
+    let secret = app_secret(app);
+    let token: Value = app
+        .http
+        .post(app.url("/sandbox/cgi-bin/stable_token"))
+        .json(&json!({"grant_type": "client_credential", "appid": "wxsandbox0000000001", "secret": secret}))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    token["access_token"].as_str().expect("token").to_owned()
+}
+
+/// `POST /sandbox/cgi-bin/message/template/send` with `body`, as WeChat's JSON answer.
+async fn template_send(app: &TestApp, token: &str, body: &Value) -> Value {
+    app.http
+        .post(app.url(&format!(
+            "/sandbox/cgi-bin/message/template/send?access_token={token}"
+        )))
+        .json(body)
+        .send()
+        .await
+        .expect("request")
+        .json::<Value>()
+        .await
+        .expect("json")
+}
+
+/// The messages that reached `openid`'s phone, oldest first.
+async fn inbox(app: &TestApp, openid: &str) -> Vec<Value> {
+    app.get(&format!("/sandbox/api/inbox?openid={openid}"))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn sandbox_users(app: &TestApp) -> Vec<Value> {
     app.get("/sandbox/api/users")
         .await
@@ -85,7 +149,7 @@ async fn the_whole_flow_runs_in_the_sandbox() {
     let resp = app
         .post_message(
             &token,
-            &json!({"data": {"first": {"value": "Hello from wxbind"}}, "url": "https://example.com/x"}),
+            &json!({"data": order_data(), "url": "https://example.com/x"}),
         )
         .await;
     assert_eq!(resp.status(), 202);
@@ -96,19 +160,18 @@ async fn the_whole_flow_runs_in_the_sandbox() {
     let done = app.wait_for_final(&token, &id).await;
     assert_eq!(done["status"], "sent", "{done}");
 
-    let inbox: Vec<Value> = app
-        .get(&format!("/sandbox/api/inbox?openid={openid}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let inbox = inbox(&app, &openid).await;
     assert_eq!(inbox.len(), 1);
-    assert_eq!(inbox[0]["data"]["first"]["value"], "Hello from wxbind");
+    assert_eq!(inbox[0]["data"], order_data());
     assert_eq!(inbox[0]["template_id"], "SANDBOX_TEMPLATE");
     assert_eq!(inbox[0]["url"], "https://example.com/x");
     assert_eq!(inbox[0]["msgid"], done["msgid"]);
     let phone = app.get("/sandbox/").await.text().await.expect("page");
     assert!(phone.contains("Hello from wxbind") && phone.contains("alice"));
+    assert!(
+        phone.contains("订单发货通知") && phone.contains("商品名称"),
+        "rendered as a template card, with its title and labels"
+    );
 }
 
 #[actix_web::test]
@@ -134,7 +197,7 @@ async fn the_sandbox_gives_a_unionid_and_shows_a_miniprogram_message() {
     let resp = app
         .post_message(
             &token,
-            &json!({"data": {"first": {"value": "Open me"}}, "miniprogram": page, "url": "https://example.com/x"}),
+            &json!({"data": order_data(), "miniprogram": page, "url": "https://example.com/x"}),
         )
         .await;
     assert_eq!(resp.status(), 202);
@@ -168,6 +231,7 @@ async fn health_reports_sandbox_mode() {
     let app = spawn_sandbox_app().await;
     let body: Value = app.get("/api/health").await.json().await.expect("json");
     assert_eq!(body["sandbox"], true);
+    app.wait_templates_synced().await;
 }
 
 #[actix_web::test]
@@ -185,7 +249,7 @@ async fn sending_to_a_user_who_does_not_follow_fails_with_43004() {
     );
 
     let resp = app
-        .post_message(&token, &json!({"data": {"k": {"value": "v"}}}))
+        .post_message(&token, &json!({"data": order_data()}))
         .await;
     let id = resp.json::<Value>().await.expect("json")["id"]
         .as_str()
@@ -307,16 +371,7 @@ async fn codes_are_single_use_and_checked_like_wechat() {
         .expect("code")
         .1
         .into_owned();
-    let secret = {
-        use secrecy::ExposeSecret;
-        app.config
-            .wechat
-            .as_ref()
-            .expect("sandbox creds")
-            .app_secret
-            .expose_secret()
-            .to_owned()
-    };
+    let secret = app_secret(&app);
     let exchange = |code: String, secret: String| {
         let app = &app;
         async move {
@@ -350,16 +405,7 @@ async fn codes_are_single_use_and_checked_like_wechat() {
 #[actix_web::test]
 async fn stale_and_unknown_tokens_are_refused_with_40001() {
     let app = spawn_sandbox_app().await;
-    let secret = {
-        use secrecy::ExposeSecret;
-        app.config
-            .wechat
-            .as_ref()
-            .expect("creds")
-            .app_secret
-            .expose_secret()
-            .to_owned()
-    };
+    let secret = app_secret(&app);
     let classic = format!(
         "/sandbox/cgi-bin/token?grant_type=client_credential&appid=wxsandbox0000000001&secret={secret}"
     );
@@ -369,17 +415,8 @@ async fn stale_and_unknown_tokens_are_refused_with_40001() {
     assert_ne!(t1["access_token"], t2["access_token"]);
     let send = |token: String| {
         let app = &app;
-        async move {
-            app.http
-                .post(app.url(&format!("/sandbox/cgi-bin/message/template/send?access_token={token}")))
-                .json(&json!({"touser": "ounknown", "template_id": "T", "data": {"k": {"value": "v"}}}))
-                .send()
-                .await
-                .expect("request")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
+        let body = json!({"touser": "ounknown", "template_id": "T", "data": {"k": {"value": "v"}}});
+        async move { template_send(app, &token, &body).await }
     };
     // The previous token still works during the 5-minute overlap (40003: it got past the token check).
     assert_eq!(
@@ -393,54 +430,278 @@ async fn stale_and_unknown_tokens_are_refused_with_40001() {
     assert_eq!(send("stale-or-made-up".into()).await["errcode"], 40001);
 }
 
-#[actix_web::test]
-async fn template_send_checks_the_data_shape() {
-    let app = spawn_sandbox_app().await;
-    let secret = {
-        use secrecy::ExposeSecret;
-        app.config
-            .wechat
-            .as_ref()
-            .expect("creds")
-            .app_secret
-            .expose_secret()
-            .to_owned()
-    };
-    let token: Value = app
-        .http
-        .post(app.url("/sandbox/cgi-bin/stable_token"))
-        .json(&json!({"grant_type": "client_credential", "appid": "wxsandbox0000000001", "secret": secret}))
-        .send()
+/// A follower of the simulated account: its openid.
+async fn follower(app: &TestApp, name: &str) -> String {
+    let followed: Value = app
+        .post_empty(&format!("/sandbox/api/users/{name}/follow"))
         .await
-        .expect("request")
         .json()
         .await
         .expect("json");
-    let token = token["access_token"].as_str().expect("token").to_owned();
-    app.post_empty("/sandbox/api/users/carol/follow").await;
-    let openid = sandbox_users(&app).await[0]["openid"]
-        .as_str()
-        .expect("openid")
-        .to_owned();
+    followed["openid"].as_str().expect("openid").to_owned()
+}
+
+#[actix_web::test]
+async fn template_send_checks_the_data_shape() {
+    let app = spawn_sandbox_app().await;
+    let token = access_token(&app).await;
+    let openid = follower(&app, "carol").await;
     let send = |data: Value| {
-        let (app, token, openid) = (&app, token.clone(), openid.clone());
-        async move {
-            app.http
-                .post(app.url(&format!(
-                    "/sandbox/cgi-bin/message/template/send?access_token={token}"
-                )))
-                .json(&json!({"touser": openid, "template_id": "T", "data": data}))
-                .send()
-                .await
-                .expect("request")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
+        let body =
+            json!({"touser": openid, "template_id": "SANDBOX_TEMPLATE_LEGACY", "data": data});
+        let (app, token) = (&app, token.clone());
+        async move { template_send(app, &token, &body).await }
     };
     assert_eq!(send(json!("text")).await["errcode"], 47003);
-    assert_eq!(send(json!({"k": {"value": 1}})).await["errcode"], 47003);
-    assert_eq!(send(json!({"k": {"value": "v"}})).await["errcode"], 0);
+    assert_eq!(
+        send(json!({"keyword1": {"value": 1}})).await["errcode"],
+        47003
+    );
+    assert_eq!(
+        send(json!({"keyword1": {"value": "v"}})).await["errcode"],
+        0
+    );
+}
+
+#[actix_web::test]
+async fn template_send_holds_values_to_the_services_rules_and_shows_what_wechat_shows() {
+    let app = spawn_sandbox_app().await;
+    let token = access_token(&app).await;
+    let openid = follower(&app, "carol").await;
+    let send = |template_id: &str, data: Value| {
+        let body = json!({"touser": openid, "template_id": template_id, "data": data});
+        let (app, token) = (&app, token.clone());
+        async move { template_send(app, &token, &body).await }
+    };
+    let with = |key: &str, value: &str| {
+        let mut data = order_data();
+        data[key] = json!({ "value": value });
+        data
+    };
+    let cases = [
+        ("a phrase in latin letters", "phrase5", "shipped"),
+        (
+            "a thing of 21 characters",
+            "thing1",
+            "123456789012345678901",
+        ),
+        ("a time without a clock", "time3", "2026年12月2日"),
+        ("an amount without a currency", "amount4", "199.00"),
+        ("Chinese in a code", "character_string2", "订单202612020001"),
+    ];
+    for (case, key, value) in cases {
+        let answer = send("SANDBOX_TEMPLATE", with(key, value)).await;
+        assert_eq!(answer["errcode"], 47003, "{case}: {answer}");
+        let errmsg = answer["errmsg"].as_str().expect("errmsg");
+        assert!(
+            errmsg.contains(&format!("data.{key}.value invalid")),
+            "{case}: {errmsg}"
+        );
+    }
+    let mut missing = order_data();
+    missing.as_object_mut().expect("object").remove("time3");
+    assert_eq!(send("SANDBOX_TEMPLATE", missing).await["errcode"], 47003);
+    assert_eq!(
+        send("NO_SUCH_TEMPLATE", order_data()).await["errcode"],
+        40037
+    );
+
+    // first, remark and colours are dropped, not refused; a const keyword shows its text.
+    let mut greeted = order_data();
+    greeted["first"] = json!({"value": "Hello"});
+    greeted["remark"] = json!({"value": "Bye"});
+    greeted["thing1"]["color"] = json!("#173177");
+    assert_eq!(send("SANDBOX_TEMPLATE", greeted).await["errcode"], 0);
+    let booking = json!({
+        "name1": {"value": "张三"},
+        "phone_number2": {"value": "+86-0766-66888866"},
+        "date3": {"value": "2026年12月5日"},
+        "number4": {"value": "2"},
+    });
+    assert_eq!(
+        send("SANDBOX_TEMPLATE_BOOKING", booking.clone()).await["errcode"],
+        0
+    );
+    let mut own_const = booking;
+    own_const["const5"] = json!({"value": "mine"});
+    assert_eq!(
+        send("SANDBOX_TEMPLATE_BOOKING", own_const).await["errcode"],
+        47003
+    );
+    let inbox = inbox(&app, &openid).await;
+    assert_eq!(inbox.len(), 2);
+    assert_eq!(inbox[0]["data"], order_data(), "no first, remark or colour");
+    assert_eq!(inbox[1]["data"]["const5"]["value"], "请提前10分钟到店");
+}
+
+#[actix_web::test]
+async fn get_all_private_template_lists_the_sandbox_templates() {
+    let app = spawn_sandbox_app().await;
+    let token = access_token(&app).await;
+    let listed: Value = app
+        .get(&format!(
+            "/sandbox/cgi-bin/template/get_all_private_template?access_token={token}"
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let list = listed["template_list"].as_array().expect("template_list");
+    let ids: Vec<&str> = list
+        .iter()
+        .map(|t| t["template_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "SANDBOX_TEMPLATE",
+            "SANDBOX_TEMPLATE_BOOKING",
+            "SANDBOX_TEMPLATE_PARKING",
+            "SANDBOX_TEMPLATE_LEGACY"
+        ]
+    );
+    for field in [
+        "title",
+        "primary_industry",
+        "deputy_industry",
+        "content",
+        "example",
+    ] {
+        assert!(list[0][field].is_string(), "{field} in {}", list[0]);
+    }
+    let without: Value = app
+        .get("/sandbox/cgi-bin/template/get_all_private_template")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(without["errcode"], 41001);
+}
+
+#[actix_web::test]
+async fn the_service_syncs_the_sandbox_templates_and_checks_messages_against_them() {
+    let app = spawn_sandbox_app().await;
+    let token = bound_demo(&app, "alice").await;
+    let admin = login(&app, "admin").await;
+    app.wait_templates_synced().await;
+
+    let list = app.templates(&token).await;
+    assert_eq!(list.len(), 4);
+    let default = list
+        .iter()
+        .find(|t| t["default"] == true)
+        .expect("a default template");
+    assert_eq!(default["template_id"], "SANDBOX_TEMPLATE");
+    assert_eq!(default["kind"], "category");
+    let keys: Vec<&str> = default["keywords"]
+        .as_array()
+        .expect("keywords")
+        .iter()
+        .map(|k| k["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(
+        keys,
+        ["thing1", "character_string2", "time3", "amount4", "phrase5"]
+    );
+    let legacy = list
+        .iter()
+        .find(|t| t["template_id"] == "SANDBOX_TEMPLATE_LEGACY")
+        .expect("legacy");
+    assert_eq!(legacy["kind"], "legacy");
+
+    let mut greeted = order_data();
+    greeted["first"] = json!({"value": "Hello"});
+    greeted["phrase5"] = json!({"value": "shipped"});
+    let resp = app.post_message(&token, &json!({"data": greeted})).await;
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_template_data", "{body}");
+    let keys: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["phrase5", "first"]);
+    assert_error(
+        app.post_message(
+            &admin,
+            &json!({"template_id": "NOPE", "data": order_data()}),
+        )
+        .await,
+        400,
+        "unknown_template",
+    )
+    .await;
+    assert_error(app.sync_templates(&token).await, 403, "forbidden").await;
+    assert_eq!(app.sync_templates(&admin).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_template_the_sandbox_deletes_fails_with_40037_then_fast_and_returns_when_restored() {
+    let app = spawn_sandbox_app().await;
+    let token = bound_demo(&app, "alice").await;
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+    let admin = login(&app, "admin").await;
+    app.wait_templates_synced().await;
+    let message = json!({"data": order_data()});
+
+    // Deleted in WeChat overnight; the service has not synced since.
+    let removed = app
+        .post_empty("/sandbox/api/templates/SANDBOX_TEMPLATE/remove")
+        .await;
+    assert_eq!(removed.status(), 200);
+    let resp = app.post_message(&token, &message).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let done = app.wait_for_final(&token, &id).await;
+    assert_eq!(done["errcode"], 40037, "{done}");
+    assert_error(
+        app.post_message(&token, &message).await,
+        400,
+        "unknown_template",
+    )
+    .await;
+
+    app.post_empty("/sandbox/api/templates/SANDBOX_TEMPLATE_PARKING/remove")
+        .await;
+    let synced: Vec<Value> = app.sync_templates(&admin).await.json().await.expect("json");
+    let gone: Vec<&str> = synced
+        .iter()
+        .filter(|t| t["gone_at"].is_string())
+        .map(|t| t["template_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(gone, ["SANDBOX_TEMPLATE", "SANDBOX_TEMPLATE_PARKING"]);
+
+    app.post_empty("/sandbox/api/templates/SANDBOX_TEMPLATE/restore")
+        .await;
+    assert_eq!(app.sync_templates(&admin).await.status(), 200);
+    let resp = app.post_message(&token, &message).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.wait_for_final(&token, &id).await["status"], "sent");
+    let library: Vec<Value> = app
+        .get("/sandbox/api/templates")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let parking = library
+        .iter()
+        .find(|t| t["template_id"] == "SANDBOX_TEMPLATE_PARKING")
+        .expect("in the library");
+    assert_eq!(parking["listed"], false);
+    assert_eq!(
+        app.post_empty("/sandbox/api/templates/NOPE/remove")
+            .await
+            .status(),
+        404
+    );
 }
 
 #[actix_web::test]
@@ -493,7 +754,7 @@ async fn following_in_the_sandbox_pushes_events_the_service_applies() {
 
     // A template send is followed by WeChat's delivery report.
     let resp = app
-        .post_message(&token, &json!({"data": {"k": {"value": "v"}}}))
+        .post_message(&token, &json!({"data": order_data()}))
         .await;
     let id = resp.json::<Value>().await.expect("json")["id"]
         .as_str()

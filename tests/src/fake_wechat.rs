@@ -1,7 +1,8 @@
 //! A fake WeChat server on loopback that speaks WeChat's JSON: `sns/oauth2/access_token`,
-//! `cgi-bin/stable_token` and `cgi-bin/message/template/send`, with WeChat's rules (codes are
-//! single-use, sends need a valid token, `client_msg_id` deduplicates) and a script of
-//! failures a test can inject.
+//! `cgi-bin/stable_token`, `cgi-bin/message/template/send` and
+//! `cgi-bin/template/get_all_private_template`, with WeChat's rules (codes are single-use,
+//! sends need a valid token, `client_msg_id` deduplicates), a template list a test can change
+//! and a script of failures a test can inject.
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::{TEST_APP_ID, TEST_APP_SECRET};
+use crate::{DEFAULT_TEMPLATE, TEST_APP_ID, TEST_APP_SECRET};
 
 /// How the fake answers one OAuth code.
 #[derive(Debug, Clone)]
@@ -66,6 +67,67 @@ pub struct ReceivedSend {
     pub miniprogram: Option<Value>,
 }
 
+/// A category template of the fake's default list: an order shipped.
+pub const ORDER_TEMPLATE: &str = "TEMPLATE_ORDER";
+/// A category template of the fake's default list with one keyword of every type, numbered
+/// in the order of [`KEYWORD_TYPES`] (`thing1` … `const13`).
+pub const TYPES_TEMPLATE: &str = "TEMPLATE_TYPES";
+/// The keyword types, in the order [`TYPES_TEMPLATE`] numbers them.
+pub const KEYWORD_TYPES: [&str; 13] = [
+    "thing",
+    "number",
+    "letter",
+    "symbol",
+    "character_string",
+    "time",
+    "date",
+    "amount",
+    "phone_number",
+    "car_number",
+    "name",
+    "phrase",
+    "const",
+];
+/// The templates of the existing suite, legacy ones taking every free key it sends.
+const LEGACY_TEMPLATES: [&str; 3] = [DEFAULT_TEMPLATE, "TEMPLATE_X", "TEMPLATE_OTHER"];
+/// Their content: free keys, `first` and `remark` included, as old industry templates had.
+const LEGACY_CONTENT: &str =
+    "{{first.DATA}}\n内容：{{k.DATA}}\n详情：{{keyword1.DATA}}\n{{remark.DATA}}";
+
+/// A template in the shape `get_all_private_template` lists it.
+pub fn template(template_id: &str, title: &str, content: &str) -> Value {
+    json!({
+        "template_id": template_id,
+        "title": title,
+        "primary_industry": "IT科技",
+        "deputy_industry": "互联网|电子商务",
+        "content": content,
+        "example": "",
+    })
+}
+
+/// The fake's list until a test sets another: the suite's legacy templates,
+/// [`ORDER_TEMPLATE`] and [`TYPES_TEMPLATE`].
+pub fn default_templates() -> Vec<Value> {
+    let mut list: Vec<Value> = LEGACY_TEMPLATES
+        .iter()
+        .map(|id| template(id, "订单状态更新", LEGACY_CONTENT))
+        .collect();
+    list.push(template(
+        ORDER_TEMPLATE,
+        "订单发货通知",
+        "商品名称：{{thing1.DATA}}\n订单编号：{{character_string2.DATA}}\n发货时间：{{time3.DATA}}\n\
+         订单金额：{{amount4.DATA}}\n订单状态：{{phrase5.DATA}}",
+    ));
+    let typed: Vec<String> = KEYWORD_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t}：{{{{{t}{}.DATA}}}}", i + 1))
+        .collect();
+    list.push(template(TYPES_TEMPLATE, "类型大全", &typed.join("\n")));
+    list
+}
+
 /// The user access token the fake's code exchange answers with (wxbind must drop it).
 pub const OAUTH_ACCESS_TOKEN: &str = "OAUTH_ACCESS_TOKEN";
 /// The refresh token the fake's code exchange answers with (wxbind must drop it).
@@ -85,6 +147,11 @@ struct State {
     delivered: HashMap<(String, String), i64>,
     qr_scenes: Vec<String>,
     oauth_requests: usize,
+    /// `get_all_private_template`'s list; `None` means [`default_templates`].
+    templates: Option<Vec<Value>>,
+    /// An HTTP status `get_all_private_template` answers with instead of the list.
+    template_list_failure: Option<u16>,
+    template_list_requests: usize,
 }
 
 impl State {
@@ -132,6 +199,11 @@ impl FakeWechat {
                 state: Arc::clone(&state),
                 next_msgid: AtomicI64::new(1_000_000),
             })
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/cgi-bin/template/get_all_private_template"))
+            .respond_with(TemplateList(Arc::clone(&state)))
             .mount(&server)
             .await;
         Mock::given(method("POST"))
@@ -194,6 +266,22 @@ impl FakeWechat {
     /// Messages that reached a phone (after deduplication).
     pub fn delivered_count(&self) -> usize {
         self.state().delivered.len()
+    }
+
+    /// Lists `templates` from now on (each from [`template`]).
+    pub fn set_templates(&self, templates: Vec<Value>) {
+        self.state().templates = Some(templates);
+    }
+
+    /// Answers `get_all_private_template` with this HTTP status from now on (`None`: the list
+    /// again).
+    pub fn fail_template_list(&self, status: Option<u16>) {
+        self.state().template_list_failure = status;
+    }
+
+    /// Requests received on `get_all_private_template`.
+    pub fn template_list_requests(&self) -> usize {
+        self.state().template_list_requests
     }
 
     /// Requests received on `sns/oauth2/access_token` (the code exchange).
@@ -353,6 +441,27 @@ impl Respond for TemplateSend {
             Some(d) => reply.set_delay(d),
             None => reply,
         }
+    }
+}
+
+struct TemplateList(Arc<Mutex<State>>);
+
+impl Respond for TemplateList {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let token = access_token_of(req);
+        let mut s = self.0.lock().expect("fake state");
+        s.template_list_requests += 1;
+        if let Some(status) = s.template_list_failure {
+            return ResponseTemplate::new(status);
+        }
+        if s.current_token.as_deref() != Some(token.as_str()) {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        let list = s.templates.clone().unwrap_or_else(default_templates);
+        ResponseTemplate::new(200).set_body_json(json!({"template_list": list}))
     }
 }
 

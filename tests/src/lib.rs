@@ -14,12 +14,15 @@ use serde_json::{Value, json};
 use url::Url;
 use wxbind::config::{
     AuthConfig, Config, DatabaseConfig, DeliveryConfig, HttpConfig, PushConfig, SandboxConfig,
-    VerifierConfig, WechatConfig,
+    TemplatesConfig, VerifierConfig, WechatConfig,
 };
 use wxbind::startup::{Application, ProcessRole, StopHandle};
 
 pub use db::TestDb;
-pub use fake_wechat::{CodeReply, FakeWechat, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, SendReply};
+pub use fake_wechat::{
+    CodeReply, FakeWechat, KEYWORD_TYPES, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, ORDER_TEMPLATE,
+    SendReply, TYPES_TEMPLATE, default_templates, template,
+};
 
 /// The password every test user gets.
 pub const TEST_PASSWORD: &str = "test-password-123";
@@ -120,6 +123,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             // them slower and their timing less predictable.
             nice: 0,
         },
+        templates: TemplatesConfig::default(),
         sandbox: SandboxConfig::default(),
     }
 }
@@ -155,14 +159,33 @@ pub fn seed_sandbox(app: &TestApp) -> Vec<(&'static str, wxbind::sandbox::DemoAc
 
 /// Spawns the app after `customise` adjusts the configuration.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_role_with(ProcessRole::Serve, customise).await
+    spawn_role_prepared(ProcessRole::Serve, |_| {}, customise).await
 }
 
 /// Spawns the app in `role` after `customise` adjusts the configuration.
 pub async fn spawn_role_with(role: ProcessRole, customise: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_role_prepared(role, |_| {}, customise).await
+}
+
+/// Spawns the app after `prepare` has set up the fake WeChat (before the app's first call to
+/// it, such as the template sync at start) and `customise` has adjusted the configuration.
+pub async fn spawn_app_prepared(
+    prepare: impl FnOnce(&FakeWechat),
+    customise: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_role_prepared(ProcessRole::Serve, prepare, customise).await
+}
+
+/// [`spawn_app_prepared`] in `role`.
+pub async fn spawn_role_prepared(
+    role: ProcessRole,
+    prepare: impl FnOnce(&FakeWechat),
+    customise: impl FnOnce(&mut Config),
+) -> TestApp {
     init_logging();
     let db = TestDb::create();
     let wechat = FakeWechat::start().await;
+    prepare(&wechat);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut config = test_config(&db, &wechat);
@@ -458,6 +481,40 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Waits until `/api/health` says the template list is synced (10 s at most): the app
+    /// syncs right after it starts, and checks messages against the list from then on.
+    pub async fn wait_templates_synced(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let health: Value = self.get("/api/health").await.json().await.expect("json");
+            if health["templates_synced"] == true {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the template list was never synced: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `POST /api/templates/sync` with a bearer token.
+    pub async fn sync_templates(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/templates/sync"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET /api/templates` as JSON.
+    pub async fn templates(&self, token: &str) -> Vec<Value> {
+        let resp = self.get_as(token, "/api/templates").await;
+        assert_eq!(resp.status(), 200, "GET /api/templates");
+        resp.json().await.expect("json")
     }
 
     /// Runs a query against the app's database.

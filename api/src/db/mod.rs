@@ -9,6 +9,7 @@ pub mod messages;
 pub mod push_nonces;
 pub mod schema;
 pub mod sessions;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 

@@ -69,6 +69,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    templates (template_id) {
+        template_id -> Text,
+        title -> Text,
+        primary_industry -> Text,
+        deputy_industry -> Text,
+        content -> Text,
+        example -> Text,
+        synced_at -> Timestamptz,
+        gone_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         username -> Text,
@@ -125,6 +139,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     push_nonces,
     sessions,
+    templates,
     users,
     wechat_events,
     wechat_followers,

@@ -35,7 +35,8 @@ impl AsRef<str> for TemplateId {
 pub struct TemplateValue {
     /// The text shown for this field.
     pub value: String,
-    /// Optional colour, `#RRGGBB`.
+    /// Accepted and ignored: WeChat has not shown custom colours since May 2023, so a
+    /// `#RRGGBB` given here is checked for its shape, then neither stored nor sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "#173177")]
     pub color: Option<String>,
@@ -49,7 +50,8 @@ const MAX_FIELDS: usize = 32;
 const MAX_VALUE_CHARS: usize = 1000;
 
 impl TemplateData {
-    /// Validates the fields: at least one, names like `keyword1`, values not too long.
+    /// Validates the fields: at least one, names like `keyword1`, values not too long. Colours
+    /// are dropped: WeChat ignores them.
     pub fn parse(raw: BTreeMap<String, TemplateValue>) -> Result<Self, DomainError> {
         if raw.is_empty() {
             return Err(DomainError("data must have at least one field".into()));
@@ -80,7 +82,22 @@ impl TemplateData {
                 }
             }
         }
-        Ok(Self(raw))
+        let without_colours = raw
+            .into_iter()
+            .map(|(key, v)| {
+                let value = TemplateValue {
+                    value: v.value,
+                    color: None,
+                };
+                (key, value)
+            })
+            .collect();
+        Ok(Self(without_colours))
+    }
+
+    /// Each field's key and value, by key.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.value.as_str()))
     }
 
     /// The JSON stored and sent to WeChat.
@@ -139,7 +156,12 @@ mod tests {
     #[test]
     fn template_data_rules() {
         let ok = BTreeMap::from([("keyword1".to_owned(), field("hi", Some("#173177")))]);
-        assert!(TemplateData::parse(ok).is_ok());
+        let parsed = TemplateData::parse(ok).expect("valid");
+        assert_eq!(
+            parsed.to_json(),
+            serde_json::json!({"keyword1": {"value": "hi"}}),
+            "the colour is dropped"
+        );
         let cases: Vec<(&str, BTreeMap<String, TemplateValue>)> = vec![
             ("empty", BTreeMap::new()),
             (

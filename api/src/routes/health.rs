@@ -21,6 +21,10 @@ pub struct HealthResponse {
     pub wechat_configured: bool,
     /// Whether WeChat is the built-in simulator under `/sandbox`.
     pub sandbox: bool,
+    /// Whether this process has synced the official account's template list since it
+    /// started. Until it has, messages are queued without checking their `data` against
+    /// their template.
+    pub templates_synced: bool,
 }
 
 /// Readiness.
@@ -40,6 +44,7 @@ pub async fn health(state: web::Data<AppState>, wechat: web::Data<Wechat>) -> Ht
         version: env!("CARGO_PKG_VERSION"),
         wechat_configured: wechat.is_configured(),
         sandbox: state.config.sandbox.enabled,
+        templates_synced: state.templates.is_synced(),
     })
 }
 

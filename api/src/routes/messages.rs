@@ -37,8 +37,10 @@ pub struct CreateMessageRequest {
     /// in `WXBIND_MINIPROGRAM_APPIDS`.
     #[serde(default, deserialize_with = "miniprogram_field")]
     pub miniprogram: Option<MiniprogramPage>,
-    /// Template fields: name → `{value, color?}`; at least one.
-    #[schema(example = json!({"first": {"value": "Your order shipped"}, "keyword1": {"value": "42", "color": "#173177"}}))]
+    /// Template fields: key → `{value}`; at least one. Once the template list is synced,
+    /// the keys and values must fit the template's keywords (`GET /api/templates`): every key
+    /// of a category template and none it lacks, each value by its type's rule.
+    #[schema(example = json!({"thing1": {"value": "无线耳机"}, "character_string2": {"value": "202612020001"}, "time3": {"value": "2026年12月2日 15:01"}, "amount4": {"value": "¥199.00"}, "phrase5": {"value": "已发货"}}))]
     pub data: BTreeMap<String, TemplateValue>,
     /// Makes retries safe: the same key from the same sender returns the first message.
     #[schema(example = "order-42-shipped")]
@@ -187,6 +189,11 @@ impl ValidMessage {
 /// `idempotency_key` returns the first message with 200 and never sends twice. Non-admin
 /// callers message only themselves, with the default template, link only to hosts in
 /// `WXBIND_URL_HOSTS` and open only mini programs in `WXBIND_MINIPROGRAM_APPIDS`.
+///
+/// Once this server has synced the official account's template list, `data` is checked
+/// against the template before anything is queued, with WeChat's rules: every problem is
+/// listed in `details`. Until then (WeChat unreachable since start, see `templates_synced`
+/// in `/api/health`) messages are queued unchecked and WeChat judges them.
 #[utoipa::path(
     tag = "messages",
     security(("bearer" = [])),
@@ -194,7 +201,7 @@ impl ValidMessage {
     responses(
         (status = 202, description = "Queued", body = MessageResponse),
         (status = 200, description = "Already queued under this idempotency key", body = MessageResponse),
-        (status = 400, description = "`invalid_request`: bad data, template, url, miniprogram or key; the message names the field", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: bad data, template, url, miniprogram or key (the message names the field); `invalid_template_data`: `data` does not fit the template (`details` lists every problem); `unknown_template`: not, or no longer, one of the account's templates", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins may message other users, choose the template, link to hosts outside `WXBIND_URL_HOSTS` or open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`; the message names the field", body = ErrorBody),
         (status = 404, description = "`user_not_found`", body = ErrorBody),
@@ -237,6 +244,8 @@ pub async fn create_message(
             miniprogram_appids: &state.config.http.miniprogram_appids,
         },
     )?;
+    // After authorize: a caller who may not use a template learns nothing about it.
+    state.templates.check(msg.template_id.as_ref(), &msg.data)?;
     let queued = state
         .messages
         .submit(QueuedRequest {

@@ -5,6 +5,7 @@ pub mod binding;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod templates;
 pub mod users;
 pub mod wechat_events;
 
@@ -32,6 +33,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(binding::get_bind_qrcode)
             .service(messages::create_message)
             .service(messages::get_message)
+            .service(templates::list_templates)
+            .service(templates::sync_templates)
             .service(health::health)
             .service(health::ready)
             .service(wechat_events::verify_wechat_url)

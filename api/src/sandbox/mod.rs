@@ -1,11 +1,13 @@
 //! Sandbox mode: a WeChat simulator served under `/sandbox` when no real credentials are
 //! configured, with the service's own WeChat client pointed at it, so the whole flow
-//! (bind, follow, message) runs on one machine. It speaks WeChat's wire format and rules.
+//! (bind, follow, message) runs on one machine. It speaks WeChat's wire format and rules,
+//! its template sends included (the keyword rules are the service's own, in `domain`).
 //! It only exists when `Config::sandbox` is set, which real credentials rule out, and only
 //! starts on a database that records it serves the sandbox (`crate::deployment`).
 mod pages;
 mod push;
 mod state;
+mod templates;
 mod wire;
 
 use actix_web::web;
@@ -97,6 +99,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(wire::template_send),
             )
             .route(
+                "/cgi-bin/template/get_all_private_template",
+                web::get().to(wire::get_all_private_template),
+            )
+            .route(
                 "/cgi-bin/qrcode/create",
                 web::post().to(wire::qrcode_create),
             )
@@ -108,6 +114,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(pages::unfollow),
             )
             .route("/api/users/{name}/scan", web::post().to(pages::scan))
+            .route("/api/templates", web::get().to(pages::templates_json))
+            .route(
+                "/api/templates/{id}/remove",
+                web::post().to(pages::remove_template),
+            )
+            .route(
+                "/api/templates/{id}/restore",
+                web::post().to(pages::restore_template),
+            )
             .route("/api/inbox", web::get().to(pages::inbox_json)),
     );
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::templates::SandboxTemplate;
 use super::{Simulator, valid_name};
 
 /// Escapes text for HTML element content and quoted attributes.
@@ -143,24 +144,28 @@ pub(super) async fn phone(sim: web::Data<Simulator>) -> HttpResponse {
             body.push_str("<p class=\"muted\">Inbox empty.</p>");
         }
         for m in inbox.iter().rev() {
+            // Rendered as WeChat renders a template card: the title, then each keyword's
+            // label and value in the template's order.
+            let template = SandboxTemplate::find(&m.template_id);
             let _ = write!(
                 body,
-                "<div class=\"card\" style=\"background:#f7f7f7\" data-msgid=\"{}\"><div class=\"muted\">{} · {}</div>",
+                "<div class=\"card\" style=\"background:#f7f7f7\" data-msgid=\"{}\"><b>{}</b><div class=\"muted\">{} · {}</div>",
                 m.msgid,
+                esc(template.map_or("", |t| t.title)),
                 esc(&m.template_id),
                 m.received_at.format("%Y-%m-%d %H:%M:%S UTC")
             );
-            if let Some(fields) = m.data.as_object() {
-                for (k, v) in fields {
-                    let color = v["color"].as_str().unwrap_or("#111");
-                    let _ = write!(
-                        body,
-                        "<div class=\"field\"><b>{}</b><span style=\"color:{}\">{}</span></div>",
-                        esc(k),
-                        esc(color),
-                        esc(v["value"].as_str().unwrap_or_default())
-                    );
-                }
+            let keywords = template.map(|t| t.shape().keywords).unwrap_or_default();
+            for k in &keywords {
+                let Some(value) = m.data[&k.key]["value"].as_str() else {
+                    continue;
+                };
+                let _ = write!(
+                    body,
+                    "<div class=\"field\"><b>{}</b><span>{}</span></div>",
+                    esc(k.label.as_deref().unwrap_or(&k.key)),
+                    esc(value)
+                );
             }
             // WeChat opens the mini program when there is one, the url otherwise.
             if let Some(page) = &m.miniprogram {
@@ -290,6 +295,43 @@ pub(super) async fn inbox_json(
         })
         .collect();
     HttpResponse::Ok().json(entries)
+}
+
+/// `GET /sandbox/api/templates`: the whole library, each with whether the account has it.
+pub(super) async fn templates_json(sim: web::Data<Simulator>) -> HttpResponse {
+    let listed = sim.state.templates();
+    let library: Vec<serde_json::Value> = super::templates::LIBRARY
+        .iter()
+        .map(|t| {
+            let has = listed.iter().any(|l| l.template_id == t.template_id);
+            json!({"template_id": t.template_id, "title": t.title, "listed": has})
+        })
+        .collect();
+    HttpResponse::Ok().json(library)
+}
+
+/// `POST /sandbox/api/templates/{id}/remove`: the account loses the template, as a category
+/// change does overnight: `get_all_private_template` stops listing it and sends get 40037.
+pub(super) async fn remove_template(
+    sim: web::Data<Simulator>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    set_template_listed(&sim, &id, false)
+}
+
+/// `POST /sandbox/api/templates/{id}/restore`: the account has the template again.
+pub(super) async fn restore_template(
+    sim: web::Data<Simulator>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    set_template_listed(&sim, &id, true)
+}
+
+fn set_template_listed(sim: &Simulator, id: &str, listed: bool) -> HttpResponse {
+    if !sim.state.set_template_listed(id, listed) {
+        return sandbox_error(404, "not_found", "no such template in the sandbox library");
+    }
+    HttpResponse::Ok().json(json!({"template_id": id, "listed": listed}))
 }
 
 #[derive(Deserialize)]

@@ -1,12 +1,15 @@
-//! The simulator's memory: test WeChat users, OAuth codes, access tokens, QR tickets and each
-//! user's inbox. One mutex guards it all; every operation is short and never awaits.
-use std::collections::{BTreeMap, HashMap};
+//! The simulator's memory: test WeChat users, OAuth codes, access tokens, QR tickets, which
+//! templates the account has and each user's inbox. One mutex guards it all; every operation
+//! is short and never awaits.
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::templates::{LIBRARY, SandboxTemplate};
 use crate::domain::random_alphanumeric;
 
 /// How long an OAuth code can be exchanged.
@@ -22,11 +25,14 @@ pub struct SimError {
     /// WeChat's errcode.
     pub errcode: i64,
     /// WeChat's errmsg (the `rid:` suffix is added on the wire).
-    pub errmsg: &'static str,
+    pub errmsg: Cow<'static, str>,
 }
 
 const fn err(errcode: i64, errmsg: &'static str) -> SimError {
-    SimError { errcode, errmsg }
+    SimError {
+        errcode,
+        errmsg: Cow::Borrowed(errmsg),
+    }
 }
 
 /// A simulated WeChat user.
@@ -93,6 +99,8 @@ struct Inner {
     inbox: HashMap<String, Vec<InboxItem>>,
     sent: HashMap<(String, String), i64>,
     tickets: HashMap<String, Ticket>,
+    /// Library templates the account has deleted (as a category change does overnight).
+    removed_templates: HashSet<String>,
     next_msgid: i64,
 }
 
@@ -262,8 +270,34 @@ impl Sandbox {
         }
     }
 
-    /// Delivers a template message to a following user, once per `client_msg_id`. The flag
-    /// is false for a repeat that was not delivered again.
+    /// The account's templates: the library, less the ones removed.
+    pub fn templates(&self) -> Vec<SandboxTemplate> {
+        let inner = self.lock();
+        LIBRARY
+            .iter()
+            .filter(|t| !inner.removed_templates.contains(t.template_id))
+            .copied()
+            .collect()
+    }
+
+    /// Deletes a library template from the account (`listed = false`) or adds it back;
+    /// `false` when the library has no such template.
+    pub fn set_template_listed(&self, template_id: &str, listed: bool) -> bool {
+        if SandboxTemplate::find(template_id).is_none() {
+            return false;
+        }
+        let mut inner = self.lock();
+        if listed {
+            inner.removed_templates.remove(template_id);
+        } else {
+            inner.removed_templates.insert(template_id.to_owned());
+        }
+        true
+    }
+
+    /// Delivers a template message to a following user, once per `client_msg_id`, as WeChat
+    /// does: 40037 for a template the account does not have, 47003 for `data` that breaks
+    /// its keywords. The flag is false for a repeat that was not delivered again.
     pub fn send_template(
         &self,
         touser: &str,
@@ -279,6 +313,14 @@ impl Sandbox {
             .values()
             .find(|u| u.openid == touser)
             .ok_or(err(40003, "invalid openid"))?;
+        let template = SandboxTemplate::find(template_id)
+            .filter(|t| !inner.removed_templates.contains(t.template_id))
+            .ok_or(err(40037, "invalid template_id"))?;
+        let fields = data.as_object().cloned().unwrap_or_default();
+        let data = template.accept(&fields).map_err(|key| SimError {
+            errcode: 47003,
+            errmsg: format!("argument invalid! data.{key}.value invalid").into(),
+        })?;
         if !user.following {
             return Err(err(43004, "require subscribe"));
         }
@@ -392,27 +434,51 @@ mod tests {
     fn sends_need_a_follower_and_dedupe_on_client_msg_id() {
         let s = Sandbox::default();
         let u = s.user("alice");
-        let data = serde_json::json!({"k": {"value": "v"}});
+        let data = serde_json::json!({"keyword1": {"value": "v"}});
+        let t = "SANDBOX_TEMPLATE_LEGACY";
         let e = s
-            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
+            .send_template(&u.openid, t, None, None, data.clone(), Some("m1"))
             .expect_err("not following");
         assert_eq!(e.errcode, 43004);
         s.set_following("alice", true);
         let a = s
-            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
+            .send_template(&u.openid, t, None, None, data.clone(), Some("m1"))
             .expect("sent");
         let b = s
-            .send_template(&u.openid, "T", None, None, data.clone(), Some("m1"))
+            .send_template(&u.openid, t, None, None, data.clone(), Some("m1"))
             .expect("dedup");
         assert_eq!(a.0, b.0, "a repeat gets the same msgid");
         assert!(a.1 && !b.1, "and is not delivered again");
         assert_eq!(s.inbox(&u.openid).len(), 1);
         assert_eq!(
-            s.send_template("ounknown", "T", None, None, data, None)
+            s.send_template("ounknown", t, None, None, data.clone(), None)
                 .expect_err("unknown")
                 .errcode,
             40003
         );
+    }
+
+    #[test]
+    fn sends_need_a_template_of_the_account_and_data_that_fits_it() {
+        let s = Sandbox::default();
+        let u = s.user("alice");
+        s.set_following("alice", true);
+        let t = "SANDBOX_TEMPLATE_LEGACY";
+        let ok = serde_json::json!({"keyword1": {"value": "v"}});
+        let send = |template: &str, data: &serde_json::Value| {
+            s.send_template(&u.openid, template, None, None, data.clone(), None)
+        };
+        assert_eq!(send("T", &ok).expect_err("unknown").errcode, 40037);
+        let bad = serde_json::json!({"keyword9": {"value": "v"}});
+        let e = send(t, &bad).expect_err("misfit");
+        assert_eq!(e.errcode, 47003);
+        assert!(e.errmsg.contains("data.keyword9.value"), "{e:?}");
+        assert!(s.set_template_listed(t, false));
+        assert_eq!(send(t, &ok).expect_err("removed").errcode, 40037);
+        assert!(s.templates().iter().all(|l| l.template_id != t));
+        assert!(s.set_template_listed(t, true));
+        assert!(send(t, &ok).is_ok());
+        assert!(!s.set_template_listed("NOT_IN_THE_LIBRARY", false));
     }
 
     #[test]

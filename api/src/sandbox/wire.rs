@@ -19,7 +19,10 @@ pub(super) fn wx_error(e: &SimError) -> HttpResponse {
 }
 
 const fn sim(errcode: i64, errmsg: &'static str) -> SimError {
-    SimError { errcode, errmsg }
+    SimError {
+        errcode,
+        errmsg: std::borrow::Cow::Borrowed(errmsg),
+    }
 }
 
 fn query_map(req: &HttpRequest) -> HashMap<String, String> {
@@ -328,6 +331,17 @@ pub(super) async fn template_send(
         }
         Err(e) => wx_error(&e),
     }
+}
+
+/// `GET /cgi-bin/template/get_all_private_template`: the account's templates.
+pub(super) async fn get_all_private_template(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+) -> HttpResponse {
+    if let Err(e) = require_token(&sim_, &req) {
+        return wx_error(&e);
+    }
+    HttpResponse::Ok().json(json!({"template_list": sim_.state.templates()}))
 }
 
 /// How long after a send the simulator reports its delivery.

@@ -7,8 +7,8 @@ use url::Url;
 
 use super::WechatError;
 use super::types::{
-    OAuthAccessToken, QrTicket, StableTokenRequest, TemplateSend, TemplateSendResponse,
-    TokenResponse,
+    OAuthAccessToken, PrivateTemplate, PrivateTemplates, QrTicket, StableTokenRequest,
+    TemplateSend, TemplateSendResponse, TokenResponse,
 };
 
 /// Largest WeChat answer read; real ones are a few hundred bytes.
@@ -91,6 +91,20 @@ impl WechatClient {
         let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
         let sent: TemplateSendResponse = decode(request.send_json(message).await).await?;
         Ok(sent.msgid)
+    }
+
+    /// Lists the official account's templates (`cgi-bin/template/get_all_private_template`).
+    #[tracing::instrument(name = "wechat.get_all_private_template", skip_all)]
+    pub async fn get_all_private_templates(
+        &self,
+        access_token: &str,
+    ) -> Result<Vec<PrivateTemplate>, WechatError> {
+        let mut url = self.endpoint("cgi-bin/template/get_all_private_template");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
+        let listed: PrivateTemplates = decode(request.send().await).await?;
+        Ok(listed.template_list)
     }
 
     /// Creates a temporary parametric QR code (`cgi-bin/qrcode/create`, `QR_STR_SCENE`).
@@ -303,6 +317,35 @@ mod tests {
             .await
             .expect("sent");
         assert_eq!(msgid, 200228332);
+    }
+
+    #[actix_web::test]
+    async fn the_template_list_carries_the_token_and_decodes_each_template() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/cgi-bin/template/get_all_private_template"))
+            .and(query_param("access_token", "TOKEN"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"template_list": [{
+                    "template_id": "iPk5sOIt5X_flOVKn5GrTFpncEYTojx6ddbt8WYoV5s",
+                    "title": "领取奖金提醒",
+                    "primary_industry": "IT科技",
+                    "deputy_industry": "互联网|电子商务",
+                    "content": "{ {result.DATA} }\n\n领奖金额:{ {withdrawMoney.DATA} }\n",
+                    "example": "您已提交领奖申请\n\n领奖金额：xxxx元\n"
+                }]})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let listed = client(&server)
+            .get_all_private_templates("TOKEN")
+            .await
+            .expect("listed");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].title, "领取奖金提醒");
+        assert!(listed[0].content.contains("withdrawMoney"));
     }
 
     #[actix_web::test]

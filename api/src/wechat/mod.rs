@@ -95,6 +95,11 @@ impl WechatError {
         self.errcode() == Some(43004)
     }
 
+    /// 40037: WeChat does not know the template (deleted, or replaced by a category change).
+    pub fn is_unknown_template(&self) -> bool {
+        self.errcode() == Some(40037)
+    }
+
     /// WeChat's errcode, when it gave one.
     pub fn errcode(&self) -> Option<i64> {
         match self {
@@ -139,6 +144,8 @@ mod tests {
         assert!(!api(40001).is_rejected_oauth_code());
         assert!(api(43004).is_not_following());
         assert!(!api(40003).is_not_following());
+        assert!(api(40037).is_unknown_template());
+        assert!(!api(47003).is_unknown_template());
         assert!(api(42001).is_token_invalid() && api(42001).is_retryable());
         assert!(api(-1).is_retryable() && !api(-1).is_token_invalid());
         assert!(!api(47003).is_retryable());

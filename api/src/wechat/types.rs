@@ -79,6 +79,36 @@ pub struct TemplateSendResponse {
     pub msgid: i64,
 }
 
+/// `cgi-bin/template/get_all_private_template` success body.
+#[derive(Debug, Deserialize)]
+pub struct PrivateTemplates {
+    /// Every template the official account has.
+    #[serde(default)]
+    pub template_list: Vec<PrivateTemplate>,
+}
+
+/// One template of `get_all_private_template`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrivateTemplate {
+    /// The id sends name it by.
+    pub template_id: String,
+    /// Its title.
+    #[serde(default)]
+    pub title: String,
+    /// The industry it was chosen under (legacy templates).
+    #[serde(default)]
+    pub primary_industry: String,
+    /// The sub-industry it was chosen under.
+    #[serde(default)]
+    pub deputy_industry: String,
+    /// Its keywords as placeholders: the source of truth for the keys a send may carry.
+    #[serde(default)]
+    pub content: String,
+    /// An example of a filled-in message.
+    #[serde(default)]
+    pub example: String,
+}
+
 /// `cgi-bin/qrcode/create` success body.
 #[derive(Deserialize)]
 pub struct QrTicket {
