@@ -19,6 +19,10 @@ use crate::db::{DbError, PgPool};
 
 /// Most rows one statement writes.
 const MAX_BATCH: usize = 256;
+/// Most requests waiting for the writer. While the database is slow or away, a full queue
+/// answers `busy` at once instead of letting requests (and their memory) pile up behind it;
+/// sixteen full batches is far more than a healthy database ever leaves waiting.
+const QUEUE_CAPACITY: usize = 16 * MAX_BATCH;
 
 type Reply<Out> = oneshot::Sender<Result<Out, BatchError>>;
 
@@ -40,6 +44,9 @@ pub enum BatchError {
     /// The write gave no outcome for this request (a bug in the write function).
     #[error("the {0} batch writer gave no outcome for this request")]
     NoOutcome(&'static str),
+    /// Too many requests already wait for the writer.
+    #[error("the {0} batch writer's queue is full")]
+    Full(&'static str),
     /// The writer is gone (the application is shutting down).
     #[error("the {0} batch writer has stopped")]
     Stopped(&'static str),
@@ -54,7 +61,7 @@ pub type WriteBatch<Req, Out> = fn(&mut PgConnection, &[Req]) -> QueryResult<Vec
 
 /// Writes one kind of row for many concurrent requests at once.
 pub struct Batcher<Req, Out> {
-    tx: mpsc::UnboundedSender<Job<Req, Out>>,
+    tx: mpsc::Sender<Job<Req, Out>>,
     what: &'static str,
 }
 
@@ -65,7 +72,7 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
         what: &'static str,
         write: WriteBatch<Req, Out>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         thread::Builder::new()
             .name(format!("wxbind-batch-{}", what.replace(' ', "-")))
             .spawn(move || run(&pool, what, write, rx))?;
@@ -75,9 +82,10 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
     /// Submits one request and waits for the statement that carries it to commit.
     pub async fn submit(&self, request: Req) -> Result<Out, BatchError> {
         let (reply, outcome) = oneshot::channel();
-        self.tx
-            .send((request, reply))
-            .map_err(|_| BatchError::Stopped(self.what))?;
+        self.tx.try_send((request, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Full(self.what),
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped(self.what),
+        })?;
         outcome.await.map_err(|_| BatchError::Stopped(self.what))?
     }
 }
@@ -86,7 +94,7 @@ fn run<Req, Out>(
     pool: &PgPool,
     what: &'static str,
     write: WriteBatch<Req, Out>,
-    mut rx: mpsc::UnboundedReceiver<Job<Req, Out>>,
+    mut rx: mpsc::Receiver<Job<Req, Out>>,
 ) {
     let mut requests: Vec<Req> = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply<Out>> = Vec::with_capacity(MAX_BATCH);

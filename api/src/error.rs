@@ -239,7 +239,7 @@ error_codes! {
     Unavailable => "unavailable", SERVICE_UNAVAILABLE,
         "The database is unreachable or migrations are pending.";
     Busy => "busy", SERVICE_UNAVAILABLE,
-        "Too many logins are being verified at once; retry after `Retry-After` seconds.";
+        "The server is at capacity (too many logins being verified, or writes queued); retry after `Retry-After` seconds.";
 }
 
 /// The catalogue as a Markdown table; the spec's description and the README carry it verbatim.
@@ -380,6 +380,7 @@ impl From<crate::batch::BatchError> for ApiError {
             BatchError::Write { .. } | BatchError::Panicked(_) | BatchError::NoOutcome(_) => {
                 Self::Unavailable(e.into())
             }
+            BatchError::Full(_) => Self::Busy,
             BatchError::Stopped(_) => Self::Internal(e.into()),
         }
     }

@@ -103,3 +103,26 @@ async fn a_panicking_batch_fails_its_requests_and_the_writer_goes_on() {
 
     assert_eq!(batcher.submit(6).await.expect("after a panic"), 12);
 }
+
+#[actix_web::test]
+async fn requests_get_busy_at_once_when_the_writers_queue_is_full() {
+    let db = TestDb::create();
+    let batcher =
+        Batcher::start(wxbind::db::build_pool(&db.url, 2), "test", write).expect("writer thread");
+    let plug = batcher.submit(PLUG);
+    let flood = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Far more than the queue holds, while the writer is held by the plug.
+        futures_util::future::join_all((0..5000).map(|n| batcher.submit(n + 1))).await
+    };
+    let (plugged, outcomes) = tokio::join!(plug, flood);
+    assert_eq!(plugged.expect("the plug succeeds"), PLUG * 2);
+
+    let busy = outcomes
+        .into_iter()
+        .map(|r| r.map_err(ApiError::from))
+        .filter(|r| matches!(r, Err(ApiError::Busy)))
+        .count();
+    assert!(busy > 0, "a full queue answers busy");
+    assert_eq!(batcher.submit(7).await.expect("room again"), 14);
+}
