@@ -318,15 +318,8 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
         .url("WXBIND_PUBLIC_URL")
         .unwrap_or_else(|| url_or_panic("http://127.0.0.1:8080"));
     let mut cors_origins = Vec::new();
-    for origin in p
-        .string("WXBIND_CORS_ORIGINS")
-        .unwrap_or_default()
-        .split(',')
-    {
-        let origin = origin.trim().trim_end_matches('/');
-        if origin.is_empty() {
-            continue;
-        }
+    for origin in p.list("WXBIND_CORS_ORIGINS").unwrap_or_default() {
+        let origin = origin.trim_end_matches('/');
         match Url::parse(origin) {
             Ok(u)
                 if matches!(u.scheme(), "http" | "https")
@@ -345,13 +338,9 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
         }
     }
     let bind_result_url = p.url("BIND_RESULT_URL");
-    let url_hosts = match p.string("WXBIND_URL_HOSTS") {
-        Some(raw) => {
-            let hosts: Vec<String> = raw
-                .split(',')
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect();
+    let url_hosts = match p.list("WXBIND_URL_HOSTS") {
+        Some(hosts) => {
+            let hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
             if let Some(bad) = hosts
                 .iter()
                 .find(|h| url::Host::parse(h).is_err() || h.contains('/'))
@@ -374,13 +363,7 @@ fn http_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> HttpCon
                 hosts
             }),
     };
-    let miniprogram_appids: Vec<String> = p
-        .string("WXBIND_MINIPROGRAM_APPIDS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|a| a.trim().to_owned())
-        .filter(|a| !a.is_empty())
-        .collect();
+    let miniprogram_appids = p.list("WXBIND_MINIPROGRAM_APPIDS").unwrap_or_default();
     if let Some(bad) = miniprogram_appids
         .iter()
         .find(|a| !crate::domain::is_wechat_appid(a))
@@ -780,6 +763,16 @@ impl<F: Fn(&str) -> Option<String>> Parser<'_, F> {
 
     fn has(&self, key: &str) -> bool {
         (self.get)(key).is_some()
+    }
+
+    /// A comma-separated list, items trimmed, empty items dropped; `None` when unset.
+    fn list(&mut self, key: &str) -> Option<Vec<String>> {
+        self.string(key).map(|raw| {
+            raw.split(',')
+                .map(|item| item.trim().to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        })
     }
 
     fn string(&mut self, key: &str) -> Option<String> {
