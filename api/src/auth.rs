@@ -192,6 +192,16 @@ impl JwtKeys {
             }
             _ => ApiError::Unauthorized("invalid access token"),
         })?;
+        // This service never issues a token from the future or one that lives longer than its
+        // TTL: such a token was minted by whoever holds a key (a leaked previous key above all),
+        // and must not outlive the rotation that retired it.
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 4);
+        let claims = &data.claims;
+        if claims.iat > now + leeway || claims.exp.saturating_sub(claims.iat) > ttl + leeway {
+            return Err(ApiError::Unauthorized("invalid access token"));
+        }
         let id = data
             .claims
             .sub
@@ -397,6 +407,34 @@ mod tests {
             .issue(9, Role::Admin)
             .expect("issue");
         assert!(rotated.verify(&forged.token).is_err());
+    }
+
+    #[test]
+    fn tokens_this_service_would_never_issue_are_refused() {
+        let secret = SecretString::from("a-secret-a-secret-a-secret-a-secret".to_owned());
+        let keys = JwtKeys::new(&secret, None, Duration::from_secs(60));
+        let now = chrono::Utc::now().timestamp();
+        let mint = |iat: i64, exp: i64| {
+            let claims = Claims {
+                sub: "7".into(),
+                role: Role::Admin,
+                iat,
+                exp,
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+                .expect("encode")
+        };
+        assert!(keys.verify(&mint(now, now + 60)).is_ok());
+        assert!(
+            keys.verify(&mint(now, now + 10 * 365 * 86400)).is_err(),
+            "too long"
+        );
+        assert!(
+            keys.verify(&mint(now + 3600, now + 3660)).is_err(),
+            "from the future"
+        );
     }
 
     #[test]

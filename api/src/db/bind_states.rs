@@ -62,13 +62,16 @@ struct Revoked {
 
 /// Revokes every live state of the user: after a successful binding no other bind link or
 /// QR code of theirs may bind anything.
+///
+/// States consumed by a callback still in flight are expired too: such a flow gives its state
+/// back when it fails ([`release`]), and a revoked state must not come back that way.
 pub fn revoke_live(conn: &mut PgConnection, user_id: i64) -> QueryResult<usize> {
-    diesel::update(
-        bind_states::table
-            .filter(bind_states::user_id.eq(user_id))
-            .filter(bind_states::used_at.is_null()),
+    diesel::sql_query(
+        "UPDATE bind_states
+         SET used_at = coalesce(used_at, now()), expires_at = least(expires_at, now())
+         WHERE user_id = $1 AND expires_at > now()",
     )
-    .set(bind_states::used_at.eq(diesel::dsl::now))
+    .bind::<BigInt, _>(user_id)
     .execute(conn)
 }
 
@@ -88,10 +91,15 @@ pub fn consume(conn: &mut PgConnection, state_hash: &str) -> QueryResult<Option<
 }
 
 /// Makes a consumed state usable again, after a failure that must leave nothing changed.
+/// A state revoked meanwhile (expired by [`revoke_live`]) stays dead.
 pub fn release(conn: &mut PgConnection, state_hash: &str) -> QueryResult<usize> {
-    diesel::update(bind_states::table.find(state_hash))
-        .set(bind_states::used_at.eq(None::<DateTime<Utc>>))
-        .execute(conn)
+    diesel::update(
+        bind_states::table
+            .find(state_hash)
+            .filter(bind_states::expires_at.gt(diesel::dsl::now)),
+    )
+    .set(bind_states::used_at.eq(None::<DateTime<Utc>>))
+    .execute(conn)
 }
 
 /// Deletes states that expired before `before`.

@@ -111,21 +111,38 @@ impl TemplateData {
 pub struct MessageUrl {
     raw: String,
     host: String,
+    port: Option<u16>,
 }
 
 impl MessageUrl {
-    /// Validates a link.
+    /// Validates a link. No credentials, spaces or control characters: the host a check
+    /// reads must be the host every client opens, and parsers disagree about such URLs.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let plain = !raw.chars().any(|c| c.is_whitespace() || c.is_control());
         match url::Url::parse(raw) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && raw.len() <= 1024 => Ok(Self {
-                raw: raw.to_owned(),
-                // http(s) URLs always have one; lowercased by the parser.
-                host: u.host_str().unwrap_or_default().to_owned(),
-            }),
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && raw.len() <= 1024
+                    && plain
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                Ok(Self {
+                    raw: raw.to_owned(),
+                    // http(s) URLs always have one; lowercased by the parser.
+                    host: u.host_str().unwrap_or_default().to_owned(),
+                    port: u.port(),
+                })
+            }
             _ => Err(DomainError(
-                "url must be an absolute http(s) URL of at most 1024 bytes".into(),
+                "url must be an absolute http(s) URL of at most 1024 bytes, without credentials, spaces or control characters".into(),
             )),
         }
+    }
+
+    /// The port, when the link names one other than its scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.port
     }
 }
 
@@ -193,5 +210,20 @@ mod tests {
         assert!(MessageUrl::parse("https://example.com/x?y=1").is_ok());
         assert!(MessageUrl::parse("javascript:alert(1)").is_err());
         assert!(MessageUrl::parse("/relative").is_err());
+        for tricky in [
+            "https://evil.example.net@app.example.com/",
+            "https://user:pw@app.example.com/",
+            "https://evil.example.net\u{0}@app.example.com/",
+            "https://app.example.com/a b",
+        ] {
+            assert!(MessageUrl::parse(tricky).is_err(), "{tricky:?}");
+        }
+        let with_port = MessageUrl::parse("https://app.example.com:8444/x").expect("url");
+        assert_eq!(
+            (with_port.host(), with_port.port()),
+            ("app.example.com", Some(8444))
+        );
+        let default_port = MessageUrl::parse("https://app.example.com:443/x").expect("url");
+        assert_eq!(default_port.port(), None);
     }
 }

@@ -19,6 +19,8 @@ use crate::verifier::VerifyError;
 pub struct LoginRequest {
     /// The account name.
     #[schema(example = "alice")]
+    // Not echoed either: people type their password into the username field.
+    #[serde(deserialize_with = "string_not_echoed")]
     pub username: String,
     /// The password.
     #[schema(example = "correct horse battery staple")]
@@ -36,7 +38,9 @@ redacted_debug!(LoginRequest {
 fn string_not_echoed<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => Ok(s),
-        _ => Err(serde::de::Error::custom("password must be a string")),
+        _ => Err(serde::de::Error::custom(
+            "username and password must be strings",
+        )),
     }
 }
 

@@ -249,8 +249,14 @@ impl PushSecurity {
 /// The signed `timestamp` when it is within [`PUSH_WINDOW_SECS`] of `now`, either way (a
 /// server whose clock runs behind WeChat's sees pushes from its future).
 fn within_window(timestamp: &str, now: i64) -> Result<i64, PushError> {
+    // Digits only, no sign or leading zero: the signature covers the text, and the nonce claim
+    // must not see one signed value under two spellings.
+    let canonical = !timestamp.is_empty()
+        && timestamp.len() <= 19
+        && timestamp.bytes().all(|b| b.is_ascii_digit())
+        && !timestamp.starts_with('0');
     match timestamp.parse::<i64>() {
-        Ok(t) if t.abs_diff(now) <= PUSH_WINDOW_SECS.unsigned_abs() => Ok(t),
+        Ok(t) if canonical && t.abs_diff(now) <= PUSH_WINDOW_SECS.unsigned_abs() => Ok(t),
         _ => Err(PushError::OutsideWindow(timestamp.to_owned())),
     }
 }
