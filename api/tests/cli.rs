@@ -13,8 +13,9 @@ const JWT_SECRET: &str = "cli-test-jwt-secret-cli-test-jwt-secret";
 
 /// The server to test against, as in the black-box harness.
 fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&gssencmode=disable".into()
+    })
 }
 
 /// A database name nobody uses; the binary creates it (as `wxbind` does on a first start) and

@@ -21,8 +21,9 @@ async fn ready_is_200_with_a_migrated_database() {
 #[actix_web::test]
 async fn ready_is_503_when_the_database_is_unreachable() {
     let app = spawn_app_with(|c| {
-        c.database.url =
-            secrecy::SecretString::from("postgres://postgres@127.0.0.1:1/nowhere".to_owned());
+        c.database.url = secrecy::SecretString::from(
+            "postgres://postgres@127.0.0.1:1/nowhere?sslmode=disable&gssencmode=disable".to_owned(),
+        );
     })
     .await;
     assert_error(app.get("/api/ready").await, 503, "unavailable").await;

@@ -81,8 +81,9 @@ async fn timed_me(app: &TestApp, token: &str) -> (reqwest::Response, Duration) {
 async fn requests_get_503_when_the_database_is_black_holed() {
     let port = black_hole();
     let app = spawn_app_with(|c| {
-        c.database.url =
-            secrecy::SecretString::from(format!("postgres://postgres@127.0.0.1:{port}/nowhere"));
+        c.database.url = secrecy::SecretString::from(format!(
+            "postgres://postgres@127.0.0.1:{port}/nowhere?sslmode=disable&gssencmode=disable"
+        ));
     })
     .await;
     let token =

@@ -12,10 +12,13 @@ use sha2::{Digest, Sha256};
 /// Without TLS: on loopback it protects nothing, and with it a test process could crash as it
 /// exits. Each test's app is dropped while its pools may still be opening connections to the
 /// database just dropped with it, and OpenSSL's exit-time cleanup then frees what those
-/// threads' libpq handshakes are using (a SIGSEGV in libcrypto after every test passed).
+/// threads' libpq handshakes are using (a SIGSEGV in libcrypto after every test passed). The
+/// same for GSSAPI encryption, which libpq tries first: Kerberos' exit-time cleanup aborted a
+/// run whose tests had all passed (`k5_mutex_lock` assertion).
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&gssencmode=disable".into()
+    })
 }
 
 /// One test's database.
