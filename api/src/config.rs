@@ -141,6 +141,12 @@ pub struct DeliveryConfig {
     /// under CPU contention the kernel favours the threads that answer requests; with CPU to
     /// spare it changes nothing.
     pub nice: u8,
+    /// How often messages under review are reconciled with WeChat's blocked list
+    /// (`WXBIND_REVIEW_SECONDS`).
+    pub review_interval: Duration,
+    /// How long after its send a message under review that WeChat has not listed as blocked
+    /// counts as passed (`WXBIND_REVIEW_SETTLE_SECONDS`).
+    pub review_settle: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -154,6 +160,8 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             shutdown: Duration::from_secs(20),
             nice: 10,
+            review_interval: Duration::from_secs(600),
+            review_settle: Duration::from_secs(3600),
         }
     }
 }
@@ -737,6 +745,12 @@ fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Del
             Some(n) => n,
             None => defaults.nice,
         },
+        review_interval: p
+            .seconds("WXBIND_REVIEW_SECONDS")
+            .unwrap_or(defaults.review_interval),
+        review_settle: p
+            .seconds("WXBIND_REVIEW_SETTLE_SECONDS")
+            .unwrap_or(defaults.review_settle),
     }
 }
 

@@ -88,6 +88,11 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// WeChat allows no more quota resets this month.
+    #[error(
+        "WeChat allows 10 quota resets a month and none is left; sending resumes at midnight Beijing time"
+    )]
+    QuotaResetLimit,
     /// Too many failed logins from the client's address (for one username, or for all).
     #[error("too many failed login attempts; wait a minute and try again")]
     TooManyAttempts,
@@ -133,6 +138,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::TooManyAttempts => ErrorCode::TooManyAttempts,
+            Self::QuotaResetLimit => ErrorCode::QuotaResetLimit,
             Self::WechatNotConfigured => ErrorCode::WechatNotConfigured,
             Self::WechatUnavailable(_) => ErrorCode::WechatUnavailable,
             Self::Unavailable(_) => ErrorCode::Unavailable,
@@ -211,7 +217,7 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up or sync the templates; the message names the field.";
+        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up, sync the templates or see and reset the quota; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,
@@ -230,6 +236,8 @@ error_codes! {
         "The body is not `application/json`.";
     TooManyAttempts => "too_many_attempts", TOO_MANY_REQUESTS,
         "Too many failed logins from this client address: 10 a minute for one username, or 30 for all.";
+    QuotaResetLimit => "quota_reset_limit", TOO_MANY_REQUESTS,
+        "WeChat allows 10 quota resets a month and none is left (48006); sending resumes at midnight Beijing time.";
     Internal => "internal", INTERNAL_SERVER_ERROR,
         "A bug or unexpected failure; the cause is in the server log.";
     WechatUnavailable => "wechat_unavailable", BAD_GATEWAY,
@@ -369,6 +377,17 @@ impl From<crate::templates::SyncError> for ApiError {
         match e {
             SyncError::Wechat(e) => e.into(),
             SyncError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::quota::QuotaError> for ApiError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        use crate::quota::QuotaError;
+        match e {
+            QuotaError::Call(e) => e.into(),
+            QuotaError::Db(e) => e.into(),
+            QuotaError::ResetLimit => Self::QuotaResetLimit,
         }
     }
 }

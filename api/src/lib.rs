@@ -13,6 +13,8 @@ pub mod housekeeping;
 pub mod metrics;
 pub mod openapi;
 pub mod pushes;
+pub mod quota;
+pub mod review;
 pub mod routes;
 pub mod sandbox;
 pub mod sending;

@@ -9,6 +9,8 @@ pub struct Metrics {
     messages_sent: AtomicU64,
     messages_failed: AtomicU64,
     messages_retried: AtomicU64,
+    messages_under_review: AtomicU64,
+    send_pauses: AtomicU64,
     token_fetches: AtomicU64,
     binds: AtomicU64,
     logins_failed: AtomicU64,
@@ -32,6 +34,14 @@ impl Metrics {
     /// A send attempt failed transiently and was rescheduled.
     pub fn message_retried(&self) {
         self.messages_retried.fetch_add(1, Relaxed);
+    }
+    /// WeChat held a message for review (40252).
+    pub fn message_under_review(&self) {
+        self.messages_under_review.fetch_add(1, Relaxed);
+    }
+    /// This process paused the account's sending: WeChat said the daily quota is used up.
+    pub fn send_paused(&self) {
+        self.send_pauses.fetch_add(1, Relaxed);
     }
     /// An access token was fetched from WeChat.
     pub fn token_fetch(&self) {
@@ -81,6 +91,16 @@ impl Metrics {
                 "wxbind_messages_retried_total",
                 "Send attempts rescheduled after a transient failure.",
                 &self.messages_retried,
+            ),
+            (
+                "wxbind_messages_under_review_total",
+                "Sends WeChat held for content review (errcode 40252).",
+                &self.messages_under_review,
+            ),
+            (
+                "wxbind_send_pauses_total",
+                "Times sending was paused for the account because WeChat's daily quota was used up (45009).",
+                &self.send_pauses,
             ),
             (
                 "wxbind_wechat_token_fetches_total",

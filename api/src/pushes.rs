@@ -124,7 +124,10 @@ pub fn record_and_apply(conn: &mut PgConnection, push: &Push) -> Result<Option<S
         PushKind::Scan { scene } => binding::bind_by_scan(conn, &push.from, &scene)?,
         PushKind::TemplateReport { msgid, delivery } => {
             if let Some(msgid) = msgid {
-                db::messages::set_delivery(conn, msgid, delivery)?;
+                if db::messages::set_delivery(conn, msgid, delivery)? == 0 {
+                    // Possibly one WeChat held for review and then delivered itself.
+                    db::messages::set_delivery_unmatched(conn, &push.from, msgid, delivery)?;
+                }
             }
             None
         }

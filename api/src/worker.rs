@@ -17,7 +17,8 @@ use crate::db::{self, PgPool, messages::Claimed};
 use crate::error::ErrorChain;
 use crate::metrics::Metrics;
 use crate::templates::Registry;
-use crate::wechat::{Account, CallError, Connected, WechatError, types::TemplateSend};
+use crate::wechat::types::{SendAccepted, TemplateSend};
+use crate::wechat::{Account, CallError, Connected, WechatError};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -161,6 +162,13 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
     // Successful sends are recorded in batches: one statement and one commit for many rows.
     let (sent_tx, sent_rx) = mpsc::unbounded_channel();
     let recorder = actix_web::rt::spawn(record_sent(deps.pool.clone(), sent_rx));
+    let review = actix_web::rt::spawn(crate::review::run(
+        deps.pool.clone(),
+        Rc::clone(&wechat),
+        deps.config.review_interval,
+        deps.config.review_settle,
+        stop.clone(),
+    ));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
     // Claimed messages whose outcome is not recorded yet: on a stop that outlasts the drain,
@@ -235,6 +243,7 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
         }
     }
 
+    review.abort();
     if !*stop.borrow() {
         // The application was dropped rather than stopped: nobody waits for a drain, and work
         // left behind is retaken after its lease like a crash's.
@@ -338,6 +347,18 @@ enum Outcome {
         errcode: Option<i32>,
         errmsg: String,
     },
+    /// WeChat holds it for review: never resent, settled by `review`.
+    UnderReview {
+        errcode: i32,
+        errmsg: String,
+        review_ref: Option<String>,
+    },
+    /// The account's daily quota is used up: sending pauses for everyone, and the message goes
+    /// back to the queue without spending its attempt.
+    QuotaExhausted {
+        errcode: Option<i32>,
+        errmsg: String,
+    },
 }
 
 #[tracing::instrument(skip_all, fields(message.id = %m.id, attempt = m.attempts))]
@@ -391,7 +412,16 @@ async fn attempt(wechat: &Connected, m: &Claimed, openid: &str) -> Outcome {
         .with_token(|client, token| async move { client.send_template(token.secret(), body).await })
         .await;
     match sent {
-        Ok(msgid) => Outcome::Sent(msgid),
+        Ok(SendAccepted::Sent(msgid)) => Outcome::Sent(msgid),
+        Ok(SendAccepted::UnderReview {
+            errcode,
+            errmsg,
+            review_ref,
+        }) => Outcome::UnderReview {
+            errcode: i32::try_from(errcode).unwrap_or(crate::review::UNDER_REVIEW_ERRCODE),
+            errmsg,
+            review_ref,
+        },
         // No token to send with: WeChat or the token store is in trouble, not the message.
         Err(CallError::Token(e)) => Outcome::Retry {
             errcode: None,
@@ -407,7 +437,9 @@ fn classify(e: &WechatError) -> Outcome {
         WechatError::Api { errmsg, .. } => errmsg.clone(),
         other => other.to_string(),
     };
-    if e.is_retryable() {
+    if e.is_quota_exhausted() {
+        Outcome::QuotaExhausted { errcode, errmsg }
+    } else if e.is_retryable() {
         Outcome::Retry { errcode, errmsg }
     } else {
         Outcome::Failed {
@@ -510,6 +542,46 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
                 tracing::warn!(template.id = %m.template_id, "WeChat no longer knows the template; marked gone");
             }
             recorded.map(|(held, _)| held)
+        }
+        Outcome::UnderReview {
+            errcode,
+            errmsg,
+            review_ref,
+        } => {
+            deps.metrics.message_under_review();
+            tracing::info!(errcode, errmsg = %errmsg, "WeChat holds the message for review; it will not be resent");
+            db::run(&deps.pool, move |conn| {
+                db::messages::mark_under_review(
+                    conn,
+                    id,
+                    attempt,
+                    errcode,
+                    &errmsg,
+                    review_ref.as_deref(),
+                )
+            })
+            .await
+        }
+        Outcome::QuotaExhausted { errcode, errmsg } => {
+            let until = crate::quota::next_reset(Utc::now());
+            let recorded = db::run(&deps.pool, move |conn| {
+                conn.transaction(|conn| {
+                    let began = db::pause::set(conn, until, errcode, &errmsg)?;
+                    let held =
+                        db::messages::hand_back_unspent(conn, id, attempt, errcode, &errmsg)?;
+                    Ok((began, held))
+                })
+            })
+            .await;
+            if let Ok((true, _)) = recorded {
+                deps.metrics.send_paused();
+                tracing::warn!(
+                    errcode,
+                    paused_until = %until,
+                    "WeChat's daily quota is used up; sending is paused for the account until it resets"
+                );
+            }
+            recorded.map(|(_, held)| held)
         }
         Outcome::Retry { errcode, errmsg } => {
             deps.metrics.message_retried();

@@ -1,7 +1,8 @@
 // Browser test: the reference page, served from its own origin, against wxbind in sandbox
 // mode, driven in Debian's Chromium by playwright-core. Log in → QR code → open the encoded
 // bind URL and allow → "bound" → follow in the sandbox → the form built from the template's
-// keywords → a refused value marked → send → "sent" and in the inbox.
+// keywords → a refused value marked → send → "sent" and in the inbox → one held for review
+// and approved → "under_review", then "sent".
 // Screenshots of each step go to e2e/screenshots/ (ignored by git).
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
@@ -106,11 +107,28 @@ try {
   assert.equal(await spa.locator("#problems li").count(), 0);
   await shot(spa, "sent");
 
+  // WeChat holds the next one for review and then approves it: the page says it is under
+  // review (and not to resend), then sent once WeChat's late delivery report arrives.
+  await fetch(`${wxbind.base}/sandbox/api/faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ send_errcodes: [40252], review: "approve" }),
+  });
+  await spa.fill("#data-form input[name=thing1]", "Reviewed first");
+  await spa.click("#send-button");
+  await spa.locator("#message-status", { hasText: "under_review" }).waitFor({ timeout: 15_000 });
+  assert.match(await spa.textContent("#message-note"), /reviewing/);
+  await shot(spa, "under-review");
+  await spa.locator("#message-status", { hasText: /^sent$/ }).waitFor({ timeout: 15_000 });
+  assert.match(await spa.textContent("#message-note"), /delivered/);
+  await shot(spa, "approved");
+
   const users = await (await fetch(`${wxbind.base}/sandbox/api/users`)).json();
   const alice = users.find((u) => u.name === "alice");
   const inbox = await (await fetch(`${wxbind.base}/sandbox/api/inbox?openid=${alice.openid}`)).json();
-  assert.equal(inbox.length, 1);
+  assert.equal(inbox.length, 2, "the approved one arrived too");
   assert.equal(inbox[0].data.thing1.value, "Hello from the page");
+  assert.equal(inbox[1].data.thing1.value, "Reviewed first");
   assert.equal(inbox[0].data.phrase5.value, "已发货");
   await phone.goto(`${wxbind.base}/sandbox/`);
   await shot(phone, "inbox");

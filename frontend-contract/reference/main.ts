@@ -2,7 +2,14 @@
 // message built from the template's keywords and show its status. The API base comes from
 // `?api=` (default: this origin).
 import QRCode from "qrcode";
-import { createWxbind, type KeyProblem, type Login, type Template, WxbindError } from "../src/client";
+import {
+  createWxbind,
+  type KeyProblem,
+  type Login,
+  type Message,
+  type Template,
+  WxbindError,
+} from "../src/client";
 
 const api = createWxbind(new URLSearchParams(location.search).get("api") ?? location.origin);
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -105,8 +112,25 @@ async function sendMessage() {
   for (;;) {
     const m = await api.getMessage(queued.id);
     $("message-status").textContent = m.status;
+    $("message-note").textContent = explain(m);
     if (m.status === "sent" || m.status === "failed") return;
     await sleep(500);
+  }
+}
+
+/** What a status means for the person who sent the message. */
+function explain(m: Message): string {
+  switch (m.status) {
+    case "under_review":
+      return "WeChat is reviewing this message. If it passes, WeChat delivers it itself; do not send it again.";
+    case "failed":
+      return m.delivery === "blocked" && m.errcode === 40252
+        ? "WeChat's review blocked this message."
+        : `Not delivered: ${m.errmsg ?? "unknown reason"}`;
+    case "sent":
+      return m.delivery === "unknown" ? "WeChat accepted it." : `WeChat reports: ${m.delivery}.`;
+    default:
+      return "";
   }
 }
 

@@ -6,6 +6,10 @@ import type { components, paths } from "./schema";
 export type User = components["schemas"]["UserResponse"];
 export type Login = components["schemas"]["LoginResponse"];
 export type Message = components["schemas"]["MessageResponse"];
+/** `queued`, `sending`, `sent`, `failed` or `under_review` (WeChat holds it for review). */
+export type MessageStatus = components["schemas"]["MessageStatus"];
+export type Quota = components["schemas"]["QuotaResponse"];
+export type QuotaReset = components["schemas"]["QuotaResetResponse"];
 export type NewMessage = components["schemas"]["CreateMessageRequest"];
 export type BindUrl = components["schemas"]["BindUrlResponse"];
 export type BindQrcode = components["schemas"]["BindQrcodeResponse"];
@@ -98,6 +102,10 @@ export function createWxbind(baseUrl: string) {
     templates: () => authed(() => api.GET("/api/templates")),
     /** Reads the template list from WeChat now (admins only). */
     syncTemplates: () => authed(() => api.POST("/api/templates/sync")),
+    /** Admins only: today's template-send quota and whether sending is paused for it. */
+    quota: () => authed(() => api.GET("/api/quota")),
+    /** Admins only: resets the day's quota at WeChat (10 a month) and resumes sending. */
+    resetQuota: () => authed(() => api.POST("/api/quota/reset")),
     /** Whether an access token is held. */
     get loggedIn() {
       return accessToken !== undefined;

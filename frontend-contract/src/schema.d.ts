@@ -239,6 +239,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/quota": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The account's template-send quota (admins).
+         * @description WeChat's figures for today with this service's own count and whether sending is paused
+         *     because the quota is used up.
+         */
+        get: operations["get_quota"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/quota/reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reset the daily quota at WeChat and resume sending (admins).
+         * @description Calls WeChat's `clear_quota` (10 a month per account) and lifts the pause in every
+         *     process. Use it when messages must go out before midnight Beijing time.
+         */
+        post: operations["reset_quota"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/ready": {
         parameters: {
             query?: never;
@@ -566,7 +608,7 @@ export interface components {
             created_at: string;
             /**
              * @description WeChat's delivery report: `unknown` until it arrives, then `delivered`, `blocked`
-             *     (the user blocked the account) or `failed`.
+             *     (the user blocked the account, or content review blocked the message) or `failed`.
              * @example unknown
              */
             delivery: string;
@@ -592,10 +634,15 @@ export interface components {
             msgid?: number | null;
             /**
              * Format: date-time
-             * @description When WeChat accepted it.
+             * @description When WeChat accepted it (or took it for review).
              */
             sent_at?: string | null;
-            /** @description `queued`, `sending`, `sent` or `failed`. */
+            /**
+             * @description `queued`, `sending`, `sent`, `failed`, or `under_review`: WeChat holds it for content
+             *     review (errcode 40252, its errmsg kept). A message under review is never resent; it
+             *     ends `failed` with delivery `blocked` if review blocks it, or `sent` once an hour has
+             *     passed without it being listed as blocked (WeChat delivers approved ones itself).
+             */
             status: components["schemas"]["MessageStatus"];
             /** @description Template used. */
             template_id: string;
@@ -611,7 +658,7 @@ export interface components {
          * @description Delivery state of a message.
          * @enum {string}
          */
-        MessageStatus: "queued" | "sending" | "sent" | "failed";
+        MessageStatus: "queued" | "sending" | "sent" | "failed" | "under_review";
         /** @description A page of a mini program bound to the official account, as WeChat's template send takes it. */
         MiniprogramPage: {
             /**
@@ -625,6 +672,61 @@ export interface components {
              * @example pages/order/detail?id=42
              */
             pagepath: string;
+        };
+        /** @description The result of a quota reset. */
+        QuotaResetResponse: {
+            /**
+             * Format: int64
+             * @description At most this many resets are left this month: WeChat allows 10 and does not say how
+             *     many were used elsewhere (its console, another tool); when none is left the reset is
+             *     refused with `quota_reset_limit`.
+             * @example 9
+             */
+            resets_left_at_most: number;
+            /**
+             * Format: int64
+             * @description Resets made through this service this month (Beijing time), this one included.
+             * @example 1
+             */
+            resets_this_month: number;
+            /** @description Whether sending had been paused for the quota; it resumes now, in every process. */
+            was_paused: boolean;
+        };
+        /** @description The account's template-send quota today. */
+        QuotaResponse: {
+            /**
+             * Format: int64
+             * @description Sends WeChat allows today (`openapi/quota/get`; 100,000 by default, more with more
+             *     followers).
+             * @example 100000
+             */
+            daily_limit: number;
+            /**
+             * Format: date-time
+             * @description While WeChat refuses sends for the day's quota (45009), no message is sent until this
+             *     time (midnight Beijing time) or a reset; queued messages wait without spending their
+             *     attempts. Null while sending.
+             */
+            paused_until?: string | null;
+            /**
+             * Format: int64
+             * @description Sends WeChat still allows today.
+             * @example 98800
+             */
+            remain: number;
+            /**
+             * Format: int64
+             * @description Messages WeChat took today (since midnight Beijing time), by this service's own count:
+             *     sent, under review, or blocked by review.
+             * @example 1180
+             */
+            sent_today: number;
+            /**
+             * Format: int64
+             * @description Sends WeChat counted today.
+             * @example 1200
+             */
+            used: number;
         };
         /** @description Readiness. */
         ReadyResponse: {
@@ -1235,6 +1337,127 @@ export interface operations {
             };
             /** @description `unauthorized`: `WXBIND_METRICS_TOKEN` is set and the request does not carry it */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_quota: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Today's quota */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuotaResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may see the quota */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_unavailable`: WeChat did not say */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_not_configured` or `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    reset_quota: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Reset; sending resumes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuotaResetResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may reset the quota */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `quota_reset_limit`: no reset is left this month */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_unavailable`: WeChat did not reset */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_not_configured` or `unavailable` */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

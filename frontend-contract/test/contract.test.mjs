@@ -28,6 +28,10 @@ const UNREACHABLE = {
   "POST /api/login 503":
     "`busy` needs more concurrent logins than the verification queue holds, `unavailable` a database outage (both covered by the Rust integration tests)",
   "GET /api/wechat/events 503": "sandbox mode always has a push token",
+  "GET /api/quota 502": "the simulator does not fail",
+  "GET /api/quota 503": "sandbox mode always has (simulated) credentials and a database",
+  "POST /api/quota/reset 502": "the simulator does not fail",
+  "POST /api/quota/reset 503": "sandbox mode always has (simulated) credentials and a database",
   "POST /api/wechat/events 503": "sandbox mode always has a push token",
 };
 
@@ -37,6 +41,7 @@ before(async () => {
     WECHAT_TOKEN: PUSH_TOKEN,
     WXBIND_METRICS_TOKEN: METRICS_TOKEN,
     WXBIND_MINIPROGRAM_APPIDS: MINIPROGRAM,
+    WXBIND_REVIEW_SECONDS: "1",
   });
 });
 after(async () => {
@@ -272,6 +277,64 @@ test("templates", async () => {
   });
   assert.equal(unknown.status, 400);
   assert.equal(unknown.body.error.code, "unknown_template");
+});
+
+/** Polls a message until `done` holds for it. */
+async function waitFor(token, id, done) {
+  let m;
+  for (let i = 0; i < 200; i++) {
+    m = (await call("GET", `/api/messages/${id}`, { token })).body;
+    if (done(m)) return m;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`message ${id} never got there: ${JSON.stringify(m)}`);
+}
+
+const faults = (body) =>
+  fetch(`${server.base}/sandbox/api/faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+
+test("review and quota", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  await bind(demo.token, "frank");
+  await fetch(`${server.base}/sandbox/api/users/frank/follow`, { method: "POST" });
+
+  // Held for review and blocked: under_review, then failed with delivery blocked.
+  await faults({ send_errcodes: [40252], review: "block" });
+  const held = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA } });
+  const review = await waitFor(demo.token, held.body.id, (m) => m.status !== "queued" && m.status !== "sending");
+  assert.equal(review.status, "under_review");
+  assert.equal(review.errcode, 40252);
+  const blocked = await waitFor(demo.token, held.body.id, (m) => m.status === "failed");
+  assert.equal(blocked.delivery, "blocked");
+
+  // The quota: admins only; a 45009 pauses sending until an admin resets it.
+  assert.equal((await call("GET", "/api/quota")).status, 401);
+  assert.equal((await call("GET", "/api/quota", { token: demo.token })).status, 403);
+  assert.equal((await call("POST", "/api/quota/reset")).status, 401);
+  assert.equal((await call("POST", "/api/quota/reset", { token: demo.token })).status, 403);
+  await faults({ send_errcodes: [45009] });
+  const waiting = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA } });
+  await waitFor(demo.token, waiting.body.id, (m) => m.errcode === 45009);
+  const quota = await call("GET", "/api/quota", { token: admin.token });
+  assert.equal(quota.status, 200);
+  assert.equal(typeof quota.body.paused_until, "string");
+  const reset = await call("POST", "/api/quota/reset", { token: admin.token });
+  assert.equal(reset.status, 200);
+  assert.equal(reset.body.was_paused, true);
+  const sent = await waitFor(demo.token, waiting.body.id, (m) => m.status === "sent");
+  assert.equal(sent.attempts, 1);
+  // WeChat allows 10 resets a month.
+  let refused;
+  for (let i = 0; i < 10 && !refused; i++) {
+    const r = await call("POST", "/api/quota/reset", { token: admin.token });
+    if (r.status === 429) refused = r;
+  }
+  assert.equal(refused?.body.error.code, "quota_reset_limit");
 });
 
 test("ops", async () => {

@@ -10,6 +10,8 @@ mod messages;
 mod miniprogram;
 mod ops;
 mod outage;
+mod quota;
+mod review;
 mod roles;
 mod sandbox;
 mod session;

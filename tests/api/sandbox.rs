@@ -719,14 +719,15 @@ async fn with_real_credentials_the_sandbox_does_not_exist() {
 }
 
 async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, token: &str, path: &str, done: F) -> Value {
-    for _ in 0..200 {
-        let body: Value = app.get_as(token, path).await.json().await.expect("json");
+    let mut body = Value::Null;
+    for _ in 0..400 {
+        body = app.get_as(token, path).await.json().await.expect("json");
         if done(&body) {
             return body;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("{path} never reached the expected state");
+    panic!("{path} never reached the expected state: {body}");
 }
 
 async fn bound_demo(app: &TestApp, wechat_user: &str) -> String {
@@ -844,4 +845,179 @@ async fn sandbox_pushes_use_safe_mode_when_an_aes_key_is_set() {
 
 fn url_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A sandbox app whose reconciliation of messages under review runs every 200 ms.
+async fn reviewing_sandbox(settle_seconds: u64) -> TestApp {
+    let app = wxbind_tests::spawn_app_with(|c| {
+        c.enable_sandbox();
+        c.delivery.review_interval = std::time::Duration::from_millis(200);
+        c.delivery.review_settle = std::time::Duration::from_secs(settle_seconds);
+    })
+    .await;
+    wxbind_tests::seed_sandbox(&app);
+    app
+}
+
+async fn set_faults(app: &TestApp, body: &Value) -> Value {
+    let resp = app
+        .http
+        .post(app.url("/sandbox/api/faults"))
+        .json(body)
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+async fn queue_order(app: &TestApp, token: &str) -> String {
+    let resp = app
+        .post_message(token, &json!({"data": order_data()}))
+        .await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn review_in_the_sandbox_blocks_or_approves_what_it_holds() {
+    let app = reviewing_sandbox(3600).await;
+    let token = bound_demo(&app, "alice").await;
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+
+    // Blocked: listed by queryblocktmplmsg, so the message ends failed, delivery blocked.
+    let faults = set_faults(&app, &json!({"send_errcodes": [40252], "review": "block"})).await;
+    assert_eq!(faults["send_errcodes"], json!([40252]), "{faults}");
+    assert_eq!(faults["review"], "block");
+    let blocked = queue_order(&app, &token).await;
+    let m = wait_for(&app, &token, &format!("/api/messages/{blocked}"), |m| {
+        m["status"] == "failed"
+    })
+    .await;
+    assert_eq!(
+        (m["errcode"].as_i64(), m["delivery"].as_str()),
+        (Some(40252), Some("blocked")),
+        "{m}"
+    );
+
+    // Approved: WeChat delivers it itself and reports late; the message ends sent, delivered.
+    set_faults(
+        &app,
+        &json!({"send_errcodes": [40252], "review": "approve"}),
+    )
+    .await;
+    let approved = queue_order(&app, &token).await;
+    let held = wait_for(&app, &token, &format!("/api/messages/{approved}"), |m| {
+        m["status"] == "under_review"
+    })
+    .await;
+    assert!(held["msgid"].is_null(), "{held}");
+    let m = wait_for(&app, &token, &format!("/api/messages/{approved}"), |m| {
+        m["status"] == "sent" && m["delivery"] == "delivered"
+    })
+    .await;
+    assert!(m["msgid"].is_i64(), "{m}");
+
+    let alice = sandbox_users(&app).await[0]["openid"]
+        .as_str()
+        .expect("openid")
+        .to_owned();
+    assert_eq!(
+        inbox(&app, &alice).await.len(),
+        1,
+        "only the approved one arrived"
+    );
+    let faults: Value = app
+        .get("/sandbox/api/faults")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let held = faults["held"].as_array().expect("held");
+    assert_eq!(held.len(), 1, "the blocked one stays listed: {faults}");
+    assert_eq!(held[0]["verdict"], "block");
+    // The phone view shows it as blocked.
+    let phone = app.get("/sandbox/").await.text().await.expect("html");
+    assert!(phone.contains("blocked by review"), "{phone}");
+}
+
+#[actix_web::test]
+async fn a_used_up_quota_in_the_sandbox_pauses_sending_until_the_admin_resets_it() {
+    let app = spawn_sandbox_app().await;
+    let token = bound_demo(&app, "alice").await;
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+    let admin = login(&app, "admin").await;
+
+    set_faults(&app, &json!({"send_errcodes": [45009]})).await;
+    let id = queue_order(&app, &token).await;
+    let m = wait_for(&app, &token, &format!("/api/messages/{id}"), |m| {
+        m["errcode"] == 45009
+    })
+    .await;
+    assert_eq!(
+        (m["status"].as_str(), m["attempts"].as_i64()),
+        (Some("queued"), Some(0)),
+        "{m}"
+    );
+    let quota: Value = app
+        .get_as(&admin, "/api/quota")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(quota["paused_until"].is_string(), "{quota}");
+    assert_eq!(quota["daily_limit"], 100_000);
+    let faults: Value = app
+        .get("/sandbox/api/faults")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(faults["quota"]["exhausted"], true, "{faults}");
+
+    let resp = app
+        .http
+        .post(app.url("/api/quota/reset"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(resp.status(), 200);
+
+    let m = wait_for(&app, &token, &format!("/api/messages/{id}"), |m| {
+        m["status"] == "sent"
+    })
+    .await;
+    assert_eq!(m["attempts"], 1, "{m}");
+    let faults: Value = app
+        .get("/sandbox/api/faults")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(faults["quota"]["resets_this_month"], 1, "{faults}");
+}
+
+#[actix_web::test]
+async fn the_sandbox_refuses_faults_it_cannot_play() {
+    let app = spawn_sandbox_app().await;
+    for body in [
+        json!({"send_errcodes": [0]}),
+        json!({"review": "maybe"}),
+        json!({"review": "pending"}),
+        json!({"send_errcodes": "40252"}),
+        json!({"surprise": 1}),
+    ] {
+        let resp = app
+            .http
+            .post(app.url("/sandbox/api/faults"))
+            .json(&body)
+            .send()
+            .await
+            .expect("faults");
+        assert_error(resp, 400, "invalid_request").await;
+    }
 }

@@ -152,6 +152,16 @@ struct State {
     /// An HTTP status `get_all_private_template` answers with instead of the list.
     template_list_failure: Option<u16>,
     template_list_requests: usize,
+    /// Records `queryblocktmplmsg` lists, each `{id, tmpl_msg_id, openid, send_timestamp}`.
+    blocked: Vec<Value>,
+    /// Bodies of every `queryblocktmplmsg` request.
+    blocked_queries: Vec<Value>,
+    /// `(daily_limit, used)` of `openapi/quota/get`.
+    quota: (i64, i64),
+    /// Bodies of every `clear_quota` request.
+    quota_resets: Vec<Value>,
+    /// An errcode `clear_quota` answers with instead of success.
+    clear_quota_errcode: Option<i64>,
 }
 
 impl State {
@@ -206,6 +216,22 @@ impl FakeWechat {
             .respond_with(TemplateList(Arc::clone(&state)))
             .mount(&server)
             .await;
+        Mock::given(method("POST"))
+            .and(path("/wxa/sec/queryblocktmplmsg"))
+            .respond_with(Authed(Arc::clone(&state), blocked_page))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/openapi/quota/get"))
+            .respond_with(Authed(Arc::clone(&state), quota_get))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/clear_quota"))
+            .respond_with(Authed(Arc::clone(&state), clear_quota))
+            .mount(&server)
+            .await;
+        state.lock().expect("fake state").quota = (100_000, 0);
         Mock::given(method("POST"))
             .and(path("/cgi-bin/qrcode/create"))
             .respond_with(QrCreate(Arc::clone(&state)))
@@ -282,6 +308,38 @@ impl FakeWechat {
     /// Requests received on `get_all_private_template`.
     pub fn template_list_requests(&self) -> usize {
         self.state().template_list_requests
+    }
+
+    /// Makes `queryblocktmplmsg` list a message review blocked: sent to `openid` at
+    /// `send_timestamp`, asked about as `tmpl_msg_id` (the template id, for WeChat's answers
+    /// that carry no id of their own).
+    pub fn block(&self, openid: &str, tmpl_msg_id: &str, send_timestamp: i64) {
+        let mut s = self.state();
+        let id = s.blocked.len() + 1;
+        s.blocked.push(json!({
+            "id": id, "tmpl_msg_id": tmpl_msg_id, "title": "订单发货通知",
+            "content": "商品名称：…", "send_timestamp": send_timestamp, "openid": openid,
+        }));
+    }
+
+    /// Bodies of every `queryblocktmplmsg` request so far.
+    pub fn blocked_queries(&self) -> Vec<Value> {
+        self.state().blocked_queries.clone()
+    }
+
+    /// What `openapi/quota/get` reports for template sends.
+    pub fn set_quota(&self, daily_limit: i64, used: i64) {
+        self.state().quota = (daily_limit, used);
+    }
+
+    /// Bodies of every `clear_quota` request so far.
+    pub fn quota_resets(&self) -> Vec<Value> {
+        self.state().quota_resets.clone()
+    }
+
+    /// Answers `clear_quota` with this errcode from now on (48006: no reset left this month).
+    pub fn refuse_quota_reset(&self, errcode: i64) {
+        self.state().clear_quota_errcode = Some(errcode);
     }
 
     /// Requests received on `sns/oauth2/access_token` (the code exchange).
@@ -463,6 +521,75 @@ impl Respond for TemplateList {
         let list = s.templates.clone().unwrap_or_else(default_templates);
         ResponseTemplate::new(200).set_body_json(json!({"template_list": list}))
     }
+}
+
+/// An endpoint that takes an access token and a JSON body, answered by `.1`.
+struct Authed(
+    Arc<Mutex<State>>,
+    fn(&mut State, &Value) -> ResponseTemplate,
+);
+
+impl Respond for Authed {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let token = access_token_of(req);
+        let mut s = self.0.lock().expect("fake state");
+        if s.current_token.as_deref() != Some(token.as_str()) {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+            return errcode(47001, "data format error");
+        };
+        (self.1)(&mut s, &body)
+    }
+}
+
+/// `queryblocktmplmsg`: the blocked records for `tmpl_msg_id` after `largest_id`, a page of
+/// at most `limit` (100).
+fn blocked_page(s: &mut State, body: &Value) -> ResponseTemplate {
+    s.blocked_queries.push(body.clone());
+    let (Some(key), Some(largest), Some(limit)) = (
+        body["tmpl_msg_id"].as_str(),
+        body["largest_id"].as_i64(),
+        body["limit"].as_u64().filter(|l| (1..=100).contains(l)),
+    ) else {
+        return errcode(40097, "invalid args");
+    };
+    let page: Vec<Value> = s
+        .blocked
+        .iter()
+        .filter(|r| r["tmpl_msg_id"] == key && r["id"].as_i64().unwrap_or(0) > largest)
+        .take(usize::try_from(limit).unwrap_or(100))
+        .cloned()
+        .collect();
+    ResponseTemplate::new(200).set_body_json(json!({"errcode": 0, "errmsg": "ok", "msginfo": page}))
+}
+
+/// `openapi/quota/get` for `/cgi-bin/message/template/send`.
+fn quota_get(s: &mut State, body: &Value) -> ResponseTemplate {
+    if body["cgi_path"] != "/cgi-bin/message/template/send" {
+        return errcode(76021, "cgi_path not found");
+    }
+    let (daily_limit, used) = s.quota;
+    ResponseTemplate::new(200).set_body_json(json!({
+        "errcode": 0, "errmsg": "ok",
+        "quota": {"daily_limit": daily_limit, "used": used, "remain": daily_limit - used},
+    }))
+}
+
+/// `clear_quota` for the test app.
+fn clear_quota(s: &mut State, body: &Value) -> ResponseTemplate {
+    s.quota_resets.push(body.clone());
+    if body["appid"] != TEST_APP_ID {
+        return errcode(40013, "invalid appid");
+    }
+    if let Some(code) = s.clear_quota_errcode {
+        return errcode(code, "forbid to clear quota because of reaching the limit");
+    }
+    s.quota.1 = 0;
+    ResponseTemplate::new(200).set_body_json(json!({"errcode": 0, "errmsg": "ok"}))
 }
 
 struct QrCreate(Arc<Mutex<State>>);

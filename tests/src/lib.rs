@@ -122,6 +122,7 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
             // Tests share the machine with each other: a deprioritised worker would only make
             // them slower and their timing less predictable.
             nice: 0,
+            ..DeliveryConfig::default()
         },
         templates: TemplatesConfig::default(),
         sandbox: SandboxConfig::default(),
@@ -432,6 +433,27 @@ impl TestApp {
             assert!(
                 std::time::Instant::now() < deadline,
                 "message {id} never finished: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls `GET /api/messages/{id}` until its status is `status` (10 s at most).
+    pub async fn wait_for_status(&self, token: &str, id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body: Value = self
+                .get_as(token, &format!("/api/messages/{id}"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "message {id} never became {status}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

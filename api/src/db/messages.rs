@@ -326,3 +326,180 @@ pub fn reschedule(
         .execute(conn)
         .map(|n| n == 1)
 }
+
+/// Records that WeChat holds the message for review (40252): neither retried nor failed.
+/// `sent_at` is now (the reconciliation measures its hour from it). Returns false when the
+/// claim was lost.
+pub fn mark_under_review(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+    errcode: i32,
+    errmsg: &str,
+    review_ref: Option<&str>,
+) -> QueryResult<bool> {
+    diesel::update(messages::table.filter(still_claimed(id, attempt)))
+        .set((
+            messages::status.eq(MessageStatus::UnderReview),
+            messages::lease_until.eq(None::<DateTime<Utc>>),
+            messages::sent_at.eq(diesel::dsl::now),
+            messages::errcode.eq(Some(errcode)),
+            messages::errmsg.eq(errmsg),
+            messages::review_ref.eq(review_ref),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// Puts a claimed message back in the queue, due now, without spending its attempt: the send
+/// was refused for the whole account (its daily quota), not for this message. Returns false
+/// when the claim was lost.
+pub fn hand_back_unspent(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+    errcode: Option<i32>,
+    errmsg: &str,
+) -> QueryResult<bool> {
+    diesel::update(messages::table.filter(still_claimed(id, attempt)))
+        .set((
+            messages::status.eq(MessageStatus::Queued),
+            messages::attempts.eq(messages::attempts - 1),
+            messages::next_attempt_at.eq(diesel::dsl::now),
+            messages::lease_until.eq(None::<DateTime<Utc>>),
+            messages::errcode.eq(errcode),
+            messages::errmsg.eq(errmsg),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// A message under review, as the reconciliation matches it to WeChat's blocked list.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct UnderReview {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub template_id: String,
+    /// The id WeChat's 40252 answer carried, if any.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub review_ref: Option<String>,
+    /// The recipient's openid (null if they unbound since).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub openid: Option<String>,
+    /// When WeChat answered 40252.
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Messages under review, oldest first, at most `limit`.
+pub fn under_review(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<UnderReview>> {
+    diesel::sql_query(
+        "SELECT m.id, m.template_id, m.review_ref, u.openid, m.sent_at
+         FROM messages m JOIN users u ON u.id = m.user_id
+         WHERE m.status = $1
+         ORDER BY m.sent_at
+         LIMIT $2",
+    )
+    .bind::<Text, _>(MessageStatus::UnderReview)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
+/// Ends messages under review that WeChat's review blocked: `failed` with errcode 40252 and
+/// delivery `blocked`, each with the id of the record it was matched to (`(message, record)`).
+/// Returns how many were still under review.
+pub fn settle_blocked(
+    conn: &mut PgConnection,
+    matched: &[(Uuid, i64)],
+    errcode: i32,
+    errmsg: &str,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE messages m
+         SET status = $3, errcode = $4, errmsg = $5, delivery = $6, review_record_id = v.record
+         FROM unnest($1, $2) AS v (id, record)
+         WHERE m.id = v.id AND m.status = $7",
+    )
+    .bind::<Array<diesel::sql_types::Uuid>, _>(matched.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(matched.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind::<Text, _>(MessageStatus::Failed)
+    .bind::<Int4, _>(errcode)
+    .bind::<Text, _>(errmsg)
+    .bind::<Text, _>(Delivery::Blocked)
+    .bind::<Text, _>(MessageStatus::UnderReview)
+    .execute(conn)
+}
+
+/// Which of these `queryblocktmplmsg` record ids already settled a message.
+pub fn used_review_records(conn: &mut PgConnection, records: &[i64]) -> QueryResult<Vec<i64>> {
+    messages::table
+        .filter(messages::review_record_id.eq_any(records))
+        .select(messages::review_record_id.assume_not_null())
+        .load(conn)
+}
+
+/// Ends messages under review that review let through (not listed as blocked an hour after
+/// their send): `sent`, delivery as WeChat reported it, or unknown. Returns how many.
+pub fn settle_passed(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+    diesel::update(
+        messages::table
+            .filter(messages::id.eq_any(ids))
+            .filter(messages::status.eq(MessageStatus::UnderReview)),
+    )
+    .set((
+        messages::status.eq(MessageStatus::Sent),
+        messages::errcode.eq(None::<i32>),
+        messages::errmsg.eq(None::<String>),
+    ))
+    .execute(conn)
+}
+
+/// A delivery report whose msgid matches no message: WeChat reports messages it held for
+/// review and then delivered itself, under a msgid the service never learnt. The report is
+/// given to the recipient's one message without a msgid that is under review (or passed
+/// review with its delivery unknown) in the last two days; with none or several it cannot be
+/// matched and is dropped. Returns whether a message took it.
+pub fn set_delivery_unmatched(
+    conn: &mut PgConnection,
+    openid: &str,
+    msgid: i64,
+    delivery: Delivery,
+) -> QueryResult<bool> {
+    use super::schema::users;
+    let recipient = users::table
+        .filter(users::openid.eq(openid))
+        .select(users::id)
+        .single_value();
+    let candidates: Vec<Uuid> = messages::table
+        .filter(messages::user_id.nullable().eq(recipient))
+        .filter(messages::msgid.is_null())
+        .filter(messages::delivery.is_null())
+        .filter(messages::status.eq_any([MessageStatus::UnderReview, MessageStatus::Sent]))
+        .filter(messages::sent_at.gt(Utc::now() - chrono::TimeDelta::days(2)))
+        .select(messages::id)
+        .limit(2)
+        .for_update()
+        .load(conn)?;
+    let [id] = candidates[..] else {
+        return Ok(false);
+    };
+    diesel::update(messages::table.find(id))
+        .set((
+            messages::status.eq(MessageStatus::Sent),
+            messages::msgid.eq(Some(msgid)),
+            messages::delivery.eq(Some(delivery)),
+            messages::errcode.eq(None::<i32>),
+            messages::errmsg.eq(None::<String>),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+/// How many messages WeChat took (sent, under review, or blocked by review) since `since`.
+pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<i64> {
+    messages::table
+        .filter(messages::sent_at.ge(since))
+        .count()
+        .get_result(conn)
+}

@@ -6,6 +6,7 @@ pub mod events;
 pub mod followers;
 pub mod login_failures;
 pub mod messages;
+pub mod pause;
 pub mod push_nonces;
 pub mod schema;
 pub mod sessions;

@@ -47,6 +47,8 @@ diesel::table! {
         sent_at -> Nullable<Timestamptz>,
         delivery -> Nullable<Text>,
         miniprogram -> Nullable<Jsonb>,
+        review_ref -> Nullable<Text>,
+        review_record_id -> Nullable<Int8>,
     }
 }
 
@@ -56,6 +58,24 @@ diesel::table! {
         nonce -> Text,
         body_sha256 -> Text,
         received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    quota_resets (id) {
+        id -> Int8,
+        reset_by -> Nullable<Int8>,
+        reset_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    send_pause (id) {
+        id -> Bool,
+        paused_until -> Timestamptz,
+        errcode -> Nullable<Int4>,
+        errmsg -> Text,
+        paused_at -> Timestamptz,
     }
 }
 
@@ -138,6 +158,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     messages,
     push_nonces,
+    quota_resets,
+    send_pause,
     sessions,
     templates,
     users,

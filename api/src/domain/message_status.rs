@@ -19,7 +19,7 @@ use super::text_enum::text_enum;
     diesel::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     /// Waiting for (another) attempt.
     Queued,
@@ -29,6 +29,10 @@ pub enum MessageStatus {
     Sent,
     /// Given up; see `errcode` and `errmsg`.
     Failed,
+    /// WeChat took it but holds it for review (errcode 40252): never resent. It ends `failed`
+    /// with delivery `blocked` if review blocks it, or `sent` (delivery `unknown`, or WeChat's
+    /// late report) once an hour has passed without it being listed as blocked.
+    UnderReview,
 }
 
 text_enum!(MessageStatus, "message status" {
@@ -36,6 +40,7 @@ text_enum!(MessageStatus, "message status" {
     Sending => "sending",
     Sent => "sent",
     Failed => "failed",
+    UnderReview => "under_review",
 });
 
 /// Delivery of a template message as WeChat reports it. No `ToSchema`: the API's `delivery`
@@ -56,7 +61,8 @@ text_enum!(MessageStatus, "message status" {
 pub enum Delivery {
     /// It reached the user (WeChat's `success`).
     Delivered,
-    /// The user blocked the account (`failed:user block`).
+    /// The user blocked the account (`failed:user block`), or WeChat's content review
+    /// blocked the message (it was held with 40252 and listed by `queryblocktmplmsg`).
     Blocked,
     /// Any other failure (`failed: system failed`, …).
     Failed,
@@ -85,8 +91,8 @@ mod tests {
     #[test]
     fn every_status_round_trips_and_unknown_text_is_refused() {
         assert_text_enum::<MessageStatus>(
-            &["queued", "sending", "sent", "failed"],
-            &["", "Queued", "unknown", "sent ", "delivered"],
+            &["queued", "sending", "sent", "failed", "under_review"],
+            &["", "Queued", "unknown", "sent ", "delivered", "underreview"],
         );
     }
 

@@ -85,7 +85,10 @@ pub struct MessageResponse {
     /// Mini-program page the message opens (WeChat prefers it to `url`).
     #[schema(value_type = Option<MiniprogramPage>)]
     pub miniprogram: Option<serde_json::Value>,
-    /// `queued`, `sending`, `sent` or `failed`.
+    /// `queued`, `sending`, `sent`, `failed`, or `under_review`: WeChat holds it for content
+    /// review (errcode 40252, its errmsg kept). A message under review is never resent; it
+    /// ends `failed` with delivery `blocked` if review blocks it, or `sent` once an hour has
+    /// passed without it being listed as blocked (WeChat delivers approved ones itself).
     pub status: MessageStatus,
     /// Send attempts so far.
     pub attempts: i32,
@@ -99,10 +102,10 @@ pub struct MessageResponse {
     pub idempotency_key: Option<String>,
     /// When it was queued.
     pub created_at: DateTime<Utc>,
-    /// When WeChat accepted it.
+    /// When WeChat accepted it (or took it for review).
     pub sent_at: Option<DateTime<Utc>>,
     /// WeChat's delivery report: `unknown` until it arrives, then `delivered`, `blocked`
-    /// (the user blocked the account) or `failed`.
+    /// (the user blocked the account, or content review blocked the message) or `failed`.
     #[schema(example = "unknown")]
     pub delivery: String,
 }

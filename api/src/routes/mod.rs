@@ -5,6 +5,7 @@ pub mod binding;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod quota;
 pub mod templates;
 pub mod users;
 pub mod wechat_events;
@@ -35,6 +36,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(messages::get_message)
             .service(templates::list_templates)
             .service(templates::sync_templates)
+            .service(quota::get_quota)
+            .service(quota::reset_quota)
             .service(health::health)
             .service(health::ready)
             .service(wechat_events::verify_wechat_url)

@@ -103,6 +103,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(wire::get_all_private_template),
             )
             .route(
+                "/cgi-bin/openapi/quota/get",
+                web::post().to(wire::quota_get),
+            )
+            .route("/cgi-bin/clear_quota", web::post().to(wire::clear_quota))
+            .route(
+                "/wxa/sec/queryblocktmplmsg",
+                web::post().to(wire::query_blocked),
+            )
+            .route(
                 "/cgi-bin/qrcode/create",
                 web::post().to(wire::qrcode_create),
             )
@@ -123,7 +132,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/api/templates/{id}/restore",
                 web::post().to(pages::restore_template),
             )
-            .route("/api/inbox", web::get().to(pages::inbox_json)),
+            .route("/api/inbox", web::get().to(pages::inbox_json))
+            .route("/api/faults", web::get().to(pages::faults_json))
+            .route("/api/faults", web::post().to(pages::set_faults)),
     );
 }
 

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::state::Verdict;
 use super::templates::SandboxTemplate;
 use super::{Simulator, valid_name};
 
@@ -185,11 +186,28 @@ pub(super) async fn phone(sim: web::Data<Simulator>) -> HttpResponse {
             }
             body.push_str("</div>");
         }
+        // What WeChat holds for review never reaches the phone (unless approved); shown here
+        // so a developer sees why a message is `under_review` or ended blocked.
+        for h in sim.state.held_for(&u.openid).iter().rev() {
+            let (class, label) = match h.verdict {
+                Verdict::Block => ("blocked", "已拦截 blocked by review"),
+                Verdict::Pending | Verdict::Approve => ("under-review", "审核中 under review"),
+            };
+            let _ = write!(
+                body,
+                "<div class=\"card {class}\" style=\"background:#fff8e6\" data-held=\"{}\"><b>{}</b>\
+                 <div class=\"muted\">{} · {} · {label}</div></div>",
+                h.id,
+                esc(SandboxTemplate::find(&h.template_id).map_or("", |t| t.title)),
+                esc(&h.template_id),
+                h.sent_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            );
+        }
         body.push_str("</div>");
     }
     body.push_str(
         "<p class=\"muted\">JSON: <a href=\"/sandbox/api/users\">/sandbox/api/users</a> · \
-         <code>/sandbox/api/inbox?openid=…</code></p></main>\
+         <code>/sandbox/api/inbox?openid=…</code> · <a href=\"/sandbox/api/faults\">/sandbox/api/faults</a></p></main>\
          <script>setTimeout(()=>location.reload(),4000)</script>",
     );
     page("wxbind sandbox phone", &body)
@@ -295,6 +313,55 @@ pub(super) async fn inbox_json(
         })
         .collect();
     HttpResponse::Ok().json(entries)
+}
+
+/// `GET /sandbox/api/faults`: `{send_errcodes, review, held, quota}`.
+pub(super) async fn faults_json(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(sim.state.faults())
+}
+
+/// The body of `POST /sandbox/api/faults`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetFaults {
+    /// Errcodes the next sends answer with, in order (appended to those still queued):
+    /// 40252 holds the message for review, 45009 uses up the day's quota.
+    #[serde(default)]
+    send_errcodes: Vec<i64>,
+    /// What review does with the next message it holds: `block` or `approve`.
+    #[serde(default)]
+    review: Option<Verdict>,
+}
+
+/// Most errcodes one request may queue.
+const MAX_FAULTS: usize = 1000;
+
+/// `POST /sandbox/api/faults {"send_errcodes": [40252, 45009, -1], "review": "block"}`.
+pub(super) async fn set_faults(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let faults: SetFaults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return sandbox_error(
+                400,
+                "invalid_request",
+                &format!(
+                    "expected {{\"send_errcodes\": [errcode, …], \"review\": \"block\"|\"approve\"}}: {e}"
+                ),
+            );
+        }
+    };
+    if faults.send_errcodes.len() > MAX_FAULTS || faults.send_errcodes.contains(&0) {
+        return sandbox_error(
+            400,
+            "invalid_request",
+            "send_errcodes takes at most 1000 non-zero errcodes",
+        );
+    }
+    if faults.review == Some(Verdict::Pending) {
+        return sandbox_error(400, "invalid_request", "review is block or approve");
+    }
+    sim.state.set_faults(faults.send_errcodes, faults.review);
+    HttpResponse::Ok().json(sim.state.faults())
 }
 
 /// `GET /sandbox/api/templates`: the whole library, each with whether the account has it.

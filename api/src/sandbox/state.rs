@@ -2,7 +2,7 @@
 //! templates the account has and each user's inbox. One mutex guards it all; every operation
 //! is short and never awaits.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -102,6 +102,106 @@ struct Inner {
     /// Library templates the account has deleted (as a category change does overnight).
     removed_templates: HashSet<String>,
     next_msgid: i64,
+    /// Errcodes the next sends answer with, set by `POST /sandbox/api/faults`.
+    send_faults: VecDeque<i64>,
+    /// What review does with the next message it holds.
+    next_verdict: Option<Verdict>,
+    /// Messages held for review (40252), oldest first.
+    held: Vec<Held>,
+    /// Sends counted against today's quota, and the day (Beijing time) they were counted on.
+    quota: (chrono::NaiveDate, i64),
+    /// The quota is used up (by count, or a 45009 fault) until a reset or the next day.
+    exhausted: bool,
+    /// Quota resets made, with when.
+    resets: Vec<DateTime<Utc>>,
+}
+
+/// The template-send quota of a simulated account per day (WeChat's default).
+pub const DAILY_LIMIT: i64 = 100_000;
+/// Quota resets WeChat allows a month.
+pub const RESETS_PER_MONTH: usize = 10;
+
+/// What review decides about a held message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not decided (yet): WeChat neither lists nor delivers it.
+    Pending,
+    /// Blocked: listed by `queryblocktmplmsg`, never delivered.
+    Block,
+    /// Approved: delivered by WeChat itself, with a late delivery report.
+    Approve,
+}
+
+/// A message held for review.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    /// The record id `queryblocktmplmsg` pages by.
+    pub id: i64,
+    /// Recipient.
+    pub openid: String,
+    /// Template id.
+    pub template_id: String,
+    /// Field name → `{value}` (after WeChat dropped what it ignores).
+    pub data: serde_json::Value,
+    /// Link of the message.
+    pub url: Option<String>,
+    /// Mini-program page.
+    pub miniprogram: Option<serde_json::Value>,
+    /// What review decided.
+    pub verdict: Verdict,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// The faults and review settings a script set, with what review holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Faults {
+    /// Errcodes the next sends answer with, in order.
+    pub send_errcodes: Vec<i64>,
+    /// What review does with the next message it holds (`null`: leaves it pending).
+    pub review: Option<Verdict>,
+    /// Messages held for review.
+    pub held: Vec<Held>,
+    /// Today's template-send quota.
+    pub quota: QuotaState,
+}
+
+/// The simulated account's quota today.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QuotaState {
+    /// Sends allowed a day.
+    pub daily_limit: i64,
+    /// Sends counted today.
+    pub used: i64,
+    /// Whether sends are refused with 45009.
+    pub exhausted: bool,
+    /// Resets made this month.
+    pub resets_this_month: usize,
+}
+
+/// What a template send did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    /// Delivered (or a repeat of a delivered `client_msg_id`, `new` false).
+    Delivered {
+        /// WeChat's msgid.
+        msgid: i64,
+        /// False for a repeat that was not delivered again.
+        new: bool,
+    },
+    /// Held for review (answered 40252); `approve` when review will deliver it.
+    Held {
+        /// The held record's id.
+        id: i64,
+        /// What review will do.
+        verdict: Verdict,
+    },
+}
+
+/// The Beijing-time date of `now` (WeChat's quota day).
+fn quota_day(now: DateTime<Utc>) -> chrono::NaiveDate {
+    (now + TimeDelta::hours(8)).date_naive()
 }
 
 /// The simulator's state, shared by every HTTP worker.
@@ -297,7 +397,8 @@ impl Sandbox {
 
     /// Delivers a template message to a following user, once per `client_msg_id`, as WeChat
     /// does: 40037 for a template the account does not have, 47003 for `data` that breaks
-    /// its keywords. The flag is false for a repeat that was not delivered again.
+    /// its keywords, 43004 for a user who does not follow, 45009 once the day's quota is used
+    /// up. A fault set by a script answers first; 40252 holds the message for review.
     pub fn send_template(
         &self,
         touser: &str,
@@ -306,7 +407,7 @@ impl Sandbox {
         miniprogram: Option<serde_json::Value>,
         data: serde_json::Value,
         client_msg_id: Option<&str>,
-    ) -> Result<(i64, bool), SimError> {
+    ) -> Result<SendResult, SimError> {
         let mut inner = self.lock();
         let user = inner
             .users
@@ -326,27 +427,142 @@ impl Sandbox {
         }
         if let Some(id) = client_msg_id {
             if let Some(msgid) = inner.sent.get(&(touser.to_owned(), id.to_owned())) {
-                return Ok((*msgid, false));
+                return Ok(SendResult::Delivered {
+                    msgid: *msgid,
+                    new: false,
+                });
             }
         }
-        inner.next_msgid += 1;
-        let msgid = 3_000_000_000 + inner.next_msgid;
+        let now = Utc::now();
+        let today = quota_day(now);
+        if inner.quota.0 != today {
+            inner.quota = (today, 0);
+            inner.exhausted = false;
+        }
+        match inner.send_faults.pop_front() {
+            Some(40252) => {
+                inner.quota.1 += 1;
+                inner.next_msgid += 1;
+                let id = inner.next_msgid;
+                let verdict = inner.next_verdict.take().unwrap_or(Verdict::Pending);
+                inner.held.push(Held {
+                    id,
+                    openid: touser.to_owned(),
+                    template_id: template_id.to_owned(),
+                    data,
+                    url,
+                    miniprogram,
+                    verdict,
+                    sent_at: now,
+                });
+                return Ok(SendResult::Held { id, verdict });
+            }
+            Some(45009) => {
+                inner.exhausted = true;
+            }
+            Some(errcode) => {
+                return Err(SimError {
+                    errcode,
+                    errmsg: "fault set by the sandbox".into(),
+                });
+            }
+            None => {}
+        }
+        if inner.exhausted || inner.quota.1 >= DAILY_LIMIT {
+            inner.exhausted = true;
+            return Err(err(45009, "reach max api daily quota limit"));
+        }
+        inner.quota.1 += 1;
+        let msgid = deliver(&mut inner, touser, template_id, url, miniprogram, data);
         if let Some(id) = client_msg_id {
             inner.sent.insert((touser.to_owned(), id.to_owned()), msgid);
         }
-        inner
-            .inbox
-            .entry(touser.to_owned())
-            .or_default()
-            .push(InboxItem {
-                template_id: template_id.to_owned(),
-                url,
-                miniprogram,
-                data,
-                msgid,
-                received_at: Utc::now(),
-            });
-        Ok((msgid, true))
+        Ok(SendResult::Delivered { msgid, new: true })
+    }
+
+    /// Review approves a held message: it reaches the phone under a msgid of its own, which
+    /// the late delivery report carries. `None` when there is no such pending-approval message.
+    pub fn approve_held(&self, id: i64) -> Option<(String, i64)> {
+        let mut inner = self.lock();
+        let pos = inner
+            .held
+            .iter()
+            .position(|h| h.id == id && h.verdict == Verdict::Approve)?;
+        let h = inner.held.remove(pos);
+        let msgid = deliver(
+            &mut inner,
+            &h.openid,
+            &h.template_id,
+            h.url,
+            h.miniprogram,
+            h.data,
+        );
+        Some((h.openid, msgid))
+    }
+
+    /// Sets the faults: errcodes for the next sends (appended) and what review does with the
+    /// next message it holds.
+    pub fn set_faults(&self, send_errcodes: Vec<i64>, review: Option<Verdict>) {
+        let mut inner = self.lock();
+        inner.send_faults.extend(send_errcodes);
+        if review.is_some() {
+            inner.next_verdict = review;
+        }
+    }
+
+    /// The faults, what review holds and the quota.
+    pub fn faults(&self) -> Faults {
+        let inner = self.lock();
+        Faults {
+            send_errcodes: inner.send_faults.iter().copied().collect(),
+            review: inner.next_verdict,
+            held: inner.held.clone(),
+            quota: quota_state(&inner, Utc::now()),
+        }
+    }
+
+    /// Messages review blocked for `template_id` (the sandbox's `tmpl_msg_id`) with a record
+    /// id above `largest_id`, at most `limit`.
+    pub fn blocked(&self, template_id: &str, largest_id: i64, limit: usize) -> Vec<Held> {
+        self.lock()
+            .held
+            .iter()
+            .filter(|h| h.verdict == Verdict::Block && h.template_id == template_id)
+            .filter(|h| h.id > largest_id)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Messages held for review for `openid`, oldest first.
+    pub fn held_for(&self, openid: &str) -> Vec<Held> {
+        self.lock()
+            .held
+            .iter()
+            .filter(|h| h.openid == openid)
+            .cloned()
+            .collect()
+    }
+
+    /// The quota today.
+    pub fn quota(&self) -> QuotaState {
+        quota_state(&self.lock(), Utc::now())
+    }
+
+    /// Resets today's quota (`clear_quota`): 48006 after 10 resets in a month.
+    pub fn clear_quota(&self) -> Result<(), SimError> {
+        let mut inner = self.lock();
+        let now = Utc::now();
+        if month_resets(&inner, now) >= RESETS_PER_MONTH {
+            return Err(err(
+                48006,
+                "forbid to clear quota because of reaching the limit",
+            ));
+        }
+        inner.resets.push(now);
+        inner.quota = (quota_day(now), 0);
+        inner.exhausted = false;
+        Ok(())
     }
 
     /// Creates a temporary QR ticket for `scene`.
@@ -364,6 +580,56 @@ impl Sandbox {
     pub fn ticket(&self, ticket: &str) -> Option<Ticket> {
         self.lock().tickets.get(ticket).cloned()
     }
+}
+
+/// Puts a message in the phone's inbox under a new msgid.
+fn deliver(
+    inner: &mut Inner,
+    touser: &str,
+    template_id: &str,
+    url: Option<String>,
+    miniprogram: Option<serde_json::Value>,
+    data: serde_json::Value,
+) -> i64 {
+    inner.next_msgid += 1;
+    let msgid = 3_000_000_000 + inner.next_msgid;
+    inner
+        .inbox
+        .entry(touser.to_owned())
+        .or_default()
+        .push(InboxItem {
+            template_id: template_id.to_owned(),
+            url,
+            miniprogram,
+            data,
+            msgid,
+            received_at: Utc::now(),
+        });
+    msgid
+}
+
+fn quota_state(inner: &Inner, now: DateTime<Utc>) -> QuotaState {
+    let today = inner.quota.0 == quota_day(now);
+    QuotaState {
+        daily_limit: DAILY_LIMIT,
+        used: if today { inner.quota.1 } else { 0 },
+        exhausted: today && inner.exhausted,
+        resets_this_month: month_resets(inner, now),
+    }
+}
+
+/// Resets made in the month (Beijing time) of `now`.
+fn month_resets(inner: &Inner, now: DateTime<Utc>) -> usize {
+    use chrono::Datelike;
+    let month = |t: DateTime<Utc>| {
+        let d = quota_day(t);
+        (d.year(), d.month())
+    };
+    inner
+        .resets
+        .iter()
+        .filter(|r| month(**r) == month(now))
+        .count()
 }
 
 fn new_token(inner: &mut Inner, now: DateTime<Utc>) -> (String, i64) {
@@ -447,8 +713,20 @@ mod tests {
         let b = s
             .send_template(&u.openid, t, None, None, data.clone(), Some("m1"))
             .expect("dedup");
-        assert_eq!(a.0, b.0, "a repeat gets the same msgid");
-        assert!(a.1 && !b.1, "and is not delivered again");
+        let (
+            SendResult::Delivered {
+                msgid: a,
+                new: true,
+            },
+            SendResult::Delivered {
+                msgid: b,
+                new: false,
+            },
+        ) = (a, b)
+        else {
+            panic!("a repeat is not delivered again");
+        };
+        assert_eq!(a, b, "a repeat gets the same msgid");
         assert_eq!(s.inbox(&u.openid).len(), 1);
         assert_eq!(
             s.send_template("ounknown", t, None, None, data.clone(), None)
@@ -479,6 +757,83 @@ mod tests {
         assert!(s.set_template_listed(t, true));
         assert!(send(t, &ok).is_ok());
         assert!(!s.set_template_listed("NOT_IN_THE_LIBRARY", false));
+    }
+
+    #[test]
+    fn faults_answer_the_next_sends_and_review_holds_what_40252_answers() {
+        let s = Sandbox::default();
+        let u = s.user("alice");
+        s.set_following("alice", true);
+        let t = "SANDBOX_TEMPLATE_LEGACY";
+        let data = serde_json::json!({"keyword1": {"value": "v"}});
+        let send = |id: &str| s.send_template(&u.openid, t, None, None, data.clone(), Some(id));
+        s.set_faults(vec![-1, 40252, 40252], Some(Verdict::Block));
+        assert_eq!(send("m1").expect_err("fault").errcode, -1);
+        let Ok(SendResult::Held {
+            id: blocked,
+            verdict: Verdict::Block,
+        }) = send("m2")
+        else {
+            panic!("held and blocked");
+        };
+        // The verdict applies to the next held message only.
+        let Ok(SendResult::Held {
+            verdict: Verdict::Pending,
+            ..
+        }) = send("m3")
+        else {
+            panic!("held and pending");
+        };
+        assert!(matches!(
+            send("m4"),
+            Ok(SendResult::Delivered { new: true, .. })
+        ));
+        let listed = s.blocked(t, 0, 100);
+        assert_eq!(listed.iter().map(|h| h.id).collect::<Vec<_>>(), [blocked]);
+        assert!(
+            s.blocked(t, blocked, 100).is_empty(),
+            "pages after the largest id"
+        );
+        assert_eq!(
+            s.inbox(&u.openid).len(),
+            1,
+            "held messages are not in the inbox"
+        );
+
+        s.set_faults(vec![40252], Some(Verdict::Approve));
+        let Ok(SendResult::Held {
+            id,
+            verdict: Verdict::Approve,
+        }) = send("m5")
+        else {
+            panic!("held for approval");
+        };
+        let (openid, msgid) = s.approve_held(id).expect("approved");
+        assert_eq!(openid, u.openid);
+        assert!(s.inbox(&u.openid).iter().any(|m| m.msgid == msgid));
+        assert!(s.approve_held(id).is_none(), "once");
+    }
+
+    #[test]
+    fn a_used_up_quota_refuses_every_send_until_a_reset_and_resets_are_limited() {
+        let s = Sandbox::default();
+        let u = s.user("alice");
+        s.set_following("alice", true);
+        let t = "SANDBOX_TEMPLATE_LEGACY";
+        let data = serde_json::json!({"keyword1": {"value": "v"}});
+        let send = |id: &str| s.send_template(&u.openid, t, None, None, data.clone(), Some(id));
+        assert!(send("m1").is_ok());
+        s.set_faults(vec![45009], None);
+        assert_eq!(send("m2").expect_err("quota").errcode, 45009);
+        assert_eq!(send("m3").expect_err("still").errcode, 45009);
+        assert!(s.quota().exhausted);
+        assert_eq!(s.quota().used, 1);
+        for _ in 0..RESETS_PER_MONTH {
+            s.clear_quota().expect("reset");
+        }
+        assert!(send("m4").is_ok());
+        assert_eq!(s.clear_quota().expect_err("limit").errcode, 48006);
+        assert_eq!(s.quota().resets_this_month, RESETS_PER_MONTH);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::state::{SimError, TOKEN_TTL_SECONDS};
+use super::state::{SendResult, SimError, TOKEN_TTL_SECONDS, Verdict};
+use super::templates::SandboxTemplate;
 use super::{Simulator, pages, valid_name};
 
 /// WeChat's error body: `errcode` and an `errmsg` ending in a request id.
@@ -316,21 +317,131 @@ pub(super) async fn template_send(
         b["data"].clone(),
         b["client_msg_id"].as_str(),
     ) {
-        Ok((msgid, new)) => {
+        Ok(SendResult::Delivered { msgid, new }) => {
             if new {
                 // WeChat reports delivery a moment after the send returns.
                 let (sim_, touser) = (sim_.clone(), touser.to_owned());
                 actix_web::rt::spawn(async move {
                     tokio::time::sleep(REPORT_DELAY).await;
-                    let extra =
-                        format!("<MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status>");
-                    let _ = sim_.push(&touser, "TEMPLATESENDJOBFINISH", &extra).await;
+                    report_delivery(&sim_, &touser, msgid).await;
                 });
             }
             HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}))
         }
+        Ok(SendResult::Held { id, verdict }) => {
+            if verdict == Verdict::Approve {
+                // Review approves after a while; WeChat then delivers it itself and reports.
+                let sim_ = sim_.clone();
+                actix_web::rt::spawn(async move {
+                    tokio::time::sleep(REVIEW_DELAY).await;
+                    if let Some((openid, msgid)) = sim_.state.approve_held(id) {
+                        tokio::time::sleep(REPORT_DELAY).await;
+                        report_delivery(&sim_, &openid, msgid).await;
+                    }
+                });
+            }
+            // WeChat gives a held message no msgid.
+            wx_error(&sim(40252, "the template message is under review"))
+        }
         Err(e) => wx_error(&e),
     }
+}
+
+/// Pushes the TEMPLATESENDJOBFINISH report of a delivered message.
+async fn report_delivery(sim_: &Simulator, openid: &str, msgid: i64) {
+    let extra = format!("<MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status>");
+    let _ = sim_.push(openid, "TEMPLATESENDJOBFINISH", &extra).await;
+}
+
+/// How long review takes to approve a message in the sandbox (WeChat: about 30 minutes).
+const REVIEW_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `POST /cgi-bin/openapi/quota/get`: the daily quota of one API (`cgi_path`).
+pub(super) async fn quota_get(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let b = match authed_json(&sim_, &req, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match b["cgi_path"].as_str() {
+        Some("/cgi-bin/message/template/send") => {}
+        Some(_) => return wx_error(&sim(76021, "cgi_path not found")),
+        None => return wx_error(&sim(40097, "invalid args")),
+    }
+    let q = sim_.state.quota();
+    HttpResponse::Ok().json(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "quota": {"daily_limit": q.daily_limit, "used": q.used, "remain": (q.daily_limit - q.used).max(0)},
+    }))
+}
+
+/// `POST /cgi-bin/clear_quota`: resets the day's quotas, 10 times a month.
+pub(super) async fn clear_quota(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let b = match authed_json(&sim_, &req, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match b["appid"].as_str() {
+        None | Some("") => return wx_error(&sim(41002, "appid missing")),
+        Some(a) if a != sim_.app_id => return wx_error(&sim(40013, "invalid appid")),
+        Some(_) => {}
+    }
+    match sim_.state.clear_quota() {
+        Ok(()) => HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok"})),
+        Err(e) => wx_error(&e),
+    }
+}
+
+/// `POST /wxa/sec/queryblocktmplmsg`: messages review blocked, by `tmpl_msg_id` (the
+/// sandbox's 40252 answer carries no id of its own, so this is the template id), in pages of
+/// at most 100 after `largest_id`.
+pub(super) async fn query_blocked(
+    sim_: web::Data<Simulator>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let b = match authed_json(&sim_, &req, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let Some(tmpl_msg_id) = b["tmpl_msg_id"].as_str().filter(|t| !t.is_empty()) else {
+        return wx_error(&sim(40097, "invalid args: tmpl_msg_id"));
+    };
+    let largest_id = b["largest_id"].as_i64().unwrap_or(0);
+    let limit = match b["limit"].as_u64() {
+        None => 100,
+        Some(n @ 1..=100) => n,
+        Some(_) => return wx_error(&sim(40097, "invalid args: limit is 1 to 100")),
+    };
+    let records: Vec<Value> = sim_
+        .state
+        .blocked(
+            tmpl_msg_id,
+            largest_id,
+            usize::try_from(limit).unwrap_or(100),
+        )
+        .into_iter()
+        .map(|h| {
+            let title = SandboxTemplate::find(&h.template_id).map_or("", |t| t.title);
+            json!({
+                "id": h.id,
+                "tmpl_msg_id": h.template_id,
+                "title": title,
+                "content": h.data.to_string(),
+                "send_timestamp": h.sent_at.timestamp(),
+                "openid": h.openid,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msginfo": records}))
 }
 
 /// `GET /cgi-bin/template/get_all_private_template`: the account's templates.
@@ -344,7 +455,7 @@ pub(super) async fn get_all_private_template(
     HttpResponse::Ok().json(json!({"template_list": sim_.state.templates()}))
 }
 
-/// How long after a send the simulator reports its delivery.
+/// How long after a delivery the simulator reports it.
 const REPORT_DELAY: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// `POST /cgi-bin/qrcode/create`: a temporary parametric QR code.

@@ -7,8 +7,9 @@ use url::Url;
 
 use super::WechatError;
 use super::types::{
-    OAuthAccessToken, PrivateTemplate, PrivateTemplates, QrTicket, StableTokenRequest,
-    TemplateSend, TemplateSendResponse, TokenResponse,
+    BlockedMessage, BlockedPage, OAuthAccessToken, PrivateTemplate, PrivateTemplates, QrTicket,
+    Quota, QuotaAnswer, SendAccepted, StableTokenRequest, TemplateSend, TemplateSendResponse,
+    TokenResponse,
 };
 
 /// Largest WeChat answer read; real ones are a few hundred bytes.
@@ -78,19 +79,78 @@ impl WechatClient {
         decode(request.send_json(&body).await).await
     }
 
-    /// Sends a template message (`cgi-bin/message/template/send`) and returns WeChat's msgid.
+    /// Sends a template message (`cgi-bin/message/template/send`): WeChat's msgid, or that
+    /// WeChat holds it for review (40252, which is not a refusal).
     #[tracing::instrument(name = "wechat.template_send", skip_all)]
     pub async fn send_template(
         &self,
         access_token: &str,
         message: &TemplateSend<'_>,
-    ) -> Result<i64, WechatError> {
+    ) -> Result<SendAccepted, WechatError> {
         let mut url = self.endpoint("cgi-bin/message/template/send");
         url.query_pairs_mut()
             .append_pair("access_token", access_token);
         let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        let sent: TemplateSendResponse = decode(request.send_json(message).await).await?;
-        Ok(sent.msgid)
+        let value = read_json(request.send_json(message).await).await?;
+        if value.get("errcode").and_then(serde_json::Value::as_i64) == Some(UNDER_REVIEW) {
+            let text = |k: &str| match value.get(k) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            return Ok(SendAccepted::UnderReview {
+                errcode: UNDER_REVIEW,
+                errmsg: text("errmsg").unwrap_or_default(),
+                review_ref: text("tmpl_msg_id").or_else(|| text("msgid")),
+            });
+        }
+        let sent: TemplateSendResponse = from_answer(value)?;
+        Ok(SendAccepted::Sent(sent.msgid))
+    }
+
+    /// Today's quota of template sends (`cgi-bin/openapi/quota/get`).
+    #[tracing::instrument(name = "wechat.quota_get", skip_all)]
+    pub async fn get_send_quota(&self, access_token: &str) -> Result<Quota, WechatError> {
+        let mut url = self.endpoint("cgi-bin/openapi/quota/get");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let body = serde_json::json!({"cgi_path": "/cgi-bin/message/template/send"});
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        let answer: QuotaAnswer = decode(request.send_json(&body).await).await?;
+        Ok(answer.quota)
+    }
+
+    /// Resets the account's daily API quotas (`cgi-bin/clear_quota`; 10 a month).
+    #[tracing::instrument(name = "wechat.clear_quota", skip_all)]
+    pub async fn clear_quota(&self, access_token: &str) -> Result<(), WechatError> {
+        let mut url = self.endpoint("cgi-bin/clear_quota");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let body = serde_json::json!({"appid": self.settings.app_id});
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        let _: serde_json::Value = decode(request.send_json(&body).await).await?;
+        Ok(())
+    }
+
+    /// One page of the messages review blocked for `tmpl_msg_id`, after record `largest_id`
+    /// (`wxa/sec/queryblocktmplmsg`).
+    #[tracing::instrument(name = "wechat.queryblocktmplmsg", skip_all)]
+    pub async fn query_blocked(
+        &self,
+        access_token: &str,
+        tmpl_msg_id: &str,
+        largest_id: i64,
+        limit: u32,
+    ) -> Result<Vec<BlockedMessage>, WechatError> {
+        let mut url = self.endpoint("wxa/sec/queryblocktmplmsg");
+        url.query_pairs_mut()
+            .append_pair("access_token", access_token);
+        let body = serde_json::json!({
+            "tmpl_msg_id": tmpl_msg_id, "largest_id": largest_id, "limit": limit,
+        });
+        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+        let page: BlockedPage = decode(request.send_json(&body).await).await?;
+        Ok(page.msginfo)
     }
 
     /// Lists the official account's templates (`cgi-bin/template/get_all_private_template`).
@@ -137,6 +197,9 @@ impl WechatClient {
     }
 }
 
+/// The errcode of a send WeChat holds for review.
+const UNDER_REVIEW: i64 = 40252;
+
 /// WeChat reports most errors as HTTP 200 with `errcode != 0`: check the status, then the
 /// errcode, then decode the success shape. Error texts never include the URL (it carries
 /// the secret or the access token).
@@ -149,6 +212,19 @@ async fn decode<T: DeserializeOwned>(
         awc::error::SendRequestError,
     >,
 ) -> Result<T, WechatError> {
+    from_answer(read_json(sent).await?)
+}
+
+/// The answer's JSON, after the transport and the HTTP status.
+async fn read_json(
+    sent: Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+        >,
+        awc::error::SendRequestError,
+    >,
+) -> Result<serde_json::Value, WechatError> {
     use awc::error::SendRequestError as E;
     let mut response = sent.map_err(|e| match e {
         E::Timeout => WechatError::Timeout,
@@ -165,8 +241,11 @@ async fn decode<T: DeserializeOwned>(
     if !status.is_success() {
         return Err(WechatError::Status(status.as_u16()));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| WechatError::Decode(format!("body is not JSON: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| WechatError::Decode(format!("body is not JSON: {e}")))
+}
+
+/// A non-zero errcode is an error; otherwise the success shape.
+fn from_answer<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, WechatError> {
     if let Some(errcode) = value.get("errcode").and_then(serde_json::Value::as_i64) {
         if errcode != 0 {
             let errmsg = value
@@ -316,7 +395,102 @@ mod tests {
             .send_template("TOKEN", &msg)
             .await
             .expect("sent");
-        assert_eq!(msgid, 200228332);
+        assert_eq!(msgid, SendAccepted::Sent(200228332));
+    }
+
+    #[actix_web::test]
+    async fn a_send_held_for_review_is_not_an_error_and_keeps_what_the_answer_carries() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/message/template/send"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 40252, "errmsg": "under review rid: 1"})),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/cgi-bin/message/template/send"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"errcode": 40252, "errmsg": "under review", "tmpl_msg_id": "X1"}),
+            ))
+            .mount(&server)
+            .await;
+        let data = json!({"k": {"value": "v"}});
+        let msg = TemplateSend {
+            touser: "OPENID",
+            template_id: "T",
+            url: None,
+            miniprogram: None,
+            data: &data,
+            client_msg_id: "m1",
+        };
+        let c = client(&server);
+        assert_eq!(
+            c.send_template("TOKEN", &msg).await.expect("held"),
+            SendAccepted::UnderReview {
+                errcode: 40252,
+                errmsg: "under review rid: 1".into(),
+                review_ref: None
+            }
+        );
+        let SendAccepted::UnderReview { review_ref, .. } =
+            c.send_template("TOKEN", &msg).await.expect("held")
+        else {
+            panic!("held");
+        };
+        assert_eq!(review_ref.as_deref(), Some("X1"));
+    }
+
+    #[actix_web::test]
+    async fn quota_reset_and_the_blocked_list_speak_wechats_shapes() {
+        install_crypto();
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/openapi/quota/get"))
+            .and(query_param("access_token", "TOKEN"))
+            .and(body_json(
+                json!({"cgi_path": "/cgi-bin/message/template/send"}),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 0, "errmsg": "ok",
+                "quota": {"daily_limit": 100000, "used": 7, "remain": 99993}
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/cgi-bin/clear_quota"))
+            .and(body_json(json!({"appid": "wxtestappid"})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 48006, "errmsg": "forbid to clear quota because of reaching the limit"
+            })))
+            .mount(&server)
+            .await;
+        // WeChat's own example shows `msginfo` as one object; ids may come as strings.
+        Mock::given(method("POST"))
+            .and(path("/wxa/sec/queryblocktmplmsg"))
+            .and(body_json(
+                json!({"tmpl_msg_id": "T", "largest_id": 0, "limit": 100}),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 0, "errmsg": "ok",
+                "msginfo": {"id": "12", "tmpl_msg_id": "T", "title": "t", "content": "c",
+                            "send_timestamp": 1780000000, "openid": "OPENID"}
+            })))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let q = c.get_send_quota("TOKEN").await.expect("quota");
+        assert_eq!((q.daily_limit, q.used, q.remain), (100_000, 7, 99_993));
+        let e = c.clear_quota("TOKEN").await.expect_err("limit");
+        assert!(e.is_quota_reset_limit(), "{e:?}");
+        let blocked = c.query_blocked("TOKEN", "T", 0, 100).await.expect("list");
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(
+            (blocked[0].id, blocked[0].send_timestamp),
+            (12, 1_780_000_000)
+        );
+        assert_eq!(blocked[0].openid, "OPENID");
     }
 
     #[actix_web::test]

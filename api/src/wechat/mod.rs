@@ -95,6 +95,17 @@ impl WechatError {
         self.errcode() == Some(43004)
     }
 
+    /// 45009: the account's daily quota of this call is used up. Sending stops for the
+    /// whole account until the quota resets, instead of spending each message's attempts.
+    pub fn is_quota_exhausted(&self) -> bool {
+        self.errcode() == Some(45009)
+    }
+
+    /// 48006: no quota reset is left this month (WeChat allows 10).
+    pub fn is_quota_reset_limit(&self) -> bool {
+        self.errcode() == Some(48006)
+    }
+
     /// 40037: WeChat does not know the template (deleted, or replaced by a category change).
     pub fn is_unknown_template(&self) -> bool {
         self.errcode() == Some(40037)
@@ -128,7 +139,8 @@ mod tests {
         for c in [-1, 45009, 45011] {
             assert_eq!(api(c).class(), ErrorClass::Transient, "{c}");
         }
-        for c in [43004, 40003, 40037, 47003, 40029] {
+        // 43101: the user refused this message; 43004: they do not follow.
+        for c in [43004, 43101, 40003, 40037, 47003, 40029] {
             assert_eq!(api(c).class(), ErrorClass::Permanent, "{c}");
         }
         assert_eq!(WechatError::Status(500).class(), ErrorClass::Transient);
@@ -146,6 +158,9 @@ mod tests {
         assert!(!api(40003).is_not_following());
         assert!(api(40037).is_unknown_template());
         assert!(!api(47003).is_unknown_template());
+        assert!(api(45009).is_quota_exhausted());
+        assert!(!api(45011).is_quota_exhausted());
+        assert!(api(48006).is_quota_reset_limit());
         assert!(api(42001).is_token_invalid() && api(42001).is_retryable());
         assert!(api(-1).is_retryable() && !api(-1).is_token_invalid());
         assert!(!api(47003).is_retryable());

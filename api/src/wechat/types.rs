@@ -127,3 +127,93 @@ redacted_debug!(QrTicket {
     expire_seconds,
     url: redacted
 });
+
+/// What WeChat did with a template send it did not refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendAccepted {
+    /// Accepted for delivery (errcode 0), with WeChat's msgid.
+    Sent(i64),
+    /// Held for review (errcode 40252): WeChat delivers it itself if review approves, so it
+    /// must never be sent again.
+    UnderReview {
+        /// WeChat's errcode (40252).
+        errcode: i64,
+        /// WeChat's errmsg.
+        errmsg: String,
+        /// An id the answer carried for the held message (`tmpl_msg_id` or `msgid`), if any:
+        /// what `queryblocktmplmsg` is asked about, besides the template id.
+        review_ref: Option<String>,
+    },
+}
+
+/// `cgi-bin/openapi/quota/get` success body.
+#[derive(Debug, Deserialize)]
+pub struct QuotaAnswer {
+    /// The quota of the asked endpoint.
+    pub quota: Quota,
+}
+
+/// One endpoint's daily quota.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Quota {
+    /// Calls allowed today.
+    pub daily_limit: i64,
+    /// Calls made today.
+    pub used: i64,
+    /// Calls left today.
+    pub remain: i64,
+}
+
+/// One message WeChat's review blocked (`wxa/sec/queryblocktmplmsg`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlockedMessage {
+    /// The record's id: pages are asked for with the largest one seen.
+    #[serde(deserialize_with = "number_or_string")]
+    pub id: i64,
+    /// What the query named (the template id, or the id the 40252 answer carried).
+    #[serde(default)]
+    pub tmpl_msg_id: String,
+    /// The recipient.
+    #[serde(default)]
+    pub openid: String,
+    /// When it was sent, in seconds.
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub send_timestamp: i64,
+}
+
+/// `wxa/sec/queryblocktmplmsg` success body. WeChat documents `msginfo` as a list but its
+/// example shows one object: both are read.
+#[derive(Debug, Deserialize)]
+pub struct BlockedPage {
+    /// The blocked messages of this page.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub msginfo: Vec<BlockedMessage>,
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(t) => t.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BlockedMessage>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Many(Vec<BlockedMessage>),
+        One(BlockedMessage),
+        Nothing,
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Many(v) => v,
+        Either::One(m) => vec![m],
+        Either::Nothing => Vec::new(),
+    })
+}
