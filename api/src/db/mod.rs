@@ -128,11 +128,30 @@ impl DbError {
 
 impl From<diesel::result::Error> for DbError {
     fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match e {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::ConnectionLost(e),
-            other => Self::Query(other),
+        if connection_lost(&e) {
+            Self::ConnectionLost(e)
+        } else {
+            Self::Query(e)
         }
+    }
+}
+
+/// Whether `e` says the connection is gone rather than that a statement failed: libpq found it
+/// closed (`ClosedConnection`), or could not send the command on it at all
+/// (`UnableToSendCommand`, libpq's "no connection to the server"). A server that restarts drops
+/// every connection, and a pooled one is often found dead only by the next statement sent on
+/// it. (libpq refuses to send more than 65535 bind parameters the same way; this service binds
+/// its batches as arrays and never comes near that.) A commit that failed for either reason
+/// counts too, whatever the rollback attempted after it said.
+fn connection_lost(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        Error::RollbackErrorOnCommit { commit_error, .. } => connection_lost(commit_error),
+        _ => false,
     }
 }
 
@@ -275,4 +294,50 @@ pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
         e,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_connection_found_dead_is_unavailable_not_a_failed_query() {
+        for kind in [
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+        ] {
+            let e = DbError::from(database_error(kind, "no connection to the server"));
+            assert!(e.is_unavailable(), "{kind:?}: {e:?}");
+        }
+        let commit = Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(database_error(
+                DatabaseErrorKind::UnableToSendCommand,
+                "no connection to the server",
+            )),
+            commit_error: Box::new(database_error(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection unexpectedly",
+            )),
+        };
+        assert!(DbError::from(commit).is_unavailable());
+    }
+
+    #[test]
+    fn a_failed_statement_is_a_query_error() {
+        for e in [
+            database_error(DatabaseErrorKind::UniqueViolation, "duplicate key"),
+            database_error(
+                DatabaseErrorKind::Unknown,
+                "canceling statement due to statement timeout",
+            ),
+            Error::NotFound,
+        ] {
+            assert!(matches!(DbError::from(e), DbError::Query(_)));
+        }
+    }
 }
