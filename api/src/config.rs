@@ -147,6 +147,14 @@ pub struct DeliveryConfig {
     /// How long after its send a message under review that WeChat has not listed as blocked
     /// counts as passed (`WXBIND_REVIEW_SETTLE_SECONDS`).
     pub review_settle: Duration,
+    /// Messages a non-admin user may have accepted per clock minute
+    /// (`WXBIND_USER_SENDS_PER_MINUTE`).
+    pub user_sends_per_minute: u32,
+    /// Messages one sender may have waiting for their first attempt
+    /// (`WXBIND_MAX_QUEUED_PER_SENDER`).
+    pub max_queued_per_sender: i64,
+    /// How long sent and failed messages are kept (`WXBIND_MESSAGE_RETENTION_DAYS`).
+    pub message_retention: chrono::TimeDelta,
 }
 
 impl Default for DeliveryConfig {
@@ -162,6 +170,9 @@ impl Default for DeliveryConfig {
             nice: 10,
             review_interval: Duration::from_secs(600),
             review_settle: Duration::from_secs(3600),
+            user_sends_per_minute: 30,
+            max_queued_per_sender: 100_000,
+            message_retention: chrono::TimeDelta::days(90),
         }
     }
 }
@@ -751,6 +762,15 @@ fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Del
         review_settle: p
             .seconds("WXBIND_REVIEW_SETTLE_SECONDS")
             .unwrap_or(defaults.review_settle),
+        user_sends_per_minute: p
+            .parsed_positive("WXBIND_USER_SENDS_PER_MINUTE")
+            .unwrap_or(defaults.user_sends_per_minute),
+        max_queued_per_sender: p
+            .parsed_positive("WXBIND_MAX_QUEUED_PER_SENDER")
+            .unwrap_or(defaults.max_queued_per_sender),
+        message_retention: p
+            .parsed_positive::<i64>("WXBIND_MESSAGE_RETENTION_DAYS")
+            .map_or(defaults.message_retention, chrono::TimeDelta::days),
     }
 }
 

@@ -88,6 +88,14 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// The sender is over a send limit.
+    #[error("{reason}")]
+    TooManyRequests {
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+        /// Which limit.
+        reason: &'static str,
+    },
     /// WeChat allows no more quota resets this month.
     #[error(
         "WeChat allows 10 quota resets a month and none is left; sending resumes at midnight Beijing time"
@@ -139,6 +147,7 @@ impl ApiError {
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::TooManyAttempts => ErrorCode::TooManyAttempts,
             Self::QuotaResetLimit => ErrorCode::QuotaResetLimit,
+            Self::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             Self::WechatNotConfigured => ErrorCode::WechatNotConfigured,
             Self::WechatUnavailable(_) => ErrorCode::WechatUnavailable,
             Self::Unavailable(_) => ErrorCode::Unavailable,
@@ -236,6 +245,8 @@ error_codes! {
         "The body is not `application/json`.";
     TooManyAttempts => "too_many_attempts", TOO_MANY_REQUESTS,
         "Too many failed logins from this client address: 10 a minute for one username, or 30 for all.";
+    TooManyRequests => "too_many_requests", TOO_MANY_REQUESTS,
+        "Over a send limit: `WXBIND_USER_SENDS_PER_MINUTE` accepted messages a minute (non-admins), or `WXBIND_MAX_QUEUED_PER_SENDER` waiting ones; retry after `Retry-After` seconds.";
     QuotaResetLimit => "quota_reset_limit", TOO_MANY_REQUESTS,
         "WeChat allows 10 quota resets a month and none is left (48006); sending resumes at midnight Beijing time.";
     Internal => "internal", INTERNAL_SERVER_ERROR,
@@ -287,6 +298,9 @@ impl ResponseError for ApiError {
             }
             Self::TooManyAttempts => {
                 builder.insert_header((header::RETRY_AFTER, "60"));
+            }
+            Self::TooManyRequests { retry_after, .. } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             // The queue holds about a second of work: by then it has drained.
             Self::Busy => {
@@ -388,6 +402,22 @@ impl From<crate::quota::QuotaError> for ApiError {
             QuotaError::Call(e) => e.into(),
             QuotaError::Db(e) => e.into(),
             QuotaError::ResetLimit => Self::QuotaResetLimit,
+        }
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        use crate::limits::LimitError;
+        match e {
+            LimitError::Refused {
+                retry_after,
+                reason,
+            } => Self::TooManyRequests {
+                retry_after,
+                reason,
+            },
+            LimitError::Db(e) => e.into(),
         }
     }
 }

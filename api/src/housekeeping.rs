@@ -1,10 +1,11 @@
-//! Housekeeping: the purges that keep tables from growing without bound (bind states,
-//! sessions, push records, failed logins). A task of its own on a timer, in every process that
+//! Housekeeping: the purges that keep tables from growing without bound (finished messages
+//! past `WXBIND_MESSAGE_RETENTION_DAYS`, bind states, sessions, push records, failed logins,
+//! per-minute send counts). A task of its own on a timer, in every process that
 //! serves the API, whether or not it delivers; several processes doing it at once is harmless
 //! (each delete is idempotent).
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
 use crate::db::{self, PgPool};
@@ -25,8 +26,14 @@ const NONCE_RETENTION_SECS: i64 = 2 * crate::wechat::push::PUSH_WINDOW_SECS;
 /// hour after it is for an operator looking into an attack, and bounds the table under one.
 const LOGIN_FAILURE_RETENTION: TimeDelta = TimeDelta::hours(1);
 
+/// Finished messages deleted per statement: each batch is its own short transaction, so a
+/// backlog of millions never holds long locks or a long-running transaction.
+const MESSAGE_BATCH: i64 = 5_000;
+/// Most finished messages deleted per round; the rest go in the next rounds.
+const MESSAGES_PER_ROUND: usize = 1_000_000;
+
 /// Runs the purges every ten minutes until `stop` turns true or its sender is dropped.
-pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
+pub async fn run(pool: PgPool, retention: TimeDelta, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
@@ -37,7 +44,36 @@ pub async fn run(pool: PgPool, mut stop: watch::Receiver<bool>) {
             }
         }
         purge(&pool).await;
+        purge_messages(&pool, Utc::now() - retention).await;
     }
+}
+
+/// Deletes sent and failed messages created before `before`, in batches of
+/// [`MESSAGE_BATCH`], at most [`MESSAGES_PER_ROUND`] a call. Returns how many.
+pub async fn purge_messages(pool: &PgPool, before: DateTime<Utc>) -> usize {
+    let mut total = 0;
+    while total < MESSAGES_PER_ROUND {
+        match db::run(pool, move |conn| {
+            db::messages::purge_finished_batch(conn, before, MESSAGE_BATCH)
+        })
+        .await
+        {
+            Ok(n) => {
+                total += n;
+                if n < usize::try_from(MESSAGE_BATCH).unwrap_or(usize::MAX) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "purging old messages failed; retrying next round");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(rows = total, "purged messages past their retention");
+    }
+    total
 }
 
 /// One round of purges, each its own unit of work; a failure is logged and retried next round.
@@ -58,12 +94,16 @@ pub async fn purge(pool: &PgPool) {
     let login_failures = db::run(pool, move |conn| {
         db::login_failures::purge_before(conn, now - LOGIN_FAILURE_RETENTION)
     });
+    let send_rate = db::run(pool, move |conn| {
+        db::messages::purge_send_rate(conn, now - TimeDelta::minutes(2))
+    });
     for (what, purged) in [
         ("bind states", states.await),
         ("sessions", sessions.await),
         ("push records", pushes.await),
         ("push nonces", nonces.await),
         ("login failures", login_failures.await),
+        ("send counts", send_rate.await),
     ] {
         match purged {
             Ok(0) => {}

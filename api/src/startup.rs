@@ -160,6 +160,10 @@ impl Application {
             wake_worker: Arc::clone(&wake),
             messages: Batcher::start(pool.clone(), "messages", db::messages::enqueue_many)?,
             bind_states: Batcher::start(pool.clone(), "bind states", db::bind_states::insert_many)?,
+            limits: crate::limits::SenderLimits::new(
+                config.delivery.user_sends_per_minute,
+                config.delivery.max_queued_per_sender,
+            ),
         });
         let simulator = crate::sandbox::Simulator::from_config(&config)
             .filter(|_| role.serves_api())
@@ -246,7 +250,11 @@ impl Application {
 
         let (stop_worker, stop_rx) = watch::channel(false);
         if role.delivers() {
-            actix_web::rt::spawn(housekeeping::run(pool.clone(), stop_rx.clone()));
+            actix_web::rt::spawn(housekeeping::run(
+                pool.clone(),
+                config.delivery.message_retention,
+                stop_rx.clone(),
+            ));
         }
         // The API checks messages against the template list, so every process serving it
         // syncs the list; a worker-only process learns of gone templates from WeChat's 40037.

@@ -35,4 +35,6 @@ pub struct AppState {
     pub messages: Batcher<QueuedRequest, Queued>,
     /// Group commit for new bind states.
     pub bind_states: Batcher<NewState, ()>,
+    /// What one sender may queue.
+    pub limits: crate::limits::SenderLimits,
 }

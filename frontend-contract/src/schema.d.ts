@@ -1265,6 +1265,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `too_many_requests`: over `WXBIND_USER_SENDS_PER_MINUTE` (non-admins) or `WXBIND_MAX_QUEUED_PER_SENDER`; wait `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `wechat_not_configured` */
             503: {
                 headers: {

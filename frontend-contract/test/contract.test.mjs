@@ -22,6 +22,8 @@ const UNREACHABLE = {
   "GET /api/callback 502": "the simulator does not fail",
   "GET /api/callback 503": "sandbox mode always has (simulated) credentials",
   "POST /api/messages 503": "sandbox mode always has (simulated) credentials",
+  "POST /api/messages 429":
+    "the send limits need 30 messages a minute from one user or 100,000 waiting (covered by the Rust integration tests)",
   "POST /api/templates/sync 502": "the simulator does not fail",
   "POST /api/templates/sync 503": "sandbox mode always has (simulated) credentials",
   "GET /api/ready 503": "needs a database outage (covered by the Rust integration tests)",

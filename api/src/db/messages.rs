@@ -45,6 +45,24 @@ pub struct QueuedRequest {
     pub miniprogram: Option<serde_json::Value>,
 }
 
+/// The fair-queueing ranks of an insert (CTEs after `v`, which has `sender_id`): `starts` has,
+/// per sender, the rank after which its new messages go: the later of its last queued rank
+/// and the rank at the head of the queue. Each is an index probe (`messages_fresh`,
+/// `messages_fresh_by_sender`), so ranking costs the same however long the queue is.
+const RANKS: &str = "head AS (
+             SELECT coalesce((SELECT q.fair_rank FROM messages q
+                              WHERE q.status = 'queued' AND q.attempts = 0
+                              ORDER BY q.fair_rank LIMIT 1), 0) AS rank
+         ), starts AS (
+             SELECT d.sender_id,
+                    greatest((SELECT rank FROM head),
+                             coalesce((SELECT t.fair_rank FROM messages t
+                                       WHERE t.sender_id = d.sender_id
+                                         AND t.status = 'queued' AND t.attempts = 0
+                                       ORDER BY t.fair_rank DESC LIMIT 1), 0)) AS start
+             FROM (SELECT DISTINCT sender_id FROM v) d
+         )";
+
 /// Queues many messages with one statement: each bound recipient's row is inserted, and only
 /// the rest (idempotent repeats, unknown or unbound recipients) are resolved one by one.
 ///
@@ -55,41 +73,53 @@ pub fn enqueue_many(
     conn: &mut PgConnection,
     batch: &[QueuedRequest],
 ) -> QueryResult<Vec<QueryResult<Queued>>> {
-    let insert = diesel::sql_query(
-        "INSERT INTO messages
-             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH v AS (
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) WITH ORDINALITY
+                 AS v (id, sender_id, user_id, template_id, url, data, idempotency_key,
+                       miniprogram, ord)
+         ), {RANKS}
+         INSERT INTO messages
+             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
+              fair_rank)
          SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key,
-                v.miniprogram
-         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)
-              AS v (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
+                v.miniprogram,
+                t.start + row_number() OVER (PARTITION BY v.sender_id ORDER BY v.ord)
+         FROM v
+         JOIN starts t ON t.sender_id = v.sender_id
          JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
          JOIN users s ON s.id = v.sender_id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING *",
-    )
-    .bind::<Array<diesel::sql_types::Uuid>, _>(batch.iter().map(|m| m.id).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.sender_id).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.user_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(
-        batch
-            .iter()
-            .map(|m| m.template_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|m| m.url.as_deref()).collect::<Vec<_>>())
-    .bind::<Array<Jsonb>, _>(batch.iter().map(|m| &m.data).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        batch
-            .iter()
-            .map(|m| m.idempotency_key.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Jsonb>>, _>(
-        batch
-            .iter()
-            .map(|m| m.miniprogram.as_ref())
-            .collect::<Vec<_>>(),
-    );
+         RETURNING *"
+        )
+    });
+    let insert = diesel::sql_query(SQL.as_str())
+        .bind::<Array<diesel::sql_types::Uuid>, _>(batch.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.sender_id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.user_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            batch
+                .iter()
+                .map(|m| m.template_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            batch.iter().map(|m| m.url.as_deref()).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Jsonb>, _>(batch.iter().map(|m| &m.data).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            batch
+                .iter()
+                .map(|m| m.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Jsonb>>, _>(
+            batch
+                .iter()
+                .map(|m| m.miniprogram.as_ref())
+                .collect::<Vec<_>>(),
+        );
     let inserted: Vec<Message> = super::Prepared(insert).load(conn)?;
     let mut by_id: std::collections::HashMap<Uuid, Message> =
         inserted.into_iter().map(|m| (m.id, m)).collect();
@@ -121,24 +151,30 @@ pub enum Queued {
 /// otherwise finds out why not, or returns the message already queued under the same
 /// idempotency key.
 pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queued> {
-    let inserted: Option<Message> = diesel::sql_query(
-        "INSERT INTO messages
-             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram)
-         SELECT $1, s.id, u.id, $4, $5, $6, $7, $8 FROM users u, users s
-         WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH v AS (SELECT $2::BIGINT AS sender_id), {RANKS}
+         INSERT INTO messages
+             (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
+              fair_rank)
+         SELECT $1, s.id, u.id, $4, $5, $6, $7, $8, t.start + 1
+         FROM users u, users s, starts t
+         WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2 AND t.sender_id = s.id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING *",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(new.id)
-    .bind::<BigInt, _>(new.sender_id)
-    .bind::<BigInt, _>(new.user_id)
-    .bind::<Text, _>(&new.template_id)
-    .bind::<Nullable<Text>, _>(new.url.as_deref())
-    .bind::<Jsonb, _>(&new.data)
-    .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
-    .bind::<Nullable<Jsonb>, _>(new.miniprogram.as_ref())
-    .get_result(conn)
-    .optional()?;
+         RETURNING *"
+        )
+    });
+    let inserted: Option<Message> = diesel::sql_query(SQL.as_str())
+        .bind::<diesel::sql_types::Uuid, _>(new.id)
+        .bind::<BigInt, _>(new.sender_id)
+        .bind::<BigInt, _>(new.user_id)
+        .bind::<Text, _>(&new.template_id)
+        .bind::<Nullable<Text>, _>(new.url.as_deref())
+        .bind::<Jsonb, _>(&new.data)
+        .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
+        .bind::<Nullable<Jsonb>, _>(new.miniprogram.as_ref())
+        .get_result(conn)
+        .optional()?;
     if let Some(m) = inserted {
         return Ok(Queued::Created(m));
     }
@@ -502,4 +538,63 @@ pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult
         .filter(messages::sent_at.ge(since))
         .count()
         .get_result(conn)
+}
+
+/// How many messages of `sender` wait for their first attempt, from their fair-queueing ranks
+/// (consecutive per sender): the last minus the first plus one. Exact but for messages queued
+/// by two processes at the same instant (which may share a rank) and handed-back ones.
+pub fn waiting_estimate(conn: &mut PgConnection, sender: i64) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = BigInt)]
+        waiting: i64,
+    }
+    let row: Waiting = diesel::sql_query(
+        "SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) AS waiting FROM messages
+         WHERE sender_id = $1 AND status = 'queued' AND attempts = 0",
+    )
+    .bind::<BigInt, _>(sender)
+    .get_result(conn)?;
+    Ok(row.waiting)
+}
+
+/// Counts one accepted message against `sender`'s clock minute, unless `limit` are counted
+/// already. Returns whether it was counted.
+pub fn count_send(conn: &mut PgConnection, sender: i64, limit: i32) -> QueryResult<bool> {
+    diesel::sql_query(
+        "INSERT INTO send_rate (sender_id, window_start, sends)
+         VALUES ($1, date_trunc('minute', now()), 1)
+         ON CONFLICT (sender_id, window_start) DO UPDATE SET sends = send_rate.sends + 1
+         WHERE send_rate.sends < $2",
+    )
+    .bind::<BigInt, _>(sender)
+    .bind::<Int4, _>(limit)
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+/// Deletes per-minute send counts of minutes before `before`.
+pub fn purge_send_rate(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
+    use super::schema::send_rate;
+    diesel::delete(send_rate::table.filter(send_rate::window_start.lt(before))).execute(conn)
+}
+
+/// Deletes at most `batch` finished (`sent` or `failed`) messages created before `before`,
+/// oldest first, in one short statement. Returns how many.
+pub fn purge_finished_batch(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM messages WHERE id IN (
+             SELECT id FROM messages
+             WHERE status IN ('sent', 'failed') AND created_at < $1
+             ORDER BY created_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(before)
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
 }

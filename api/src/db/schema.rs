@@ -49,6 +49,7 @@ diesel::table! {
         miniprogram -> Nullable<Jsonb>,
         review_ref -> Nullable<Text>,
         review_record_id -> Nullable<Int8>,
+        fair_rank -> Int8,
     }
 }
 
@@ -66,6 +67,14 @@ diesel::table! {
         id -> Int8,
         reset_by -> Nullable<Int8>,
         reset_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    send_rate (sender_id, window_start) {
+        sender_id -> Int8,
+        window_start -> Timestamptz,
+        sends -> Int4,
     }
 }
 
@@ -160,6 +169,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     push_nonces,
     quota_resets,
     send_pause,
+    send_rate,
     sessions,
     templates,
     users,

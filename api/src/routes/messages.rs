@@ -211,6 +211,8 @@ impl ValidMessage {
         (status = 409, description = "`not_bound`: the recipient has no WeChat binding", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: over `WXBIND_USER_SENDS_PER_MINUTE` (non-admins) or `WXBIND_MAX_QUEUED_PER_SENDER`; wait `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`wechat_not_configured`", body = ErrorBody),
     )
 )]
@@ -249,6 +251,10 @@ pub async fn create_message(
     )?;
     // After authorize: a caller who may not use a template learns nothing about it.
     state.templates.check(msg.template_id.as_ref(), &msg.data)?;
+    state
+        .limits
+        .admit(&state.pool, auth.id, auth.is_admin())
+        .await?;
     let queued = state
         .messages
         .submit(QueuedRequest {
@@ -274,6 +280,7 @@ pub async fn create_message(
         }
     };
     state.metrics.message_accepted();
+    state.limits.accepted(auth.id);
     state.wake_worker.notify_one();
     tracing::info!(message.id = %message.id, "message queued");
     Ok(HttpResponse::Accepted().json(MessageResponse::from(message)))

@@ -1,0 +1,51 @@
+CREATE OR REPLACE FUNCTION claim_due_messages(batch_size BIGINT, lease_ms BIGINT)
+RETURNS TABLE (
+    id          UUID,
+    user_id     BIGINT,
+    template_id TEXT,
+    url         TEXT,
+    data        JSONB,
+    attempts    INTEGER,
+    openid      TEXT,
+    miniprogram JSONB
+)
+LANGUAGE sql VOLATILE
+SET enable_bitmapscan = off
+AS $$
+    WITH paused AS (
+        SELECT EXISTS (SELECT 1 FROM send_pause p WHERE p.paused_until > now()) AS yes
+    ), expired AS (
+        SELECT e.id FROM messages e
+        WHERE e.status = 'sending' AND e.lease_until <= now()
+          AND NOT (SELECT yes FROM paused)
+        ORDER BY e.lease_until
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), queued AS (
+        SELECT q.id FROM messages q
+        WHERE q.status = 'queued' AND q.next_attempt_at <= now()
+          AND NOT (SELECT yes FROM paused)
+        ORDER BY q.next_attempt_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), due AS (
+        SELECT x.id FROM expired x
+        UNION ALL
+        SELECT y.id FROM queued y
+        LIMIT batch_size
+    )
+    UPDATE messages m
+    SET status = 'sending',
+        attempts = m.attempts + 1,
+        lease_until = now() + lease_ms * interval '1 millisecond'
+    FROM due, users u
+    WHERE m.id = due.id AND u.id = m.user_id
+    RETURNING m.id, m.user_id, m.template_id, m.url, m.data, m.attempts, u.openid, m.miniprogram
+$$;
+DROP TABLE send_rate;
+DROP INDEX messages_finished;
+DROP INDEX messages_retry;
+DROP INDEX messages_fresh_by_sender;
+DROP INDEX messages_fresh;
+CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status = 'queued';
+ALTER TABLE messages DROP COLUMN fair_rank;
