@@ -147,6 +147,9 @@ pub struct DeliveryConfig {
     /// How long after its send a message under review that WeChat has not listed as blocked
     /// counts as passed (`WXBIND_REVIEW_SETTLE_SECONDS`).
     pub review_settle: Duration,
+    /// How often a worker asks WeChat, while sending is paused for the quota, whether the quota
+    /// is available again (cleared elsewhere, or the day turned) (`WXBIND_QUOTA_CHECK_SECONDS`).
+    pub quota_check: Duration,
     /// Messages a non-admin user may have accepted per clock minute
     /// (`WXBIND_USER_SENDS_PER_MINUTE`).
     pub user_sends_per_minute: u32,
@@ -170,6 +173,7 @@ impl Default for DeliveryConfig {
             nice: 10,
             review_interval: Duration::from_secs(600),
             review_settle: Duration::from_secs(3600),
+            quota_check: Duration::from_secs(60),
             user_sends_per_minute: 30,
             max_queued_per_sender: 100_000,
             message_retention: chrono::TimeDelta::days(90),
@@ -762,6 +766,9 @@ fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Del
         review_settle: p
             .seconds("WXBIND_REVIEW_SETTLE_SECONDS")
             .unwrap_or(defaults.review_settle),
+        quota_check: p
+            .seconds("WXBIND_QUOTA_CHECK_SECONDS")
+            .unwrap_or(defaults.quota_check),
         user_sends_per_minute: p
             .parsed_positive("WXBIND_USER_SENDS_PER_MINUTE")
             .unwrap_or(defaults.user_sends_per_minute),

@@ -126,7 +126,15 @@ pub fn record_and_apply(conn: &mut PgConnection, push: &Push) -> Result<Option<S
             if let Some(msgid) = msgid {
                 if db::messages::set_delivery(conn, msgid, delivery)? == 0 {
                     // Possibly one WeChat held for review and then delivered itself.
-                    db::messages::set_delivery_unmatched(conn, &push.from, msgid, delivery)?;
+                    let reported_at = chrono::DateTime::from_timestamp(push.create_time, 0)
+                        .unwrap_or_else(chrono::Utc::now);
+                    db::messages::set_delivery_unmatched(
+                        conn,
+                        &push.from,
+                        msgid,
+                        delivery,
+                        reported_at,
+                    )?;
                 }
             }
             None

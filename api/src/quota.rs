@@ -49,8 +49,9 @@ pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
 /// The account's quota as WeChat and this service see it.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// WeChat's figures for template sends today.
-    pub wechat: Quota,
+    /// WeChat's figures for template sends today, or why WeChat did not give them (the
+    /// service's own figures are shown all the same: they matter most when WeChat fails).
+    pub wechat: Result<Quota, String>,
     /// Until when sending is paused, if it is.
     pub paused_until: Option<DateTime<Utc>>,
     /// Messages WeChat took today (Beijing time) by this service's own count.
@@ -75,7 +76,14 @@ pub enum QuotaError {
 pub async fn status(pool: &PgPool, wechat: &Connected) -> Result<Status, QuotaError> {
     let quota = wechat
         .with_token(|client, token| async move { client.get_send_quota(token.secret()).await })
-        .await?;
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "WeChat did not report the quota");
+            match e {
+                CallError::Wechat(w) => w.to_string(),
+                CallError::Token(_) => "no access token could be had".to_owned(),
+            }
+        });
     let since = day_start(Utc::now());
     let (pause, sent_today) = db::run(pool, move |conn| {
         Ok((
@@ -100,8 +108,32 @@ pub struct Reset {
     pub resets_this_month: i64,
 }
 
-/// Resets the quota at WeChat (`clear_quota`) and lifts the pause, waking every worker.
+/// Two resets this close together are one: the second answers with the first's result
+/// instead of spending another of the month's ten (two admins, or a double click).
+const RESET_DEBOUNCE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Serializes this process's resets, so a double click waits for the first and sees it.
+static RESETTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Resets the quota at WeChat (`clear_quota`) and lifts the pause, waking every worker. A
+/// reset within ten seconds of the last one, with no pause since, calls WeChat no more.
 pub async fn reset(pool: &PgPool, wechat: &Connected, by: i64) -> Result<Reset, QuotaError> {
+    let _one_at_a_time = RESETTING.lock().await;
+    let since = month_start(Utc::now());
+    let (last, paused, resets_this_month) = db::run(pool, move |conn| {
+        Ok((
+            db::pause::last_reset(conn)?,
+            db::pause::current(conn)?,
+            db::pause::resets_since(conn, since)?,
+        ))
+    })
+    .await?;
+    if paused.is_none() && last.is_some_and(|t| Utc::now() - t < RESET_DEBOUNCE) {
+        return Ok(Reset {
+            was_paused: false,
+            resets_this_month,
+        });
+    }
     let cleared = wechat
         .with_token(|client, token| async move { client.clear_quota(token.secret()).await })
         .await;
@@ -111,7 +143,6 @@ pub async fn reset(pool: &PgPool, wechat: &Connected, by: i64) -> Result<Reset, 
         }
         other => other?,
     }
-    let since = month_start(Utc::now());
     let (was_paused, resets_this_month) = db::run(pool, move |conn| {
         db::pause::record_reset(conn, by)?;
         let was = db::pause::lift(conn)?;
@@ -128,6 +159,54 @@ pub async fn reset(pool: &PgPool, wechat: &Connected, by: i64) -> Result<Reset, 
         was_paused,
         resets_this_month,
     })
+}
+
+/// While sending is paused, asks WeChat every `every` whether the quota is available again
+/// (it was reset in WeChat's console or by another tool, or the 45009 came just after the day
+/// turned) and lifts the pause if so. Runs until `stop` turns true or its sender is dropped.
+pub async fn watch(
+    pool: PgPool,
+    wechat: std::rc::Rc<Connected>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let settle = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::minutes(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+        let pause = match db::run(&pool, db::pause::current).await {
+            Ok(Some(p)) if Utc::now() - p.paused_at >= settle => p,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %crate::error::ErrorChain(&e), "reading the send pause failed");
+                continue;
+            }
+        };
+        let quota = wechat
+            .with_token(|client, token| async move { client.get_send_quota(token.secret()).await })
+            .await;
+        match quota {
+            Ok(q) if q.remain > 0 => {
+                if let Ok(true) = db::run(&pool, db::pause::lift).await {
+                    tracing::info!(
+                        remain = q.remain,
+                        paused_since = %pause.paused_at,
+                        "WeChat reports quota again; sending resumes"
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %crate::error::ErrorChain(&e), "asking WeChat for the quota failed")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,12 @@
 //! carried) and send time: a blocked one ends `failed` (errcode 40252, delivery `blocked`).
 //! One still not listed `WXBIND_REVIEW_SETTLE_SECONDS` after its send (an hour; WeChat staff
 //! say review takes about 30 minutes) passed review and ends `sent`, delivery unknown until a
-//! late report says otherwise (`db::messages::set_delivery_unmatched`).
+//! late report says otherwise (`db::messages::set_delivery_unmatched`). Each key's list is
+//! read on from a cursor past the records too old to match anything, so a long history costs
+//! nothing. A group WeChat cannot be asked about waits; after a day it is settled as passed,
+//! saying so. Every worker process runs the reconciliation: the updates are idempotent and a
+//! record can settle one message only (a unique index), so at worst a round fails and the next
+//! one settles what it could not.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -29,6 +34,12 @@ const MAX_PAGES: usize = 100;
 /// How far a blocked record's send time may be from the message's 40252 answer and still be
 /// that message (the clocks of WeChat and this service, and the request's own time).
 const MATCH_WINDOW: TimeDelta = TimeDelta::minutes(10);
+/// How long a message stays under review while WeChat cannot be asked about it: after this
+/// it is settled as passed (WeChat would have delivered it by now if review approved), with
+/// an errmsg saying review could not be checked.
+const GIVE_UP: TimeDelta = TimeDelta::hours(24);
+/// The errmsg of a message settled without an answer from `queryblocktmplmsg`.
+const UNCHECKED: &str = "WeChat could not be asked whether review blocked it; treated as passed";
 
 /// Runs the reconciliation every `every` until `stop` turns true or its sender is dropped.
 pub async fn run(
@@ -98,16 +109,53 @@ pub async fn reconcile(
         groups.entry(key).or_default().push(m);
     }
     let now = Utc::now();
-    let (mut blocked, mut passed, mut waiting) = (Vec::new(), Vec::new(), 0);
+    let (mut blocked, mut passed, mut unchecked, mut waiting) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
+    // A record listed under two keys (the template and a held message's id) settles one
+    // message only.
+    let mut seen: HashSet<i64> = HashSet::new();
     for (key, messages) in groups {
-        let records = match blocked_records(wechat, &key).await {
+        let from = {
+            let key = key.clone();
+            db::run(pool, move |conn| db::messages::review_cursor(conn, &key)).await?
+        };
+        let records = match blocked_records(wechat, &key, from).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %ErrorChain(&e), "queryblocktmplmsg failed; the group waits");
-                waiting += messages.len();
+                let stuck: Vec<Uuid> = messages
+                    .iter()
+                    .filter(|m| now - m.sent_at >= GIVE_UP)
+                    .map(|m| m.id)
+                    .collect();
+                tracing::warn!(
+                    error = %ErrorChain(&e),
+                    waiting = messages.len() - stuck.len(),
+                    given_up = stuck.len(),
+                    "queryblocktmplmsg failed; the group waits"
+                );
+                waiting += messages.len() - stuck.len();
+                unchecked.extend(stuck);
                 continue;
             }
         };
+        // Records too old to match any message under review (or any later one) are not read
+        // again: the next round starts after them.
+        let oldest = messages.iter().map(|m| m.sent_at).min().unwrap_or(now);
+        let horizon = (oldest - MATCH_WINDOW).timestamp();
+        let mut sorted: Vec<&BlockedMessage> = records.iter().collect();
+        sorted.sort_by_key(|r| r.id);
+        let done_to = sorted
+            .iter()
+            .take_while(|r| r.send_timestamp < horizon)
+            .last()
+            .map(|r| r.id);
+        if let Some(id) = done_to {
+            let key = key.clone();
+            db::run(pool, move |conn| {
+                db::messages::advance_review_cursor(conn, &key, id)
+            })
+            .await?;
+        }
         // A record that settled a message in an earlier round is not matched again.
         let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
         let used: HashSet<i64> = db::run(pool, move |conn| {
@@ -118,7 +166,7 @@ pub async fn reconcile(
         .collect();
         let fresh: Vec<BlockedMessage> = records
             .into_iter()
-            .filter(|r| !used.contains(&r.id))
+            .filter(|r| !used.contains(&r.id) && seen.insert(r.id))
             .collect();
         let hit = match_blocked(&messages, &fresh);
         for m in &messages {
@@ -139,7 +187,8 @@ pub async fn reconcile(
                 UNDER_REVIEW_ERRCODE,
                 "blocked by WeChat's content review",
             )?,
-            db::messages::settle_passed(conn, &passed)?,
+            db::messages::settle_passed(conn, &passed, None)?
+                + db::messages::settle_passed(conn, &unchecked, Some(UNCHECKED))?,
         ))
     })
     .await?;
@@ -150,10 +199,14 @@ pub async fn reconcile(
     })
 }
 
-/// Every record WeChat lists as blocked for `key`, page by page.
-async fn blocked_records(wechat: &Connected, key: &str) -> Result<Vec<BlockedMessage>, CallError> {
+/// Every record WeChat lists as blocked for `key` after record `from`, page by page.
+async fn blocked_records(
+    wechat: &Connected,
+    key: &str,
+    from: i64,
+) -> Result<Vec<BlockedMessage>, CallError> {
     let mut all = Vec::new();
-    let mut largest = 0;
+    let mut largest = from;
     for _ in 0..MAX_PAGES {
         let page = wechat
             .with_token(|client, token| async move {

@@ -169,6 +169,12 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
         deps.config.review_settle,
         stop.clone(),
     ));
+    let quota = actix_web::rt::spawn(crate::quota::watch(
+        deps.pool.clone(),
+        Rc::clone(&wechat),
+        deps.config.quota_check,
+        stop.clone(),
+    ));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
     // Claimed messages whose outcome is not recorded yet: on a stop that outlasts the drain,
@@ -244,6 +250,7 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
     }
 
     review.abort();
+    quota.abort();
     if !*stop.borrow() {
         // The application was dropped rather than stopped: nobody waits for a drain, and work
         // left behind is retaken after its lease like a crash's.
@@ -352,12 +359,15 @@ enum Outcome {
         errcode: i32,
         errmsg: String,
         review_ref: Option<String>,
+        msgid: Option<i64>,
     },
     /// The account's daily quota is used up: sending pauses for everyone, and the message goes
     /// back to the queue without spending its attempt.
     QuotaExhausted {
         errcode: Option<i32>,
         errmsg: String,
+        /// When the refused send began: a quota reset after it makes the refusal stale.
+        started: chrono::DateTime<Utc>,
     },
 }
 
@@ -378,7 +388,7 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
                 template_gone: false,
             }
         }
-        Some(openid) => attempt(wechat, &m, openid).await,
+        Some(openid) => attempt(wechat, &m, openid, Utc::now()).await,
     };
     let outcome = match outcome {
         Outcome::Retry { errcode, errmsg }
@@ -397,7 +407,12 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
 }
 
 /// One send, with at most one immediate retry after a token refresh.
-async fn attempt(wechat: &Connected, m: &Claimed, openid: &str) -> Outcome {
+async fn attempt(
+    wechat: &Connected,
+    m: &Claimed,
+    openid: &str,
+    started: chrono::DateTime<Utc>,
+) -> Outcome {
     let client_msg_id = m.id.to_string();
     let body = TemplateSend {
         touser: openid,
@@ -417,28 +432,34 @@ async fn attempt(wechat: &Connected, m: &Claimed, openid: &str) -> Outcome {
             errcode,
             errmsg,
             review_ref,
+            msgid,
         }) => Outcome::UnderReview {
             errcode: i32::try_from(errcode).unwrap_or(crate::review::UNDER_REVIEW_ERRCODE),
             errmsg,
             review_ref,
+            msgid,
         },
         // No token to send with: WeChat or the token store is in trouble, not the message.
         Err(CallError::Token(e)) => Outcome::Retry {
             errcode: None,
             errmsg: ErrorChain(&e).to_string(),
         },
-        Err(CallError::Wechat(e)) => classify(&e),
+        Err(CallError::Wechat(e)) => classify(&e, started),
     }
 }
 
-fn classify(e: &WechatError) -> Outcome {
+fn classify(e: &WechatError, started: chrono::DateTime<Utc>) -> Outcome {
     let errcode = e.errcode().and_then(|c| i32::try_from(c).ok());
     let errmsg = match e {
         WechatError::Api { errmsg, .. } => errmsg.clone(),
         other => other.to_string(),
     };
     if e.is_quota_exhausted() {
-        Outcome::QuotaExhausted { errcode, errmsg }
+        Outcome::QuotaExhausted {
+            errcode,
+            errmsg,
+            started,
+        }
     } else if e.is_retryable() {
         Outcome::Retry { errcode, errmsg }
     } else {
@@ -547,26 +568,32 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             errcode,
             errmsg,
             review_ref,
+            msgid,
         } => {
             deps.metrics.message_under_review();
             tracing::info!(errcode, errmsg = %errmsg, "WeChat holds the message for review; it will not be resent");
+            let openid = m.openid.clone().unwrap_or_default();
             db::run(&deps.pool, move |conn| {
-                db::messages::mark_under_review(
-                    conn,
-                    id,
-                    attempt,
+                let held = db::messages::Held {
                     errcode,
-                    &errmsg,
-                    review_ref.as_deref(),
-                )
+                    errmsg: &errmsg,
+                    review_ref: review_ref.as_deref(),
+                    msgid,
+                    openid: &openid,
+                };
+                db::messages::mark_under_review(conn, id, attempt, &held)
             })
             .await
         }
-        Outcome::QuotaExhausted { errcode, errmsg } => {
+        Outcome::QuotaExhausted {
+            errcode,
+            errmsg,
+            started,
+        } => {
             let until = crate::quota::next_reset(Utc::now());
             let recorded = db::run(&deps.pool, move |conn| {
                 conn.transaction(|conn| {
-                    let began = db::pause::set(conn, until, errcode, &errmsg)?;
+                    let began = db::pause::set(conn, until, errcode, &errmsg, started)?;
                     let held =
                         db::messages::hand_back_unspent(conn, id, attempt, errcode, &errmsg)?;
                     Ok((began, held))

@@ -272,7 +272,8 @@ export interface paths {
         /**
          * Reset the daily quota at WeChat and resume sending (admins).
          * @description Calls WeChat's `clear_quota` (10 a month per account) and lifts the pause in every
-         *     process. Use it when messages must go out before midnight Beijing time.
+         *     process. Use it when messages must go out before midnight Beijing time. A second reset
+         *     within ten seconds, with no pause since, answers as the first did without calling WeChat.
          */
         post: operations["reset_quota"];
         delete?: never;
@@ -697,10 +698,10 @@ export interface components {
             /**
              * Format: int64
              * @description Sends WeChat allows today (`openapi/quota/get`; 100,000 by default, more with more
-             *     followers).
+             *     followers); null when WeChat did not answer (see `wechat_error`).
              * @example 100000
              */
-            daily_limit: number;
+            daily_limit?: number | null;
             /**
              * Format: date-time
              * @description While WeChat refuses sends for the day's quota (45009), no message is sent until this
@@ -710,10 +711,10 @@ export interface components {
             paused_until?: string | null;
             /**
              * Format: int64
-             * @description Sends WeChat still allows today.
+             * @description Sends WeChat still allows today; null when WeChat did not answer.
              * @example 98800
              */
-            remain: number;
+            remain?: number | null;
             /**
              * Format: int64
              * @description Messages WeChat took today (since midnight Beijing time), by this service's own count:
@@ -723,10 +724,12 @@ export interface components {
             sent_today: number;
             /**
              * Format: int64
-             * @description Sends WeChat counted today.
+             * @description Sends WeChat counted today; null when WeChat did not answer.
              * @example 1200
              */
-            used: number;
+            used?: number | null;
+            /** @description Why WeChat's figures are missing; null when WeChat answered. */
+            wechat_error?: string | null;
         };
         /** @description Readiness. */
         ReadyResponse: {
@@ -1366,7 +1369,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Today's quota */
+            /** @description Today's quota (WeChat's figures null, with `wechat_error`, when WeChat did not answer) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1386,15 +1389,6 @@ export interface operations {
             };
             /** @description `forbidden`: only admins may see the quota */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description `wechat_unavailable`: WeChat did not say */
-            502: {
                 headers: {
                     [name: string]: unknown;
                 };

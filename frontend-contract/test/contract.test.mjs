@@ -30,7 +30,6 @@ const UNREACHABLE = {
   "POST /api/login 503":
     "`busy` needs more concurrent logins than the verification queue holds, `unavailable` a database outage (both covered by the Rust integration tests)",
   "GET /api/wechat/events 503": "sandbox mode always has a push token",
-  "GET /api/quota 502": "the simulator does not fail",
   "GET /api/quota 503": "sandbox mode always has (simulated) credentials and a database",
   "POST /api/quota/reset 502": "the simulator does not fail",
   "POST /api/quota/reset 503": "sandbox mode always has (simulated) credentials and a database",
@@ -308,8 +307,9 @@ test("review and quota", async () => {
   // Held for review and blocked: under_review, then failed with delivery blocked.
   await faults({ send_errcodes: [40252], review: "block" });
   const held = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA } });
+  // A reconciliation round may settle it before the first poll sees it under review.
   const review = await waitFor(demo.token, held.body.id, (m) => m.status !== "queued" && m.status !== "sending");
-  assert.equal(review.status, "under_review");
+  assert.ok(["under_review", "failed"].includes(review.status), review.status);
   assert.equal(review.errcode, 40252);
   const blocked = await waitFor(demo.token, held.body.id, (m) => m.status === "failed");
   assert.equal(blocked.delivery, "blocked");
@@ -330,11 +330,19 @@ test("review and quota", async () => {
   assert.equal(reset.body.was_paused, true);
   const sent = await waitFor(demo.token, waiting.body.id, (m) => m.status === "sent");
   assert.equal(sent.attempts, 1);
-  // WeChat allows 10 resets a month.
+  // WeChat allows 10 resets a month. (A reset right after another, with no pause between,
+  // spends none: each one here follows a pause.)
   let refused;
   for (let i = 0; i < 10 && !refused; i++) {
+    await faults({ send_errcodes: [45009] });
+    const m = await call("POST", "/api/messages", {
+      token: admin.token,
+      json: { user_id: demo.user.id, data: ORDER_DATA },
+    });
+    await waitFor(admin.token, m.body.id, (x) => x.errcode === 45009);
     const r = await call("POST", "/api/quota/reset", { token: admin.token });
     if (r.status === 429) refused = r;
+    else await waitFor(admin.token, m.body.id, (x) => x.status === "sent");
   }
   assert.equal(refused?.body.error.code, "quota_reset_limit");
 });

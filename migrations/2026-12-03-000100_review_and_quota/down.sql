@@ -40,12 +40,14 @@ AS $$
 $$;
 DROP TABLE quota_resets;
 DROP TABLE send_pause;
-DROP INDEX messages_sent_at;
 DROP INDEX messages_unreported;
 DROP INDEX messages_under_review;
+DROP TABLE review_cursors;
 ALTER TABLE messages DROP COLUMN review_ref;
+ALTER TABLE messages DROP COLUMN review_openid;
 ALTER TABLE messages DROP COLUMN review_record_id;
-UPDATE messages SET status = 'failed', errmsg = 'under review when the migration was reverted'
+-- Not `failed`: a caller would resend, and WeChat may still deliver the held one.
+UPDATE messages SET status = 'sent', errmsg = 'under review when the migration was reverted'
     WHERE status = 'under_review';
 ALTER TABLE messages DROP CONSTRAINT messages_status_check;
 ALTER TABLE messages ADD CONSTRAINT messages_status_check

@@ -8,6 +8,9 @@ ALTER TABLE messages DROP CONSTRAINT messages_status_check;
 ALTER TABLE messages ADD CONSTRAINT messages_status_check
     CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'under_review'));
 ALTER TABLE messages ADD COLUMN review_ref TEXT;
+-- The openid the held message went to: review's records name it, and the recipient may
+-- unbind (or the openid be bound to someone else) before review ends.
+ALTER TABLE messages ADD COLUMN review_openid TEXT;
 -- The `queryblocktmplmsg` record a blocked message was matched to: each record settles one
 -- message, however long WeChat keeps listing it.
 ALTER TABLE messages ADD COLUMN review_record_id BIGINT;
@@ -16,10 +19,16 @@ CREATE UNIQUE INDEX messages_review_record ON messages (review_record_id)
 CREATE INDEX messages_under_review ON messages (sent_at) WHERE status = 'under_review';
 -- Messages a late delivery report may belong to (WeChat delivered one it held for review under
 -- a msgid the service never learnt): few, so the lookup by recipient stays cheap.
-CREATE INDEX messages_unreported ON messages (user_id)
+CREATE INDEX messages_unreported ON messages (review_openid)
     WHERE msgid IS NULL AND delivery IS NULL AND status IN ('under_review', 'sent');
--- The day's sends (`GET /api/quota`) and, later, retention by age.
-CREATE INDEX messages_sent_at ON messages (sent_at) WHERE sent_at IS NOT NULL;
+
+-- Per `queryblocktmplmsg` key, the largest record id all of whose predecessors are too old to
+-- match a message under review: each round reads on from there instead of from the start.
+CREATE TABLE review_cursors (
+    key        TEXT        PRIMARY KEY,
+    largest_id BIGINT      NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 
 -- At most one row: while `paused_until` is ahead, no process claims messages (WeChat said the
 -- account's daily quota is used up). Lifted by the clock (midnight Beijing time) or by an
@@ -42,7 +51,7 @@ CREATE TABLE quota_resets (
 
 -- The claim, as before (see 2026-12-02-000310_claim_due_miniprogram for why each half walks
 -- its index), but nothing while the account is paused. The pause test is a one-time filter
--- evaluated before either index is walked, so a paused claim costs one primary-key probe.
+-- evaluated before either index is walked (a read of the one-row table).
 CREATE OR REPLACE FUNCTION claim_due_messages(batch_size BIGINT, lease_ms BIGINT)
 RETURNS TABLE (
     id          UUID,

@@ -66,7 +66,13 @@ async fn a_used_up_quota_pauses_every_process_until_an_admin_resets_it() {
         .as_str()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("paused_until: {quota}"));
-    assert_eq!(until, wxbind::quota::next_reset(Utc::now()), "{quota}");
+    // Midnight Beijing time (the day may have turned since the pause began).
+    let now = Utc::now();
+    let expected = [
+        wxbind::quota::next_reset(now - chrono::TimeDelta::seconds(30)),
+        wxbind::quota::next_reset(now),
+    ];
+    assert!(expected.contains(&until), "{quota}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(app.wechat.sends().len(), 1, "nothing is sent while paused");
     for id in &others {
@@ -196,4 +202,98 @@ async fn a_user_who_refused_the_message_fails_it_without_a_retry() {
     assert_eq!(m["errcode"], 43101);
     assert_eq!(m["attempts"], 1);
     assert_eq!(app.wechat.sends().len(), 1, "not retried");
+}
+
+#[actix_web::test]
+async fn a_pause_ends_by_itself_when_wechat_reports_quota_again() {
+    let app = wxbind_tests::spawn_app_with(|c| {
+        c.delivery.quota_check = Duration::from_millis(200);
+    })
+    .await;
+    let admin = app.admin("root").await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    let id = pause_with_one_message(&app, &admin.token, &user).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let m = get_json(&app, &admin.token, &format!("/api/messages/{id}")).await;
+    assert_eq!(m["status"], "queued", "WeChat still reports none left: {m}");
+
+    // Reset in WeChat's console: the quota comes back without this service's reset.
+    app.wechat.set_quota(100_000, 0);
+
+    let m = app.wait_for_final(&user.token, &id).await;
+    assert_eq!(m["status"], "sent", "{m}");
+    assert_eq!(app.wechat.quota_resets().len(), 0);
+}
+
+#[actix_web::test]
+async fn the_quota_shows_the_pause_when_wechat_does_not_answer() {
+    let app = spawn_app().await;
+    let admin = app.admin("root").await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    pause_with_one_message(&app, &admin.token, &user).await;
+    app.wechat.fail(wxbind_tests::QUOTA_GET, true);
+
+    let quota = get_json(&app, &admin.token, "/api/quota").await;
+
+    assert!(
+        quota["daily_limit"].is_null() && quota["remain"].is_null(),
+        "{quota}"
+    );
+    assert!(
+        quota["wechat_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("-1")),
+        "{quota}"
+    );
+    assert!(quota["paused_until"].is_string(), "{quota}");
+    assert_eq!(quota["sent_today"], 0);
+}
+
+#[actix_web::test]
+async fn a_second_reset_right_after_the_first_does_not_spend_another() {
+    let app = spawn_app().await;
+    let admin = app.admin("root").await;
+
+    let first = post_as(&app, &admin.token, "/api/quota/reset").await;
+    let second = post_as(&app, &admin.token, "/api/quota/reset").await;
+
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let second: Value = second.json().await.expect("json");
+    assert_eq!(second["resets_this_month"], 1, "{second}");
+    assert_eq!(app.wechat.quota_resets().len(), 1, "WeChat was asked once");
+}
+
+#[actix_web::test]
+async fn a_refusal_from_before_a_reset_does_not_pause_again() {
+    let app = spawn_app().await;
+    let admin = app.admin("root").await;
+    let before = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        post_as(&app, &admin.token, "/api/quota/reset")
+            .await
+            .status(),
+        200
+    );
+    let mut conn = app.db.conn();
+    let until = wxbind::quota::next_reset(Utc::now());
+
+    // A send that began before the reset comes back 45009 after it: stale, no pause.
+    let began =
+        wxbind::db::pause::set(&mut conn, until, Some(45009), "quota", before).expect("set");
+    assert!(!began);
+    assert!(
+        wxbind::db::pause::current(&mut conn)
+            .expect("read")
+            .is_none()
+    );
+    // One that began after it pauses.
+    let began =
+        wxbind::db::pause::set(&mut conn, until, Some(45009), "quota", Utc::now()).expect("set");
+    assert!(began);
 }

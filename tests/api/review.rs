@@ -162,3 +162,126 @@ async fn a_report_matching_several_messages_under_review_is_not_guessed() {
         assert_eq!(m["status"], "under_review", "{m}");
     }
 }
+
+#[actix_web::test]
+async fn a_long_blocked_history_is_paged_and_read_on_from_a_cursor() {
+    let app = reviewing_app(3600).await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    // 150 records from last week (two pages), then alice's.
+    let week_ago = now() - 7 * 24 * 3600;
+    for i in 0..150 {
+        app.wechat.block(
+            &format!("openid-old-{i}"),
+            wxbind_tests::DEFAULT_TEMPLATE,
+            week_ago,
+        );
+    }
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let id = app.send_simple(&user).await;
+    app.wait_for_status(&user.token, &id, "under_review").await;
+    app.wechat
+        .block("openid-alice", wxbind_tests::DEFAULT_TEMPLATE, now());
+
+    let m = app.wait_for_final(&user.token, &id).await;
+    assert_eq!(
+        (m["status"].as_str(), m["delivery"].as_str()),
+        (Some("failed"), Some("blocked")),
+        "{m}"
+    );
+
+    // A second message under review: the rounds now start past last week's records.
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let next = app.send_simple(&user).await;
+    app.wait_for_status(&user.token, &next, "under_review")
+        .await;
+    let seen = app.wechat.blocked_queries().len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let later: Vec<i64> = app.wechat.blocked_queries()[seen..]
+        .iter()
+        .map(|q| q["largest_id"].as_i64().expect("largest_id"))
+        .collect();
+    assert!(!later.is_empty());
+    assert!(
+        later.iter().all(|&l| l >= 150),
+        "rounds read on from the cursor: {later:?}"
+    );
+    let m = message(&app, &user.token, &next).await;
+    assert_eq!(
+        m["status"], "under_review",
+        "the old record settles no second message: {m}"
+    );
+}
+
+#[actix_web::test]
+async fn a_message_stays_under_review_while_wechat_cannot_be_asked() {
+    let app = reviewing_app(1).await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    app.wechat.fail(wxbind_tests::QUERY_BLOCKED, true);
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let id = app.send_simple(&user).await;
+    app.wait_for_status(&user.token, &id, "under_review").await;
+
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let m = message(&app, &user.token, &id).await;
+    assert_eq!(m["status"], "under_review", "not settled on a guess: {m}");
+
+    app.wechat.fail(wxbind_tests::QUERY_BLOCKED, false);
+    let m = app.wait_for_final(&user.token, &id).await;
+    assert_eq!(m["status"], "sent", "{m}");
+}
+
+#[actix_web::test]
+async fn a_block_is_matched_to_the_openid_it_went_to_after_the_user_unbinds() {
+    let app = reviewing_app(3600).await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let id = app.send_simple(&user).await;
+    app.wait_for_status(&user.token, &id, "under_review").await;
+    assert_eq!(app.delete_binding(&user.token).await.status(), 204);
+
+    app.wechat
+        .block("openid-alice", wxbind_tests::DEFAULT_TEMPLATE, now());
+
+    let m = app.wait_for_final(&user.token, &id).await;
+    assert_eq!(
+        (m["status"].as_str(), m["delivery"].as_str()),
+        (Some("failed"), Some("blocked")),
+        "{m}"
+    );
+}
+
+#[actix_web::test]
+async fn a_late_report_reaches_a_message_that_passed_review() {
+    let app = reviewing_app(1).await;
+    let user = app.user("alice").await;
+    app.bind(&user, "openid-alice").await;
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let id = app.send_simple(&user).await;
+    let m = app.wait_for_final(&user.token, &id).await;
+    assert_eq!(
+        (m["status"].as_str(), m["delivery"].as_str()),
+        (Some("sent"), Some("unknown")),
+        "{m}"
+    );
+
+    let extra = "<MsgID>555</MsgID><Status><![CDATA[success]]></Status>";
+    let resp = app
+        .push_plain(&push_xml(
+            "openid-alice",
+            now(),
+            "TEMPLATESENDJOBFINISH",
+            extra,
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    let m = message(&app, &user.token, &id).await;
+    assert_eq!(
+        (m["delivery"].as_str(), m["msgid"].as_i64()),
+        (Some("delivered"), Some(555)),
+        "{m}"
+    );
+}

@@ -162,6 +162,8 @@ struct State {
     quota_resets: Vec<Value>,
     /// An errcode `clear_quota` answers with instead of success.
     clear_quota_errcode: Option<i64>,
+    /// Paths of the endpoints that answer -1 (system busy) from now on.
+    failing: std::collections::HashSet<&'static str>,
 }
 
 impl State {
@@ -218,17 +220,17 @@ impl FakeWechat {
             .await;
         Mock::given(method("POST"))
             .and(path("/wxa/sec/queryblocktmplmsg"))
-            .respond_with(Authed(Arc::clone(&state), blocked_page))
+            .respond_with(Authed(Arc::clone(&state), QUERY_BLOCKED, blocked_page))
             .mount(&server)
             .await;
         Mock::given(method("POST"))
             .and(path("/cgi-bin/openapi/quota/get"))
-            .respond_with(Authed(Arc::clone(&state), quota_get))
+            .respond_with(Authed(Arc::clone(&state), QUOTA_GET, quota_get))
             .mount(&server)
             .await;
         Mock::given(method("POST"))
             .and(path("/cgi-bin/clear_quota"))
-            .respond_with(Authed(Arc::clone(&state), clear_quota))
+            .respond_with(Authed(Arc::clone(&state), CLEAR_QUOTA, clear_quota))
             .mount(&server)
             .await;
         state.lock().expect("fake state").quota = (100_000, 0);
@@ -320,6 +322,17 @@ impl FakeWechat {
             "id": id, "tmpl_msg_id": tmpl_msg_id, "title": "订单发货通知",
             "content": "商品名称：…", "send_timestamp": send_timestamp, "openid": openid,
         }));
+    }
+
+    /// Makes the endpoint at `path` ([`QUERY_BLOCKED`], [`QUOTA_GET`], [`CLEAR_QUOTA`]) answer
+    /// -1 (system busy) from now on, or normally again.
+    pub fn fail(&self, path: &'static str, failing: bool) {
+        let mut s = self.state();
+        if failing {
+            s.failing.insert(path);
+        } else {
+            s.failing.remove(path);
+        }
     }
 
     /// Bodies of every `queryblocktmplmsg` request so far.
@@ -478,7 +491,13 @@ impl Respond for TemplateSend {
                     "invalid credential, access_token is invalid or not latest",
                 );
             }
-            Some(SendReply::Errcode(c)) => return errcode(c, "scripted error"),
+            Some(SendReply::Errcode(c)) => {
+                if c == 45009 {
+                    // WeChat reports the quota used up once it refuses for it.
+                    s.quota.1 = s.quota.0;
+                }
+                return errcode(c, "scripted error");
+            }
             Some(SendReply::Http(status)) => return ResponseTemplate::new(status),
             Some(SendReply::Delay(d)) => delay = Some(d),
             None => {}
@@ -523,9 +542,17 @@ impl Respond for TemplateList {
     }
 }
 
-/// An endpoint that takes an access token and a JSON body, answered by `.1`.
+/// `wxa/sec/queryblocktmplmsg`.
+pub const QUERY_BLOCKED: &str = "/wxa/sec/queryblocktmplmsg";
+/// `cgi-bin/openapi/quota/get`.
+pub const QUOTA_GET: &str = "/cgi-bin/openapi/quota/get";
+/// `cgi-bin/clear_quota`.
+pub const CLEAR_QUOTA: &str = "/cgi-bin/clear_quota";
+
+/// An endpoint (`.1`) that takes an access token and a JSON body, answered by `.2`.
 struct Authed(
     Arc<Mutex<State>>,
+    &'static str,
     fn(&mut State, &Value) -> ResponseTemplate,
 );
 
@@ -533,6 +560,9 @@ impl Respond for Authed {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let token = access_token_of(req);
         let mut s = self.0.lock().expect("fake state");
+        if s.failing.contains(self.1) {
+            return errcode(-1, "system error");
+        }
         if s.current_token.as_deref() != Some(token.as_str()) {
             return errcode(
                 40001,
@@ -542,7 +572,7 @@ impl Respond for Authed {
         let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
             return errcode(47001, "data format error");
         };
-        (self.1)(&mut s, &body)
+        (self.2)(&mut s, &body)
     }
 }
 

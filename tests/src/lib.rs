@@ -20,8 +20,9 @@ use wxbind::startup::{Application, ProcessRole, StopHandle};
 
 pub use db::TestDb;
 pub use fake_wechat::{
-    CodeReply, FakeWechat, KEYWORD_TYPES, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, ORDER_TEMPLATE,
-    SendReply, TYPES_TEMPLATE, default_templates, template,
+    CLEAR_QUOTA, CodeReply, FakeWechat, KEYWORD_TYPES, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN,
+    ORDER_TEMPLATE, QUERY_BLOCKED, QUOTA_GET, SendReply, TYPES_TEMPLATE, default_templates,
+    template,
 };
 
 /// The password every test user gets.

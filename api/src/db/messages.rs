@@ -255,6 +255,9 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryRes
 }
 
 /// The row as this claim left it: still `sending` and still at this claim's attempt number.
+/// `hand_back_unspent` lowers the attempt number again, but only from `sending` at this
+/// claim's number, which only this claim's holder can write: a stale holder still matches
+/// nothing.
 fn still_claimed(
     id: Uuid,
     attempt: i32,
@@ -363,6 +366,21 @@ pub fn reschedule(
         .map(|n| n == 1)
 }
 
+/// What WeChat's 40252 answer said, as stored with the held message.
+#[derive(Debug, Clone)]
+pub struct Held<'a> {
+    /// 40252.
+    pub errcode: i32,
+    /// WeChat's errmsg.
+    pub errmsg: &'a str,
+    /// An id the answer carried for the held message (`tmpl_msg_id`), if any.
+    pub review_ref: Option<&'a str>,
+    /// A msgid the answer carried, if any: a late delivery report then matches it exactly.
+    pub msgid: Option<i64>,
+    /// The openid it was sent to.
+    pub openid: &'a str,
+}
+
 /// Records that WeChat holds the message for review (40252): neither retried nor failed.
 /// `sent_at` is now (the reconciliation measures its hour from it). Returns false when the
 /// claim was lost.
@@ -370,18 +388,18 @@ pub fn mark_under_review(
     conn: &mut PgConnection,
     id: Uuid,
     attempt: i32,
-    errcode: i32,
-    errmsg: &str,
-    review_ref: Option<&str>,
+    held: &Held<'_>,
 ) -> QueryResult<bool> {
     diesel::update(messages::table.filter(still_claimed(id, attempt)))
         .set((
             messages::status.eq(MessageStatus::UnderReview),
             messages::lease_until.eq(None::<DateTime<Utc>>),
             messages::sent_at.eq(diesel::dsl::now),
-            messages::errcode.eq(Some(errcode)),
-            messages::errmsg.eq(errmsg),
-            messages::review_ref.eq(review_ref),
+            messages::errcode.eq(Some(held.errcode)),
+            messages::errmsg.eq(held.errmsg),
+            messages::review_ref.eq(held.review_ref),
+            messages::msgid.eq(held.msgid),
+            messages::review_openid.eq(held.openid),
         ))
         .execute(conn)
         .map(|n| n == 1)
@@ -420,7 +438,7 @@ pub struct UnderReview {
     /// The id WeChat's 40252 answer carried, if any.
     #[diesel(sql_type = Nullable<Text>)]
     pub review_ref: Option<String>,
-    /// The recipient's openid (null if they unbound since).
+    /// The openid it was sent to.
     #[diesel(sql_type = Nullable<Text>)]
     pub openid: Option<String>,
     /// When WeChat answered 40252.
@@ -431,8 +449,8 @@ pub struct UnderReview {
 /// Messages under review, oldest first, at most `limit`.
 pub fn under_review(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<UnderReview>> {
     diesel::sql_query(
-        "SELECT m.id, m.template_id, m.review_ref, u.openid, m.sent_at
-         FROM messages m JOIN users u ON u.id = m.user_id
+        "SELECT m.id, m.template_id, m.review_ref, m.review_openid AS openid, m.sent_at
+         FROM messages m
          WHERE m.status = $1
          ORDER BY m.sent_at
          LIMIT $2",
@@ -455,7 +473,8 @@ pub fn settle_blocked(
         "UPDATE messages m
          SET status = $3, errcode = $4, errmsg = $5, delivery = $6, review_record_id = v.record
          FROM unnest($1, $2) AS v (id, record)
-         WHERE m.id = v.id AND m.status = $7",
+         WHERE m.id = v.id AND m.status = $7
+           AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.review_record_id = v.record)",
     )
     .bind::<Array<diesel::sql_types::Uuid>, _>(matched.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(matched.iter().map(|m| m.1).collect::<Vec<_>>())
@@ -476,8 +495,13 @@ pub fn used_review_records(conn: &mut PgConnection, records: &[i64]) -> QueryRes
 }
 
 /// Ends messages under review that review let through (not listed as blocked an hour after
-/// their send): `sent`, delivery as WeChat reported it, or unknown. Returns how many.
-pub fn settle_passed(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+/// their send): `sent`, delivery as WeChat reported it, or unknown. `note` is kept as the
+/// errmsg (why it was settled without an answer), or none. Returns how many.
+pub fn settle_passed(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    note: Option<&str>,
+) -> QueryResult<usize> {
     diesel::update(
         messages::table
             .filter(messages::id.eq_any(ids))
@@ -486,38 +510,83 @@ pub fn settle_passed(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<usize
     .set((
         messages::status.eq(MessageStatus::Sent),
         messages::errcode.eq(None::<i32>),
-        messages::errmsg.eq(None::<String>),
+        messages::errmsg.eq(note),
     ))
     .execute(conn)
 }
 
+/// The record id a `queryblocktmplmsg` key is read on from (0: from the start).
+pub fn review_cursor(conn: &mut PgConnection, key: &str) -> QueryResult<i64> {
+    use super::schema::review_cursors;
+    review_cursors::table
+        .find(key)
+        .select(review_cursors::largest_id)
+        .first(conn)
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Moves a key's cursor forward to `largest_id` (never back).
+pub fn advance_review_cursor(
+    conn: &mut PgConnection,
+    key: &str,
+    largest_id: i64,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO review_cursors (key, largest_id) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET largest_id = excluded.largest_id, updated_at = now()
+         WHERE review_cursors.largest_id < excluded.largest_id",
+    )
+    .bind::<Text, _>(key)
+    .bind::<BigInt, _>(largest_id)
+    .execute(conn)
+    .map(drop)
+}
+
 /// A delivery report whose msgid matches no message: WeChat reports messages it held for
-/// review and then delivered itself, under a msgid the service never learnt. The report is
-/// given to the recipient's one message without a msgid that is under review (or passed
-/// review with its delivery unknown) in the last two days; with none or several it cannot be
-/// matched and is dropped. Returns whether a message took it.
+/// review and then delivered itself, under a msgid the service never learnt. The report goes
+/// to the message held for `openid` when exactly one is under review (else, when none is, to
+/// the one that passed review with its delivery still unknown), sent before the report was
+/// made (`reported_at`, give or take a minute of clock skew), in the last two days. While the
+/// recipient has a message in flight the report may be that one's, whose msgid is not
+/// recorded yet: nothing is matched. Returns whether a message took it.
 pub fn set_delivery_unmatched(
     conn: &mut PgConnection,
     openid: &str,
     msgid: i64,
     delivery: Delivery,
+    reported_at: DateTime<Utc>,
 ) -> QueryResult<bool> {
     use super::schema::users;
     let recipient = users::table
         .filter(users::openid.eq(openid))
         .select(users::id)
         .single_value();
-    let candidates: Vec<Uuid> = messages::table
+    let in_flight: i64 = messages::table
         .filter(messages::user_id.nullable().eq(recipient))
-        .filter(messages::msgid.is_null())
-        .filter(messages::delivery.is_null())
-        .filter(messages::status.eq_any([MessageStatus::UnderReview, MessageStatus::Sent]))
-        .filter(messages::sent_at.gt(Utc::now() - chrono::TimeDelta::days(2)))
-        .select(messages::id)
-        .limit(2)
-        .for_update()
-        .load(conn)?;
-    let [id] = candidates[..] else {
+        .filter(messages::status.eq(MessageStatus::Sending))
+        .count()
+        .get_result(conn)?;
+    if in_flight > 0 {
+        return Ok(false);
+    }
+    let candidates = |status: MessageStatus| {
+        messages::table
+            .filter(messages::review_openid.eq(openid))
+            .filter(messages::msgid.is_null())
+            .filter(messages::delivery.is_null())
+            .filter(messages::status.eq(status))
+            .filter(messages::sent_at.gt(Utc::now() - chrono::TimeDelta::days(2)))
+            .filter(messages::sent_at.le(reported_at + chrono::TimeDelta::minutes(1)))
+            .select(messages::id)
+            .limit(2)
+            .for_update()
+    };
+    let mut found: Vec<Uuid> = candidates(MessageStatus::UnderReview).load(conn)?;
+    if found.is_empty() {
+        found = candidates(MessageStatus::Sent).load(conn)?;
+    }
+    let [id] = found[..] else {
         return Ok(false);
     };
     diesel::update(messages::table.find(id))
@@ -532,12 +601,25 @@ pub fn set_delivery_unmatched(
         .map(|n| n == 1)
 }
 
-/// How many messages WeChat took (sent, under review, or blocked by review) since `since`.
+/// How many messages WeChat took (sent, under review, or blocked by review) since `since`:
+/// finished ones queued at most two days earlier (the retention index) plus those under
+/// review.
 pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<i64> {
-    messages::table
-        .filter(messages::sent_at.ge(since))
-        .count()
-        .get_result(conn)
+    #[derive(QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = BigInt)]
+        taken: i64,
+    }
+    let row: Taken = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM messages
+                 WHERE status IN ('sent', 'failed') AND created_at >= $1 - interval '2 days'
+                   AND sent_at >= $1)
+              + (SELECT count(*) FROM messages WHERE status = 'under_review' AND sent_at >= $1)
+             AS taken",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .get_result(conn)?;
+    Ok(row.taken)
 }
 
 /// How many messages of `sender` wait for their first attempt, from their fair-queueing ranks

@@ -29,15 +29,25 @@ pub fn current(conn: &mut PgConnection) -> QueryResult<Option<Pause>> {
         .optional()
 }
 
-/// Pauses every process's claims until `until`, unless a pause in force already lasts as long.
-/// Returns true when this call began the pause (none was in force), so it is logged once.
+/// Pauses every process's claims until `until`, unless a pause in force already lasts as long,
+/// or the quota was reset after the refused send began (`send_started`): that refusal is
+/// about the quota before the reset. Returns true when this call began the pause (none was
+/// in force), so it is logged once.
 pub fn set(
     conn: &mut PgConnection,
     until: DateTime<Utc>,
     errcode: Option<i32>,
     errmsg: &str,
+    send_started: DateTime<Utc>,
 ) -> QueryResult<bool> {
     conn.transaction(|conn| {
+        let reset_since: i64 = quota_resets::table
+            .filter(quota_resets::reset_at.gt(send_started))
+            .count()
+            .get_result(conn)?;
+        if reset_since > 0 {
+            return Ok(false);
+        }
         let before = current(conn)?;
         diesel::sql_query(
             "INSERT INTO send_pause (id, paused_until, errcode, errmsg) VALUES (TRUE, $1, $2, $3)
@@ -63,6 +73,13 @@ pub fn lift(conn: &mut PgConnection) -> QueryResult<bool> {
         diesel::sql_query("SELECT pg_notify('wxbind_messages', '')").execute(conn)?;
         Ok(was)
     })
+}
+
+/// When the last quota reset through this service was made, if any.
+pub fn last_reset(conn: &mut PgConnection) -> QueryResult<Option<DateTime<Utc>>> {
+    quota_resets::table
+        .select(diesel::dsl::max(quota_resets::reset_at))
+        .first(conn)
 }
 
 /// Records a quota reset made by `user_id`.

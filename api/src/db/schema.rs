@@ -48,6 +48,7 @@ diesel::table! {
         delivery -> Nullable<Text>,
         miniprogram -> Nullable<Jsonb>,
         review_ref -> Nullable<Text>,
+        review_openid -> Nullable<Text>,
         review_record_id -> Nullable<Int8>,
         fair_rank -> Int8,
     }
@@ -67,6 +68,14 @@ diesel::table! {
         id -> Int8,
         reset_by -> Nullable<Int8>,
         reset_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    review_cursors (key) {
+        key -> Text,
+        largest_id -> Int8,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -168,6 +177,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     push_nonces,
     quota_resets,
+    review_cursors,
     send_pause,
     send_rate,
     sessions,

@@ -15,15 +15,17 @@ use crate::wechat::Wechat;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuotaResponse {
     /// Sends WeChat allows today (`openapi/quota/get`; 100,000 by default, more with more
-    /// followers).
+    /// followers); null when WeChat did not answer (see `wechat_error`).
     #[schema(example = 100000)]
-    pub daily_limit: i64,
-    /// Sends WeChat counted today.
+    pub daily_limit: Option<i64>,
+    /// Sends WeChat counted today; null when WeChat did not answer.
     #[schema(example = 1200)]
-    pub used: i64,
-    /// Sends WeChat still allows today.
+    pub used: Option<i64>,
+    /// Sends WeChat still allows today; null when WeChat did not answer.
     #[schema(example = 98800)]
-    pub remain: i64,
+    pub remain: Option<i64>,
+    /// Why WeChat's figures are missing; null when WeChat answered.
+    pub wechat_error: Option<String>,
     /// While WeChat refuses sends for the day's quota (45009), no message is sent until this
     /// time (midnight Beijing time) or a reset; queued messages wait without spending their
     /// attempts. Null while sending.
@@ -67,10 +69,9 @@ fn admin_only(auth: &AuthUser) -> Result<(), ApiError> {
     tag = "messages",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Today's quota", body = QuotaResponse),
+        (status = 200, description = "Today's quota (WeChat's figures null, with `wechat_error`, when WeChat did not answer)", body = QuotaResponse),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins may see the quota", body = ErrorBody),
-        (status = 502, description = "`wechat_unavailable`: WeChat did not say", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured` or `unavailable`", body = ErrorBody),
     )
 )]
@@ -83,10 +84,15 @@ pub async fn get_quota(
 ) -> Result<HttpResponse, ApiError> {
     admin_only(&auth)?;
     let status = quota::status(&state.pool, wechat.get()?).await?;
+    let (figures, wechat_error) = match status.wechat {
+        Ok(q) => (Some(q), None),
+        Err(e) => (None, Some(e)),
+    };
     Ok(HttpResponse::Ok().json(QuotaResponse {
-        daily_limit: status.wechat.daily_limit,
-        used: status.wechat.used,
-        remain: status.wechat.remain,
+        daily_limit: figures.map(|q| q.daily_limit),
+        used: figures.map(|q| q.used),
+        remain: figures.map(|q| q.remain),
+        wechat_error,
         paused_until: status.paused_until,
         sent_today: status.sent_today,
     }))
@@ -95,7 +101,8 @@ pub async fn get_quota(
 /// Reset the daily quota at WeChat and resume sending (admins).
 ///
 /// Calls WeChat's `clear_quota` (10 a month per account) and lifts the pause in every
-/// process. Use it when messages must go out before midnight Beijing time.
+/// process. Use it when messages must go out before midnight Beijing time. A second reset
+/// within ten seconds, with no pause since, answers as the first did without calling WeChat.
 #[utoipa::path(
     tag = "messages",
     security(("bearer" = [])),

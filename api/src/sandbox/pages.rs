@@ -331,12 +331,13 @@ pub(super) struct SetFaults {
     /// What review does with the next message it holds: `block` or `approve`.
     #[serde(default)]
     review: Option<Verdict>,
+    /// Drop the queued errcodes and the review decision first.
+    #[serde(default)]
+    clear: bool,
 }
 
-/// Most errcodes one request may queue.
-const MAX_FAULTS: usize = 1000;
-
-/// `POST /sandbox/api/faults {"send_errcodes": [40252, 45009, -1], "review": "block"}`.
+/// `POST /sandbox/api/faults {"send_errcodes": [40252, 45009, -1], "review": "block",
+/// "clear": false}`.
 pub(super) async fn set_faults(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
     let faults: SetFaults = match serde_json::from_slice(&body) {
         Ok(f) => f,
@@ -350,17 +351,26 @@ pub(super) async fn set_faults(sim: web::Data<Simulator>, body: web::Bytes) -> H
             );
         }
     };
-    if faults.send_errcodes.len() > MAX_FAULTS || faults.send_errcodes.contains(&0) {
+    if faults.send_errcodes.contains(&0) {
         return sandbox_error(
             400,
             "invalid_request",
-            "send_errcodes takes at most 1000 non-zero errcodes",
+            "send_errcodes are non-zero errcodes",
         );
     }
     if faults.review == Some(Verdict::Pending) {
         return sandbox_error(400, "invalid_request", "review is block or approve");
     }
-    sim.state.set_faults(faults.send_errcodes, faults.review);
+    if !sim
+        .state
+        .set_faults(faults.clear, faults.send_errcodes, faults.review)
+    {
+        return sandbox_error(
+            400,
+            "invalid_request",
+            "at most 1000 errcodes may be queued; clear them with \"clear\": true",
+        );
+    }
     HttpResponse::Ok().json(sim.state.faults())
 }
 

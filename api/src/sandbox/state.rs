@@ -118,6 +118,8 @@ struct Inner {
 
 /// The template-send quota of a simulated account per day (WeChat's default).
 pub const DAILY_LIMIT: i64 = 100_000;
+/// Most errcodes queued for the next sends.
+pub const MAX_FAULTS: usize = 1000;
 /// Quota resets WeChat allows a month.
 pub const RESETS_PER_MONTH: usize = 10;
 
@@ -439,7 +441,15 @@ impl Sandbox {
             inner.quota = (today, 0);
             inner.exhausted = false;
         }
-        match inner.send_faults.pop_front() {
+        let fault = inner.send_faults.pop_front();
+        if fault == Some(45009) {
+            inner.exhausted = true;
+        }
+        if inner.exhausted || inner.quota.1 >= DAILY_LIMIT {
+            inner.exhausted = true;
+            return Err(err(45009, "reach max api daily quota limit"));
+        }
+        match fault {
             Some(40252) => {
                 inner.quota.1 += 1;
                 inner.next_msgid += 1;
@@ -457,9 +467,6 @@ impl Sandbox {
                 });
                 return Ok(SendResult::Held { id, verdict });
             }
-            Some(45009) => {
-                inner.exhausted = true;
-            }
             Some(errcode) => {
                 return Err(SimError {
                     errcode,
@@ -467,10 +474,6 @@ impl Sandbox {
                 });
             }
             None => {}
-        }
-        if inner.exhausted || inner.quota.1 >= DAILY_LIMIT {
-            inner.exhausted = true;
-            return Err(err(45009, "reach max api daily quota limit"));
         }
         inner.quota.1 += 1;
         let msgid = deliver(&mut inner, touser, template_id, url, miniprogram, data);
@@ -500,14 +503,28 @@ impl Sandbox {
         Some((h.openid, msgid))
     }
 
-    /// Sets the faults: errcodes for the next sends (appended) and what review does with the
-    /// next message it holds.
-    pub fn set_faults(&self, send_errcodes: Vec<i64>, review: Option<Verdict>) {
+    /// Sets the faults: errcodes for the next sends (appended, at most [`MAX_FAULTS`] queued
+    /// in all) and what review does with the next message it holds. `clear` first drops what
+    /// is queued. False when the errcodes would not fit.
+    pub fn set_faults(
+        &self,
+        clear: bool,
+        send_errcodes: Vec<i64>,
+        review: Option<Verdict>,
+    ) -> bool {
         let mut inner = self.lock();
+        if clear {
+            inner.send_faults.clear();
+            inner.next_verdict = None;
+        }
+        if inner.send_faults.len() + send_errcodes.len() > MAX_FAULTS {
+            return false;
+        }
         inner.send_faults.extend(send_errcodes);
         if review.is_some() {
             inner.next_verdict = review;
         }
+        true
     }
 
     /// The faults, what review holds and the quota.
@@ -612,7 +629,12 @@ fn quota_state(inner: &Inner, now: DateTime<Utc>) -> QuotaState {
     let today = inner.quota.0 == quota_day(now);
     QuotaState {
         daily_limit: DAILY_LIMIT,
-        used: if today { inner.quota.1 } else { 0 },
+        // Once WeChat refuses for the quota it reports the quota used up.
+        used: match (today, inner.exhausted) {
+            (false, _) => 0,
+            (true, true) => DAILY_LIMIT,
+            (true, false) => inner.quota.1,
+        },
         exhausted: today && inner.exhausted,
         resets_this_month: month_resets(inner, now),
     }
@@ -767,7 +789,7 @@ mod tests {
         let t = "SANDBOX_TEMPLATE_LEGACY";
         let data = serde_json::json!({"keyword1": {"value": "v"}});
         let send = |id: &str| s.send_template(&u.openid, t, None, None, data.clone(), Some(id));
-        s.set_faults(vec![-1, 40252, 40252], Some(Verdict::Block));
+        assert!(s.set_faults(false, vec![-1, 40252, 40252], Some(Verdict::Block)));
         assert_eq!(send("m1").expect_err("fault").errcode, -1);
         let Ok(SendResult::Held {
             id: blocked,
@@ -800,7 +822,7 @@ mod tests {
             "held messages are not in the inbox"
         );
 
-        s.set_faults(vec![40252], Some(Verdict::Approve));
+        assert!(s.set_faults(false, vec![40252], Some(Verdict::Approve)));
         let Ok(SendResult::Held {
             id,
             verdict: Verdict::Approve,
@@ -823,11 +845,18 @@ mod tests {
         let data = serde_json::json!({"keyword1": {"value": "v"}});
         let send = |id: &str| s.send_template(&u.openid, t, None, None, data.clone(), Some(id));
         assert!(send("m1").is_ok());
-        s.set_faults(vec![45009], None);
+        assert!(s.set_faults(false, vec![45009], None));
         assert_eq!(send("m2").expect_err("quota").errcode, 45009);
         assert_eq!(send("m3").expect_err("still").errcode, 45009);
         assert!(s.quota().exhausted);
-        assert_eq!(s.quota().used, 1);
+        assert_eq!(s.quota().used, DAILY_LIMIT, "reported as used up");
+        assert!(
+            !s.set_faults(false, vec![-1; MAX_FAULTS + 1], None),
+            "bounded"
+        );
+        assert!(s.set_faults(true, vec![-1], None));
+        assert_eq!(s.faults().send_errcodes, [-1], "cleared first");
+        assert!(s.set_faults(true, vec![], None));
         for _ in 0..RESETS_PER_MONTH {
             s.clear_quota().expect("reset");
         }

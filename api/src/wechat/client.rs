@@ -101,7 +101,8 @@ impl WechatClient {
             return Ok(SendAccepted::UnderReview {
                 errcode: UNDER_REVIEW,
                 errmsg: text("errmsg").unwrap_or_default(),
-                review_ref: text("tmpl_msg_id").or_else(|| text("msgid")),
+                review_ref: text("tmpl_msg_id"),
+                msgid: value.get("msgid").and_then(serde_json::Value::as_i64),
             });
         }
         let sent: TemplateSendResponse = from_answer(value)?;
@@ -431,7 +432,8 @@ mod tests {
             SendAccepted::UnderReview {
                 errcode: 40252,
                 errmsg: "under review rid: 1".into(),
-                review_ref: None
+                review_ref: None,
+                msgid: None,
             }
         );
         let SendAccepted::UnderReview { review_ref, .. } =

@@ -140,9 +140,12 @@ pub enum SendAccepted {
         errcode: i64,
         /// WeChat's errmsg.
         errmsg: String,
-        /// An id the answer carried for the held message (`tmpl_msg_id` or `msgid`), if any:
-        /// what `queryblocktmplmsg` is asked about, besides the template id.
+        /// An id the answer carried for the held message (`tmpl_msg_id`), if any: what
+        /// `queryblocktmplmsg` is asked about instead of the template id.
         review_ref: Option<String>,
+        /// A msgid the answer carried, if any (WeChat documents none): a late delivery
+        /// report then matches the message exactly.
+        msgid: Option<i64>,
     },
 }
 
