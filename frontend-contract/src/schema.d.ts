@@ -142,6 +142,8 @@ export interface paths {
         /**
          * End the refresh session: later refreshes fail; the cookie is cleared.
          * @description Access tokens already issued stay valid until they expire (at most `JWT_TTL_SECONDS`).
+         *     The cookie is optional: without one (or with one that no longer works) this answers 204
+         *     all the same, since there is no session left to end.
          */
         post: operations["logout"];
         delete?: never;
@@ -448,9 +450,10 @@ export interface components {
         /** @description A template message to queue. */
         CreateMessageRequest: {
             /**
-             * @description Template fields: key → `{value}`; at least one. Once the template list is synced,
-             *     the keys and values must fit the template's keywords (`GET /api/templates`): every key
-             *     of a category template and none it lacks, each value by its type's rule.
+             * @description Template fields: key → `{value}`; 1-32 of them, each key 1-32 letters, digits or `_`.
+             *     Once the template list is synced, the keys and values must fit the template's
+             *     keywords (`GET /api/templates`): every key of a category template and none it
+             *     lacks, each value by its type's rule.
              * @example {
              *       "amount4": {
              *         "value": "¥199.00"
@@ -474,14 +477,19 @@ export interface components {
             };
             /**
              * @description Makes retries safe: the same key from the same sender returns the first message.
+             *     1-128 printable ASCII characters, no spaces.
              * @example order-42-shipped
              */
             idempotency_key?: string | null;
             miniprogram?: null | components["schemas"]["MiniprogramPage"];
-            /** @description Template to use; omitted means the server's `WECHAT_TEMPLATE_ID`. */
+            /**
+             * @description Template to use: 1-128 letters, digits, `_` or `-`; omitted means the server's
+             *     `WECHAT_TEMPLATE_ID`.
+             */
             template_id?: string | null;
             /**
-             * @description Page the message opens when tapped (absolute http(s) URL).
+             * @description Page the message opens when tapped: an absolute http(s) URL of at most 1024 bytes,
+             *     without credentials, spaces or control characters.
              * @example https://example.com/orders/42
              */
             url?: string | null;
@@ -567,12 +575,12 @@ export interface components {
         /** @description Credentials. */
         LoginRequest: {
             /**
-             * @description The password.
+             * @description The password (not empty).
              * @example correct horse battery staple
              */
             password: string;
             /**
-             * @description The account name.
+             * @description The account name (not empty).
              * @example alice
              */
             username: string;
@@ -797,7 +805,7 @@ export interface components {
              * @example #173177
              */
             color?: string | null;
-            /** @description The text shown for this field. */
+            /** @description The text shown for this field: at most 1000 characters, none of them U+0000. */
             value: string;
         };
         /** @description A user as the API shows it. */
@@ -968,11 +976,11 @@ export interface operations {
     };
     wechat_callback: {
         parameters: {
-            query?: {
+            query: {
                 /** @description OAuth code; absent when the user refused. */
                 code?: string;
-                /** @description The state from the bind link. */
-                state?: string;
+                /** @description The state from the bind link: 1-128 letters and digits (WeChat passes it on as given). */
+                state: string;
             };
             header?: never;
             path?: never;
@@ -996,7 +1004,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `invalid_state`, `authorization_denied`, `invalid_code` or `snapshot_user` */
+            /** @description `invalid_state` (missing, malformed, unknown, expired or used), `authorization_denied`, `invalid_code` or `snapshot_user` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1076,7 +1084,7 @@ export interface operations {
                     "application/json": components["schemas"]["LoginResponse"];
                 };
             };
-            /** @description `invalid_request`: missing or malformed fields */
+            /** @description `invalid_request`: missing, empty or malformed fields */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1096,6 +1104,15 @@ export interface operations {
             };
             /** @description `payload_too_large` */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1702,6 +1719,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /** @description `invalid_request`: a parameter is missing */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description `invalid_signature`: the signature does not verify, the timestamp is more than 300 s from this server's clock, or the timestamp and nonce were used by a push */

@@ -103,6 +103,12 @@ test("auth: login, refresh, logout", async () => {
   );
   const big = { username: "x", password: "y".repeat(70 * 1024) };
   assert.equal((await call("POST", "/api/login", { json: big })).status, 413);
+  const notJson = await call("POST", "/api/login", {
+    body: JSON.stringify({ username: "demo", password: DEMO_PASSWORD }),
+    headers: { "content-type": "text/plain" },
+  });
+  assert.equal(notJson.status, 415);
+  assert.equal(notJson.body.error.code, "unsupported_media_type");
   for (let i = 0; i < 10; i++) {
     await call("POST", "/api/login", { json: { username: "nobody", password: "wrong-password" } });
   }
@@ -367,6 +373,9 @@ test("wechat server push", async () => {
   assert.equal(check.body, "hello");
   const bad = await call("GET", `/api/wechat/events?signature=00&timestamp=${ts}&nonce=1&echostr=hello`);
   assert.equal(bad.status, 401);
+  const noEcho = await call("GET", `/api/wechat/events?${signed()}`);
+  assert.equal(noEcho.status, 400);
+  assert.equal(noEcho.body.error.code, "invalid_request");
 
   const xml =
     "<xml><ToUserName><![CDATA[gh_x]]></ToUserName><FromUserName><![CDATA[o_contract]]></FromUserName>" +

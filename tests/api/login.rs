@@ -55,6 +55,19 @@ async fn login_returns_401_alike_for_unknown_user_and_wrong_password() {
 }
 
 #[actix_web::test]
+async fn a_username_postgresql_cannot_hold_is_an_unknown_one() {
+    let app = spawn_app().await;
+    app.insert_user("alice", false);
+
+    // No account has U+0000 in its name (PostgreSQL text cannot hold it): the same 401 as
+    // any unknown name, not a failed query.
+    let resp = app.post_login("ali\0ce", TEST_PASSWORD).await;
+
+    assert_error(resp, 401, "invalid_credentials").await;
+    assert_eq!(app.post_login("alice", TEST_PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
 async fn login_returns_400_when_fields_are_missing_or_malformed() {
     let app = spawn_app().await;
     let cases = [

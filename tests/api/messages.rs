@@ -97,6 +97,11 @@ async fn create_message_returns_400_for_bad_input_and_writes_nothing() {
             json!({"data": {"k": {"value": "v", "color": "blue"}}}),
         ),
         ("bad field name", json!({"data": {"a b": {"value": "v"}}})),
+        // PostgreSQL cannot store it: refused before it could fail a batch.
+        (
+            "U+0000 in a value",
+            json!({"data": {"k": {"value": "a\u{0}b"}}}),
+        ),
         (
             "unknown field",
             json!({"data": {"k": {"value": "v"}}, "extra": 1}),

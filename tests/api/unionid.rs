@@ -182,6 +182,14 @@ async fn looking_users_up_is_refused_or_rejected_otherwise() {
         "user_not_found",
     )
     .await;
+    // PostgreSQL text cannot hold U+0000: no binding has one, and asking must not fail.
+    assert_error(
+        app.get_as(&admin.token, &lookup_path("unionid\0alice"))
+            .await,
+        404,
+        "user_not_found",
+    )
+    .await;
     for (case, path) in [
         ("missing", "/api/users".to_owned()),
         ("empty", "/api/users?unionid=".to_owned()),

@@ -33,12 +33,13 @@ impl AsRef<str> for TemplateId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateValue {
-    /// The text shown for this field.
+    /// The text shown for this field: at most 1000 characters, none of them U+0000.
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     pub value: String,
     /// Accepted and ignored: WeChat has not shown custom colours since May 2023, so a
     /// `#RRGGBB` given here is checked for its shape, then neither stored nor sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "#173177")]
+    #[schema(example = "#173177", pattern = "^#[0-9A-Fa-f]{6}$")]
     pub color: Option<String>,
 }
 
@@ -71,6 +72,13 @@ impl TemplateData {
             if v.value.chars().count() > MAX_VALUE_CHARS {
                 return Err(DomainError(format!(
                     "data.{key}.value is longer than {MAX_VALUE_CHARS} characters"
+                )));
+            }
+            // PostgreSQL cannot store U+0000 in text or jsonb: such a row would fail the whole
+            // batch it was written with.
+            if v.value.contains('\0') {
+                return Err(DomainError(format!(
+                    "data.{key}.value must not contain U+0000"
                 )));
             }
             if let Some(color) = &v.color {
@@ -192,6 +200,10 @@ mod tests {
             (
                 "long value",
                 BTreeMap::from([("k".to_owned(), field(&"x".repeat(1001), None))]),
+            ),
+            (
+                "U+0000",
+                BTreeMap::from([("k".to_owned(), field("a\0b", None))]),
             ),
         ];
         for (name, raw) in cases {

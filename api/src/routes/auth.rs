@@ -17,13 +17,13 @@ use crate::verifier::VerifyError;
 /// Credentials.
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
-    /// The account name.
-    #[schema(example = "alice")]
+    /// The account name (not empty).
+    #[schema(example = "alice", min_length = 1)]
     // Not echoed either: people type their password into the username field.
     #[serde(deserialize_with = "string_not_echoed")]
     pub username: String,
-    /// The password.
-    #[schema(example = "correct horse battery staple")]
+    /// The password (not empty).
+    #[schema(example = "correct horse battery staple", min_length = 1)]
     #[serde(deserialize_with = "string_not_echoed")]
     pub password: String,
 }
@@ -81,9 +81,10 @@ redacted_debug!(LoginResponse {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
-        (status = 400, description = "`invalid_request`: missing or malformed fields", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: missing, empty or malformed fields", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: 10 failures a minute for this username, \
             or 30 for any, from this client address", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds until another attempt may succeed"))),
@@ -144,6 +145,11 @@ async fn attempt(
             auth::FAILURE_WINDOW,
         )?;
         if auth::check_failures(recent.for_username, recent.for_address).is_err() {
+            return Ok((recent, None));
+        }
+        // PostgreSQL text cannot hold U+0000, so no account has it in its name: asking would
+        // only fail the query.
+        if username.contains('\0') {
             return Ok((recent, None));
         }
         let profile = db::users::find_profile_by_username(conn, &username)?;
@@ -262,9 +268,11 @@ pub async fn refresh_token(
 /// End the refresh session: later refreshes fail; the cookie is cleared.
 ///
 /// Access tokens already issued stay valid until they expire (at most `JWT_TTL_SECONDS`).
+/// The cookie is optional: without one (or with one that no longer works) this answers 204
+/// all the same, since there is no session left to end.
 #[utoipa::path(
     tag = "auth",
-    security(("session_cookie" = [])),
+    security((), ("session_cookie" = [])),
     responses((status = 204, description = "Logged out (also when there was no session)"))
 )]
 #[post("/logout")]

@@ -65,7 +65,10 @@ pub async fn get_bind_url(
 pub struct CallbackQuery {
     /// OAuth code; absent when the user refused.
     pub code: Option<String>,
-    /// The state from the bind link.
+    // Required, but an `Option` so that a missing one is this API's `invalid_state` rather
+    // than the extractor's `invalid_request`.
+    /// The state from the bind link: 1-128 letters and digits (WeChat passes it on as given).
+    #[param(required = true, pattern = "^[A-Za-z0-9]{1,128}$")]
     pub state: Option<String>,
 }
 redacted_debug!(CallbackQuery {
@@ -84,7 +87,7 @@ redacted_debug!(CallbackQuery {
     responses(
         (status = 200, description = "Bound (HTML page, when BIND_RESULT_URL is unset)", content_type = "text/html", body = String),
         (status = 302, description = "Redirect to BIND_RESULT_URL with the outcome"),
-        (status = 400, description = "`invalid_state`, `authorization_denied`, `invalid_code` or `snapshot_user`", body = ErrorBody),
+        (status = 400, description = "`invalid_state` (missing, malformed, unknown, expired or used), `authorization_denied`, `invalid_code` or `snapshot_user`", body = ErrorBody),
         (status = 409, description = "`already_bound`: the WeChat account is bound to another user, or the user's account to another WeChat account (unbind first)", body = ErrorBody),
         (status = 502, description = "`wechat_unavailable`", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured`", body = ErrorBody),

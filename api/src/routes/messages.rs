@@ -27,24 +27,64 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct CreateMessageRequest {
     /// Recipient; omitted means the caller. Only admins may name another user.
     pub user_id: Option<i64>,
-    /// Template to use; omitted means the server's `WECHAT_TEMPLATE_ID`.
+    /// Template to use: 1-128 letters, digits, `_` or `-`; omitted means the server's
+    /// `WECHAT_TEMPLATE_ID`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub template_id: Option<String>,
-    /// Page the message opens when tapped (absolute http(s) URL).
-    #[schema(example = "https://example.com/orders/42")]
+    /// Page the message opens when tapped: an absolute http(s) URL of at most 1024 bytes,
+    /// without credentials, spaces or control characters.
+    #[schema(
+        example = "https://example.com/orders/42",
+        max_length = 1024,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?:[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*$"
+    )]
     pub url: Option<String>,
     /// Mini-program page the message opens; WeChat opens it instead of `url` when both are
     /// given (clients too old for mini programs open `url`). Non-admins may only name appids
     /// in `WXBIND_MINIPROGRAM_APPIDS`.
     #[serde(default, deserialize_with = "miniprogram_field")]
     pub miniprogram: Option<MiniprogramPage>,
-    /// Template fields: key → `{value}`; at least one. Once the template list is synced,
-    /// the keys and values must fit the template's keywords (`GET /api/templates`): every key
-    /// of a category template and none it lacks, each value by its type's rule.
-    #[schema(example = json!({"thing1": {"value": "无线耳机"}, "character_string2": {"value": "202612020001"}, "time3": {"value": "2026年12月2日 15:01"}, "amount4": {"value": "¥199.00"}, "phrase5": {"value": "已发货"}}))]
+    /// Template fields: key → `{value}` (described in `data_schema`).
+    #[schema(schema_with = data_schema)]
     pub data: BTreeMap<String, TemplateValue>,
     /// Makes retries safe: the same key from the same sender returns the first message.
-    #[schema(example = "order-42-shipped")]
+    /// 1-128 printable ASCII characters, no spaces.
+    #[schema(example = "order-42-shipped", pattern = "^[!-~]{1,128}$")]
     pub idempotency_key: Option<String>,
+}
+
+/// The schema of `data`: 1-32 fields named by 1-32 letters, digits or `_`, each a
+/// [`TemplateValue`] (what `TemplateData::parse` accepts). Written out because the derive has
+/// no way to state a map's key pattern.
+fn data_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::Ref;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let value = AdditionalProperties::RefOr(Ref::from_schema_name("TemplateValue").into());
+    #[allow(deprecated)] // `example`, as the derive writes for every other schema here
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Template fields: key → `{value}`; 1-32 of them, each key 1-32 letters, digits or `_`.\n\
+             Once the template list is synced, the keys and values must fit the template's\n\
+             keywords (`GET /api/templates`): every key of a category template and none it\n\
+             lacks, each value by its type's rule.",
+        ))
+        .additional_properties(Some(value))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_]{1,32}$")),
+        ))
+        .min_properties(Some(1))
+        .max_properties(Some(32))
+        .example(Some(serde_json::json!({
+            "thing1": {"value": "无线耳机"},
+            "character_string2": {"value": "202612020001"},
+            "time3": {"value": "2026年12月2日 15:01"},
+            "amount4": {"value": "¥199.00"},
+            "phrase5": {"value": "已发货"}
+        })))
+        .build()
 }
 
 /// A page of a mini program bound to the official account, as WeChat's template send takes it.
@@ -52,11 +92,15 @@ pub struct CreateMessageRequest {
 #[serde(deny_unknown_fields)]
 pub struct MiniprogramPage {
     /// The mini program's appid: `wx` and 16 letters or digits.
-    #[schema(example = "wx1234567890abcdef")]
+    #[schema(example = "wx1234567890abcdef", pattern = "^wx[A-Za-z0-9]{16}$")]
     pub appid: String,
     /// The page, with an optional query; a path inside the mini program (no scheme or host),
     /// at most 1024 bytes.
-    #[schema(example = "pages/order/detail?id=42")]
+    #[schema(
+        example = "pages/order/detail?id=42",
+        min_length = 1,
+        max_length = 1024
+    )]
     pub pagepath: String,
 }
 
@@ -202,8 +246,12 @@ impl ValidMessage {
     security(("bearer" = [])),
     request_body = CreateMessageRequest,
     responses(
-        (status = 202, description = "Queued", body = MessageResponse),
-        (status = 200, description = "Already queued under this idempotency key", body = MessageResponse),
+        (status = 202, description = "Queued", body = MessageResponse, links(
+            ("GetMessage" = (operation_id = "get_message", parameters(("id" = "$response.body#/id")), description = "Follow its delivery"))
+        )),
+        (status = 200, description = "Already queued under this idempotency key", body = MessageResponse, links(
+            ("GetMessage" = (operation_id = "get_message", parameters(("id" = "$response.body#/id")), description = "Follow its delivery"))
+        )),
         (status = 400, description = "`invalid_request`: bad data, template, url, miniprogram or key (the message names the field); `invalid_template_data`: `data` does not fit the template (`details` lists every problem); `unknown_template`: not, or no longer, one of the account's templates", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins may message other users, choose the template, link to hosts outside `WXBIND_URL_HOSTS` or open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`; the message names the field", body = ErrorBody),

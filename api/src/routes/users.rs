@@ -20,7 +20,12 @@ pub struct UserLookup {
     // Required, but an `Option` so that a missing one is this API's 400 after the admin
     // check rather than the extractor's before it.
     /// The WeChat user's unionid, as the company's other apps know it.
-    #[param(required = true, example = "o6_bmasdasdsad6_2sgVt7hMZOPfL")]
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 128,
+        example = "o6_bmasdasdsad6_2sgVt7hMZOPfL"
+    )]
     pub unionid: Option<String>,
 }
 
@@ -61,6 +66,10 @@ pub async fn find_user(
         return Err(ApiError::invalid(format!(
             "unionid must be at most {MAX_UNIONID_CHARS} characters"
         )));
+    }
+    // PostgreSQL text cannot hold U+0000, so no binding has it: asking would only fail.
+    if unionid.contains('\0') {
+        return Err(ApiError::UserNotFound);
     }
     let profile = db::run(&state.pool, move |conn| {
         db::users::find_profile_by_unionid(conn, &unionid)

@@ -53,6 +53,7 @@ redacted_debug!(UrlCheck {
     params(UrlCheck),
     responses(
         (status = 200, description = "`echostr`, verbatim", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid_request`: a parameter is missing", body = ErrorBody),
         (status = 401, description = "`invalid_signature`: the signature does not verify, the timestamp is more than 300 s from this server's clock, or the timestamp and nonce were used by a push", body = ErrorBody),
         (status = 503, description = "`wechat_not_configured`: WECHAT_TOKEN is unset", body = ErrorBody),
     )

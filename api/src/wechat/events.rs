@@ -69,6 +69,10 @@ pub fn parse_fields(xml: &str) -> Result<BTreeMap<String, String>, XmlError> {
     if !saw_root || depth != 0 {
         return Err(XmlError("expected one complete <xml> element".into()));
     }
+    // XML has no U+0000 (not even as `&#0;`), and PostgreSQL could not store one.
+    if fields.values().any(|v| v.contains('\0')) {
+        return Err(XmlError("U+0000 is not allowed".into()));
+    }
     Ok(fields)
 }
 
@@ -328,6 +332,9 @@ mod tests {
         assert!(parse_fields("<notxml/>").is_err());
         assert!(parse_fields("<xml><a>unclosed</xml>").is_err());
         assert!(parse_fields("").is_err());
+        // No U+0000, raw or as a character reference: PostgreSQL could not record it.
+        assert!(parse_fields("<xml><FromUserName><![CDATA[o\0x]]></FromUserName></xml>").is_err());
+        assert!(parse_fields("<xml><FromUserName>o&#0;x</FromUserName></xml>").is_err());
         assert!(
             Push::from_fields(
                 parse_fields("<xml><ToUserName>x</ToUserName></xml>").expect("parses")
