@@ -1,7 +1,7 @@
 //! Who the caller is: argon2id password hashes, HS256 access tokens (JWT) with the algorithm
 //! pinned, the [`AuthUser`] extractor that makes a handler authenticated, and the limits on
 //! failed logins per client address (counted in PostgreSQL, `db::login_failures`).
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -210,45 +210,89 @@ impl JwtKeys {
         Ok(AuthUser {
             id,
             role: data.claims.role,
+            key: None,
         })
     }
 }
 
 /// The authenticated caller. Taking it as a handler argument is what makes the route
-/// require `Authorization: Bearer <jwt>`.
+/// require `Authorization: Bearer <jwt>` (or an API key, `Bearer wxk_…`).
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
-    /// The caller's user id.
+    /// The caller's user id (for a key, its service principal's).
     pub id: i64,
-    /// The caller's role.
+    /// The caller's role (a key with scope `admin` is an admin).
     pub role: Role,
+    /// The key's scope when the caller is an API key.
+    pub key: Option<crate::keys::Scope>,
 }
 
 impl AuthUser {
-    /// True for admins.
+    /// True for admins (admin users and keys with scope `admin`).
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
 
-    /// May the caller act for `user_id`?
-    pub fn may_act_for(&self, user_id: i64) -> bool {
-        self.is_admin() || self.id == user_id
+    /// May send to any bound user, with any template and link: admins, and keys with scope
+    /// `send`.
+    pub fn may_send_to_anyone(&self) -> bool {
+        self.is_admin() || self.key == Some(crate::keys::Scope::Send)
     }
 }
+
+/// What a key with scope `send` may call (method and route pattern); anything else is 403.
+const SEND_KEY_ROUTES: [(&str, &str); 3] = [
+    ("POST", "/api/messages"),
+    ("GET", "/api/messages/{id}"),
+    ("GET", "/api/templates"),
+];
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        let token = match bearer(req) {
+            Ok(t) => t.to_owned(),
+            Err(e) => return Box::pin(ready(Err(e))),
+        };
+        if !token.starts_with(crate::keys::PREFIX) {
+            return Box::pin(ready(authenticate(req, &token)));
+        }
+        let state = req.app_data::<web::Data<crate::state::AppState>>().cloned();
+        let route = (req.method().as_str().to_owned(), req.match_pattern());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("AppState missing from app data"))
+            })?;
+            let Some(key) = state.keys.check(&state.pool, &token).await? else {
+                return Err(ApiError::Unauthorized("unknown or revoked API key"));
+            };
+            let user = AuthUser {
+                id: key.user_id,
+                role: match key.scope {
+                    crate::keys::Scope::Admin => Role::Admin,
+                    crate::keys::Scope::Send => Role::User,
+                },
+                key: Some(key.scope),
+            };
+            if key.scope == crate::keys::Scope::Send {
+                let allowed = SEND_KEY_ROUTES
+                    .iter()
+                    .any(|(m, p)| route.0 == *m && route.1.as_deref() == Some(*p));
+                if !allowed {
+                    return Err(ApiError::Forbidden(
+                        "an API key with scope send may only send messages, read the ones it sent and list the templates",
+                    ));
+                }
+            }
+            Ok(user)
+        })
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
-    let keys = req
-        .app_data::<web::Data<JwtKeys>>()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("JwtKeys missing from app data")))?;
+/// The bearer token of the request.
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -257,14 +301,20 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
         ))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-    let token = value
+    value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::Unauthorized(
             "Authorization must be 'Bearer <token>'",
-        ))?;
+        ))
+}
+
+fn authenticate(req: &HttpRequest, token: &str) -> Result<AuthUser, ApiError> {
+    let keys = req
+        .app_data::<web::Data<JwtKeys>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("JwtKeys missing from app data")))?;
     keys.verify(token)
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `api`, `worker`, `migrate`, `user add`, `openapi`.
+//! The command line: `serve` (default), `api`, `worker`, `migrate`, `user add`, `key add|list|revoke`,
+//! `openapi`.
 use clap::{Parser, Subcommand};
 
 /// wxbind: bind website accounts to a WeChat Official Account and send template messages.
@@ -28,8 +29,34 @@ pub enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Manage API keys for servers.
+    Key {
+        /// What to do with keys.
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
     /// Print the OpenAPI document (JSON) to stdout.
     Openapi,
+}
+
+/// `wxbind key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a key and print it (once: only its hash is stored).
+    Add {
+        /// 1-64 letters, digits, '_', '.' or '-'.
+        name: String,
+        /// `send` (send to any bound user, read what it sent) or `admin`.
+        #[arg(long, default_value = "send", value_parser = ["send", "admin"])]
+        scope: String,
+    },
+    /// List the keys (names, scopes, prefixes, last use; never the keys).
+    List,
+    /// Revoke a key: requests with it are refused (within 10 s on running instances).
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 /// `wxbind user ...`
@@ -53,6 +80,17 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_commands_parse() {
+        let cli = Cli::try_parse_from(["wxbind", "key", "add", "billing", "--scope", "admin"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Key { action: KeyCommand::Add { ref name, ref scope } }) if name == "billing" && scope == "admin"
+        ));
+        assert!(Cli::try_parse_from(["wxbind", "key", "add", "x", "--scope", "root"]).is_err());
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub enum ApiError {
     /// The message does not exist or is not visible to the caller.
     #[error("message not found")]
     MessageNotFound,
+    /// No live API key of that name.
+    #[error("no live API key of that name")]
+    KeyNotFound,
+    /// An API key of that name exists (or existed).
+    #[error("an API key of that name exists or existed; choose another name")]
+    KeyExists,
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -135,6 +141,8 @@ impl ApiError {
             Self::UserNotFound => ErrorCode::UserNotFound,
             Self::MessageNotFound => ErrorCode::MessageNotFound,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::KeyNotFound => ErrorCode::KeyNotFound,
+            Self::KeyExists => ErrorCode::KeyExists,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::NotBound => ErrorCode::NotBound,
             Self::AlreadyBound | Self::AccountBoundElsewhere => ErrorCode::AlreadyBound,
@@ -226,17 +234,21 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up, sync the templates or see and reset the quota; the message names the field.";
+        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up, sync the templates, see and reset the quota or manage API keys; a key with scope `send` only sends and reads what it sent; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,
         "No such message, or not visible to the caller.";
+    KeyNotFound => "key_not_found", NOT_FOUND,
+        "No live API key of that name.";
     NotFound => "not_found", NOT_FOUND,
         "No such route.";
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED,
         "The route exists with other methods (see `Allow`).";
     NotBound => "not_bound", CONFLICT,
         "The recipient has no WeChat binding.";
+    KeyExists => "key_exists", CONFLICT,
+        "An API key of that name exists or existed (names are not reused).";
     AlreadyBound => "already_bound", CONFLICT,
         "The WeChat account is bound to another user, or the caller's account to another WeChat account (unbind first).";
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE,

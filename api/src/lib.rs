@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod domain;
 pub mod error;
 pub mod housekeeping;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -6,7 +6,7 @@ use clap::Parser;
 use diesel::Connection;
 use secrecy::ExposeSecret;
 use wxbind::auth::{self, Role};
-use wxbind::cli::{Cli, Command, UserCommand};
+use wxbind::cli::{Cli, Command, KeyCommand, UserCommand};
 use wxbind::config::Config;
 use wxbind::deployment::{self, Serves};
 use wxbind::domain::{Password, Username};
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::User {
             action: UserCommand::Add { name, admin },
         } => add_user(&config, &name, admin),
+        Command::Key { action } => key_command(&config, action),
         Command::Openapi => Ok(()),
     };
     match result {
@@ -134,6 +135,55 @@ fn print_sandbox_banner(config: &Config, password: &str, accounts: &[(&str, Demo
     eprintln!("  phone view    : {base}/sandbox/");
     eprintln!("  API docs      : {base}/api/docs/");
     eprintln!("{rule}\n");
+}
+
+fn key_command(config: &Config, action: KeyCommand) -> anyhow::Result<()> {
+    let (mut conn, _) = migrate(config)?;
+    match action {
+        KeyCommand::Add { name, scope } => {
+            if !wxbind::keys::valid_name(&name) {
+                anyhow::bail!("a key name is 1-64 letters, digits, '_', '.' or '-'");
+            }
+            let secret = db::api_keys::secret(&mut conn)?;
+            let (key, hash, prefix) = wxbind::keys::generate(&secret);
+            match db::api_keys::create(&mut conn, &name, &scope, &hash, &prefix)? {
+                db::api_keys::Created::Key(k) => {
+                    eprintln!(
+                        "made {} key {} (shown once; store it in the calling server's secrets):",
+                        k.scope, k.name
+                    );
+                    println!("{key}");
+                    Ok(())
+                }
+                db::api_keys::Created::NameTaken => {
+                    anyhow::bail!("a key named {name} exists or existed")
+                }
+            }
+        }
+        KeyCommand::List => {
+            for k in db::api_keys::list(&mut conn)? {
+                let used = k
+                    .last_used_at
+                    .map_or("never".to_owned(), |t| t.to_rfc3339());
+                let state = k
+                    .revoked_at
+                    .map_or("live".to_owned(), |t| format!("revoked {}", t.to_rfc3339()));
+                println!(
+                    "{}\t{}\t{}…\tlast used {used}\t{state}",
+                    k.name, k.scope, k.prefix
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke { name } => {
+            if db::api_keys::revoke(&mut conn, &name)? {
+                println!("revoked key {name}");
+                Ok(())
+            } else {
+                anyhow::bail!("no live key named {name}")
+            }
+        }
+    }
 }
 
 fn add_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {

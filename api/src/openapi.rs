@@ -31,6 +31,7 @@ messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\
         (name = "binding", description = "Binding a WeChat account (OAuth2)"),
         (name = "messages", description = "Template messages and their delivery"),
         (name = "templates", description = "The official account's templates and their keywords"),
+        (name = "keys", description = "API keys for servers (admins)"),
         (name = "wechat", description = "WeChat's server push (called by WeChat, not the SPA)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
@@ -48,7 +49,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /api/login`."))
+                    .description(Some(
+                        "The `access_token` from `POST /api/login`, or an API key (`wxk_…`, `POST /api/keys`).",
+                    ))
                     .build(),
             ),
         );

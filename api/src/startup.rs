@@ -164,6 +164,7 @@ impl Application {
                 config.delivery.user_sends_per_minute,
                 config.delivery.max_queued_per_sender,
             ),
+            keys: crate::keys::KeyChecker::default(),
         });
         let simulator = crate::sandbox::Simulator::from_config(&config)
             .filter(|_| role.serves_api())

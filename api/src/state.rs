@@ -37,4 +37,6 @@ pub struct AppState {
     pub bind_states: Batcher<NewState, ()>,
     /// What one sender may queue.
     pub limits: crate::limits::SenderLimits,
+    /// API keys.
+    pub keys: crate::keys::KeyChecker,
 }

@@ -7,7 +7,10 @@
 //!
 //! `wxbind-bench login-flood [CLIENTS SECONDS MAX_LOGINS]` is the login flood of `login_flood`:
 //! many concurrent logins with random usernames while health and message accepts are probed.
+//! `wxbind-bench latency [SAMPLES CLIENTS]` and `wxbind-bench retention [ROWS]` are the
+//! operations benchmarks of `ops`.
 mod login_flood;
+mod ops;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -34,6 +37,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().is_some_and(|a| a == "login-flood") {
         return login_flood::run(args.skip(1)).await;
+    }
+    if args.peek().is_some_and(|a| a == "latency") {
+        return ops::latency(args.skip(1)).await;
+    }
+    if args.peek().is_some_and(|a| a == "retention") {
+        return ops::retention(args.skip(1)).await;
     }
     let messages: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
     let clients: usize = args.next().map_or(Ok(64), |a| a.parse())?;
@@ -134,6 +143,16 @@ fn start_service(
     wechat: &FakeWechat,
     extra: &[(&str, &str)],
 ) -> Result<(Service, String), Box<dyn std::error::Error>> {
+    start_role("serve", db, wechat, extra)
+}
+
+/// [`start_service`] as `role` (`serve`, `api` or `worker`).
+fn start_role(
+    role: &str,
+    db: &TestDb,
+    wechat: &FakeWechat,
+    extra: &[(&str, &str)],
+) -> Result<(Service, String), Box<dyn std::error::Error>> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let bin = std::env::var("WXBIND_BIN").unwrap_or_else(|_| {
@@ -141,7 +160,7 @@ fn start_service(
     });
     let mut command = Command::new(&bin);
     command
-        .arg("serve")
+        .arg(role)
         .env("DATABASE_URL", &db.url)
         .env("WXBIND_LISTEN", format!("127.0.0.1:{port}"))
         .env("WXBIND_PUBLIC_URL", &base)

@@ -10,6 +10,8 @@ export type Message = components["schemas"]["MessageResponse"];
 export type MessageStatus = components["schemas"]["MessageStatus"];
 export type Quota = components["schemas"]["QuotaResponse"];
 export type QuotaReset = components["schemas"]["QuotaResetResponse"];
+export type ApiKey = components["schemas"]["KeyResponse"];
+export type CreatedApiKey = components["schemas"]["CreatedKeyResponse"];
 export type NewMessage = components["schemas"]["CreateMessageRequest"];
 export type BindUrl = components["schemas"]["BindUrlResponse"];
 export type BindQrcode = components["schemas"]["BindQrcodeResponse"];
@@ -106,6 +108,14 @@ export function createWxbind(baseUrl: string) {
     quota: () => authed(() => api.GET("/api/quota")),
     /** Admins only: resets the day's quota at WeChat (10 a month) and resumes sending. */
     resetQuota: () => authed(() => api.POST("/api/quota/reset")),
+    /** Admins only: an API key for a server (`key` is shown this once). */
+    createKey: (name: string, scope: "send" | "admin" = "send") =>
+      authed(() => api.POST("/api/keys", { body: { name, scope } })),
+    /** Admins only: every API key (never the keys themselves). */
+    keys: () => authed(() => api.GET("/api/keys")),
+    /** Admins only: revokes an API key. */
+    revokeKey: (name: string) =>
+      authed(() => api.DELETE("/api/keys/{name}", { params: { path: { name } } })),
     /** Whether an access token is held. */
     get loggedIn() {
       return accessToken !== undefined;

@@ -102,6 +102,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every API key, newest first, revoked ones included (admins). */
+        get: operations["list_keys"];
+        put?: never;
+        /**
+         * Make an API key (admins).
+         * @description The key is in the answer and nowhere else: store it in the calling server's secrets.
+         */
+        post: operations["create_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke an API key (admins).
+         * @description Requests with it are refused from then on (within 10 seconds on every instance).
+         */
+        delete: operations["revoke_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/login": {
         parameters: {
             query?: never;
@@ -447,6 +488,15 @@ export interface components {
              */
             url: string;
         };
+        /** @description A key to make. */
+        CreateKeyRequest: {
+            /**
+             * @description 1-64 letters, digits, '_', '.' or '-'; unique (a revoked key's name is not reused).
+             * @example billing-backend
+             */
+            name: string;
+            scope?: null | components["schemas"]["Scope"];
+        };
         /** @description A template message to queue. */
         CreateMessageRequest: {
             /**
@@ -498,6 +548,15 @@ export interface components {
              * @description Recipient; omitted means the caller. Only admins may name another user.
              */
             user_id?: number | null;
+        };
+        /** @description A new key, shown this once. */
+        CreatedKeyResponse: components["schemas"]["KeyResponse"] & {
+            /**
+             * @description The key itself: `Authorization: Bearer <key>`. Only its hash is stored; it cannot be
+             *     shown again.
+             * @example wxk_a1B2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0
+             */
+            key: string;
         };
         /** @description The body of every error response. */
         ErrorBody: {
@@ -551,6 +610,36 @@ export interface components {
              * @example not a valid thing: up to 20 characters: Chinese, letters, digits or symbols
              */
             problem: string;
+        };
+        /** @description A key as listed. */
+        KeyResponse: {
+            /**
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When it was last used (recorded at most once a minute); null if never.
+             */
+            last_used_at?: string | null;
+            /**
+             * @description Its name.
+             * @example billing-backend
+             */
+            name: string;
+            /**
+             * @description Its first characters, to recognise it (`wxk_` and six more).
+             * @example wxk_a1B2c3
+             */
+            prefix: string;
+            /**
+             * Format: date-time
+             * @description When it was revoked; null while it works.
+             */
+            revoked_at?: string | null;
+            /** @description What it may do. */
+            scope: components["schemas"]["Scope"];
         };
         /** @description One keyword of a template. */
         Keyword: {
@@ -752,6 +841,11 @@ export interface components {
          * @enum {string}
          */
         Role: "user" | "admin";
+        /**
+         * @description What a key may do.
+         * @enum {string}
+         */
+        Scope: "send" | "admin";
         /**
          * @description Whether a template is a category template (typed keys) or an old industry-library one.
          * @enum {string}
@@ -1058,6 +1152,170 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthResponse"];
+                };
+            };
+        };
+    };
+    list_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The keys (never the keys themselves) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyResponse"][];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may manage API keys */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateKeyRequest"];
+            };
+        };
+        responses: {
+            /** @description Made; the key is shown once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedKeyResponse"];
+                };
+            };
+            /** @description `invalid_request`: a bad name or scope */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may manage API keys */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `key_exists`: a key of that name exists (or existed) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins may manage API keys */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `key_not_found`: no live key of that name */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

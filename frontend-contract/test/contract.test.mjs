@@ -353,6 +353,48 @@ test("review and quota", async () => {
   assert.equal(refused?.body.error.code, "quota_reset_limit");
 });
 
+test("api keys", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  assert.equal((await call("GET", "/api/keys")).status, 401);
+  assert.equal((await call("GET", "/api/keys", { token: demo.token })).status, 403);
+  assert.equal((await call("POST", "/api/keys", { json: { name: "x" } })).status, 401);
+  assert.equal((await call("POST", "/api/keys", { token: demo.token, json: { name: "x" } })).status, 403);
+  assert.equal((await call("POST", "/api/keys", { token: admin.token, json: { name: "a b" } })).status, 400);
+  const big = { name: "x".repeat(70 * 1024) };
+  assert.equal((await call("POST", "/api/keys", { token: admin.token, json: big })).status, 413);
+  const notJson = await call("POST", "/api/keys", {
+    token: admin.token,
+    body: JSON.stringify({ name: "x" }),
+    headers: { "content-type": "text/plain" },
+  });
+  assert.equal(notJson.status, 415);
+
+  const made = await call("POST", "/api/keys", { token: admin.token, json: { name: "contract", scope: "send" } });
+  assert.equal(made.status, 201);
+  assert.match(made.body.key, /^wxk_/);
+  assert.equal((await call("POST", "/api/keys", { token: admin.token, json: { name: "contract" } })).status, 409);
+  // The key sends as a backend would: to a bound user, then reads what it sent.
+  const me = (await call("GET", "/api/me", { token: demo.token })).body;
+  if (me.wechat_bound) {
+    const sent = await call("POST", "/api/messages", {
+      token: made.body.key,
+      json: { user_id: me.id, data: ORDER_DATA },
+    });
+    assert.equal(sent.status, 202);
+    assert.equal((await call("GET", `/api/messages/${sent.body.id}`, { token: made.body.key })).status, 200);
+  }
+  const listed = await call("GET", "/api/keys", { token: admin.token });
+  assert.equal(listed.status, 200);
+  assert.ok(listed.body.some((k) => k.name === "contract" && !("key" in k)));
+
+  assert.equal((await call("DELETE", "/api/keys/contract")).status, 401);
+  assert.equal((await call("DELETE", "/api/keys/contract", { token: demo.token })).status, 403);
+  assert.equal((await call("DELETE", "/api/keys/contract", { token: admin.token })).status, 204);
+  assert.equal((await call("DELETE", "/api/keys/contract", { token: admin.token })).status, 404);
+  assert.equal((await call("GET", "/api/templates", { token: made.body.key })).status, 401);
+});
+
 test("ops", async () => {
   assert.equal((await call("GET", "/api/health")).body.sandbox, true);
   assert.equal((await call("GET", "/api/ready")).status, 200);

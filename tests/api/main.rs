@@ -6,6 +6,7 @@ mod deployment;
 mod events;
 mod fairness;
 mod hijack;
+mod keys;
 mod limits;
 mod login;
 mod messages;

@@ -65,6 +65,8 @@ pub struct ReceivedSend {
     pub url: Option<String>,
     /// `miniprogram`, if given.
     pub miniprogram: Option<Value>,
+    /// When the fake received it.
+    pub received_at: std::time::Instant,
 }
 
 /// A category template of the fake's default list: an order shipped.
@@ -474,6 +476,7 @@ impl Respond for TemplateSend {
             data: body["data"].clone(),
             url: body["url"].as_str().map(Into::into),
             miniprogram: Some(body["miniprogram"].clone()).filter(|m| !m.is_null()),
+            received_at: std::time::Instant::now(),
         };
         s.sends.push(received.clone());
         if s.current_token.as_deref() != Some(token.as_str()) {

@@ -1,6 +1,27 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    api_key_secret (id) {
+        id -> Bool,
+        secret -> Bytea,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Int8,
+        name -> Text,
+        scope -> Text,
+        key_hash -> Text,
+        prefix -> Text,
+        user_id -> Int8,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     bind_states (state_hash) {
         state_hash -> Text,
         user_id -> Int8,
@@ -171,6 +192,8 @@ diesel::table! {
 diesel::joinable!(bind_states -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    api_key_secret,
+    api_keys,
     bind_states,
     deployment,
     login_failures,

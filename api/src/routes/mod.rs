@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod binding;
 pub mod health;
+pub mod keys;
 pub mod me;
 pub mod messages;
 pub mod quota;
@@ -38,6 +39,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(templates::sync_templates)
             .service(quota::get_quota)
             .service(quota::reset_quota)
+            .service(keys::create_key)
+            .service(keys::list_keys)
+            .service(keys::revoke_key)
             .service(health::health)
             .service(health::ready)
             .service(wechat_events::verify_wechat_url)

@@ -1,0 +1,235 @@
+//! API keys for servers: `Authorization: Bearer wxk_…` authenticates as the key's service
+//! principal. Scope `send` may send to any bound user and read the messages it sent (and the
+//! template list); `admin` may do what an admin user may. A key is `wxk_` and 40 random
+//! letters and digits (about 238 bits), shown once; only its HMAC-SHA256 under the
+//! deployment's secret is stored, so checking one costs a hash and an indexed lookup, never a
+//! password hash. Lookups are remembered for [`CACHE_TTL`] per process (a revocation reaches
+//! every process within that), and a key's last use is recorded at most once a minute.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::db::{self, DbError, PgPool, api_keys::ApiKey};
+
+/// What every key starts with.
+pub const PREFIX: &str = "wxk_";
+/// Random characters after the prefix.
+const RANDOM_LEN: usize = 40;
+/// How long a looked-up key (or a miss) is trusted before it is read again.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most keys (and misses) remembered per process.
+const CACHE_MAX: usize = 10_000;
+/// How often a key's last use is written.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// What a key may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send to any bound user; read the messages it sent and the templates.
+    Send,
+    /// Everything an admin user may do.
+    Admin,
+}
+
+impl Scope {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The stored name back; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "send" => Some(Self::Send),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A key's name: 1-64 letters, digits, '_', '.' or '-'.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A new key: the secret to show once, and what is stored (its hash and display prefix).
+pub fn generate(secret: &[u8]) -> (String, String, String) {
+    let key = format!("{PREFIX}{}", crate::domain::random_alphanumeric(RANDOM_LEN));
+    let hash = hash(secret, &key);
+    let prefix = key[..PREFIX.len() + 6].to_owned();
+    (key, hash, prefix)
+}
+
+/// The stored form of `key`: hex HMAC-SHA256 under the deployment's secret.
+pub fn hash(secret: &[u8], key: &str) -> String {
+    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(key.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// An authenticated key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPrincipal {
+    /// The key's service principal (a `users` row): what messages name as their sender.
+    pub user_id: i64,
+    /// What it may do.
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    found: Option<(i64, KeyPrincipal)>,
+    read_at: Instant,
+}
+
+/// The process's key checker.
+#[derive(Debug, Default)]
+pub struct KeyChecker {
+    secret: tokio::sync::OnceCell<Vec<u8>>,
+    cache: Mutex<HashMap<String, Cached>>,
+    touched: Mutex<HashMap<i64, Instant>>,
+}
+
+impl KeyChecker {
+    /// The deployment's secret, read (or made) once.
+    async fn secret(&self, pool: &PgPool) -> Result<&[u8], DbError> {
+        self.secret
+            .get_or_try_init(|| db::run(pool, db::api_keys::secret))
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Creates a key named `name`; `Ok(None)` when the name is taken.
+    pub async fn create(
+        &self,
+        pool: &PgPool,
+        name: &str,
+        scope: Scope,
+    ) -> Result<Option<(ApiKey, String)>, DbError> {
+        let (key, hash, prefix) = generate(self.secret(pool).await?);
+        let name = name.to_owned();
+        let created = db::run(pool, move |conn| {
+            db::api_keys::create(conn, &name, scope.as_str(), &hash, &prefix)
+        })
+        .await?;
+        Ok(match created {
+            db::api_keys::Created::Key(k) => Some((k, key)),
+            db::api_keys::Created::NameTaken => None,
+        })
+    }
+
+    /// Revokes a key, and forgets what this process remembered of any key.
+    pub async fn revoke(&self, pool: &PgPool, name: &str) -> Result<bool, DbError> {
+        let name = name.to_owned();
+        let revoked = db::run(pool, move |conn| db::api_keys::revoke(conn, &name)).await?;
+        self.lock_cache().clear();
+        Ok(revoked)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live key `key` is, if any.
+    pub async fn check(&self, pool: &PgPool, key: &str) -> Result<Option<KeyPrincipal>, DbError> {
+        let hash = hash(self.secret(pool).await?, key);
+        let cached = self
+            .lock_cache()
+            .get(&hash)
+            .filter(|c| c.read_at.elapsed() < CACHE_TTL)
+            .cloned();
+        let found = match cached {
+            Some(c) => c.found,
+            None => {
+                let h = hash.clone();
+                let row = db::run(pool, move |conn| db::api_keys::find_live(conn, &h)).await?;
+                let found = row.and_then(|k| {
+                    Scope::parse(&k.scope).map(|scope| {
+                        (
+                            k.id,
+                            KeyPrincipal {
+                                user_id: k.user_id,
+                                scope,
+                            },
+                        )
+                    })
+                });
+                let mut cache = self.lock_cache();
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    hash,
+                    Cached {
+                        found,
+                        read_at: Instant::now(),
+                    },
+                );
+                found
+            }
+        };
+        let Some((id, principal)) = found else {
+            return Ok(None);
+        };
+        let due = {
+            let mut touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = touched.get(&id).is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+            if due {
+                touched.insert(id, Instant::now());
+            }
+            due
+        };
+        if due {
+            if let Err(e) = db::run(pool, move |conn| db::api_keys::touch(conn, id)).await {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "recording a key's use failed");
+            }
+        }
+        Ok(Some(principal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_stored_only_as_a_keyed_hash() {
+        let (key, stored, prefix) = generate(b"secret");
+        assert!(key.starts_with(PREFIX) && key.len() == PREFIX.len() + RANDOM_LEN);
+        assert!(key.starts_with(&prefix));
+        assert_eq!(stored, hash(b"secret", &key));
+        assert_ne!(stored, hash(b"another secret", &key), "keyed");
+        assert!(!stored.contains(&key[PREFIX.len()..]));
+        assert_ne!(generate(b"secret").0, key);
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        assert!(valid_name("billing-backend_2.prod"));
+        for bad in ["", "a b", "a:b", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}
