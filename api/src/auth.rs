@@ -241,8 +241,9 @@ impl AuthUser {
 }
 
 /// What a key with scope `send` may call (method and route pattern); anything else is 403.
-const SEND_KEY_ROUTES: [(&str, &str); 3] = [
+const SEND_KEY_ROUTES: [(&str, &str); 4] = [
     ("POST", "/api/messages"),
+    ("GET", "/api/messages"),
     ("GET", "/api/messages/{id}"),
     ("GET", "/api/templates"),
 ];

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The message does not exist or is not visible to the caller.
     #[error("message not found")]
     MessageNotFound,
+    /// Only a failed message can be retried; it has this status.
+    #[error("only a failed message can be retried; this one is {0}")]
+    NotFailed(&'static str),
     /// No live API key of that name.
     #[error("no live API key of that name")]
     KeyNotFound,
@@ -143,6 +146,7 @@ impl ApiError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::KeyNotFound => ErrorCode::KeyNotFound,
             Self::KeyExists => ErrorCode::KeyExists,
+            Self::NotFailed(_) => ErrorCode::NotFailed,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::NotBound => ErrorCode::NotBound,
             Self::AlreadyBound | Self::AccountBoundElsewhere => ErrorCode::AlreadyBound,
@@ -247,6 +251,8 @@ error_codes! {
         "The route exists with other methods (see `Allow`).";
     NotBound => "not_bound", CONFLICT,
         "The recipient has no WeChat binding.";
+    NotFailed => "not_failed", CONFLICT,
+        "Only a `failed` message can be retried.";
     KeyExists => "key_exists", CONFLICT,
         "An API key of that name exists or existed (names are not reused).";
     AlreadyBound => "already_bound", CONFLICT,

@@ -97,6 +97,12 @@ export function createWxbind(baseUrl: string) {
     sendMessage: (message: NewMessage) => authed(() => api.POST("/api/messages", { body: message })),
     getMessage: (id: string) =>
       authed(() => api.GET("/api/messages/{id}", { params: { path: { id } } })),
+    /** Admins (all) and API keys (their own): the message log, newest first, in pages. */
+    messages: (query: NonNullable<paths["/api/messages"]["get"]["parameters"]["query"]> = {}) =>
+      authed(() => api.GET("/api/messages", { params: { query } })),
+    /** Admins only: queues a failed message again (same id, fresh attempts). */
+    retryMessage: (id: string) =>
+      authed(() => api.POST("/api/messages/{id}/retry", { params: { path: { id } } })),
     /** Admins only: the account bound to a WeChat unionid. */
     findUserByUnionid: (unionid: string) =>
       authed(() => api.GET("/api/users", { params: { query: { unionid } } })),

@@ -220,7 +220,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The message log (admins: every message; an API key: the ones it sent).
+         * @description Newest first, in pages: pass `next_cursor` back as `cursor` for the next one. Filters
+         *     combine.
+         */
+        get: operations["list_messages"];
         put?: never;
         /**
          * Queue a template message to a bound user.
@@ -256,6 +261,27 @@ export interface paths {
         get: operations["get_message"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/messages/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Queue a failed message again (admins).
+         * @description With a fresh attempt budget and the same id (WeChat's `client_msg_id`, so a message WeChat
+         *     did deliver is not delivered twice). Only `failed` messages: any other status is 409.
+         */
+        post: operations["retry_message"];
         delete?: never;
         options?: never;
         head?: never;
@@ -691,6 +717,13 @@ export interface components {
             token_type: string;
             /** @description The logged-in user. */
             user: components["schemas"]["UserResponse"];
+        };
+        /** @description One page of the log. */
+        MessagePage: {
+            /** @description Newest first. */
+            messages: components["schemas"]["MessageResponse"][];
+            /** @description Pass as `cursor` for the next page; null on the last. */
+            next_cursor?: string | null;
         };
         /** @description A message and its delivery state. */
         MessageResponse: {
@@ -1449,6 +1482,68 @@ export interface operations {
             };
         };
     };
+    list_messages: {
+        parameters: {
+            query?: {
+                /** @description Only messages with this status. */
+                status?: components["schemas"]["MessageStatus"];
+                /** @description Only messages to this user. */
+                user_id?: number;
+                /** @description Only messages with this template. */
+                template_id?: string;
+                /** @description Only messages queued at or after this time (RFC 3339). */
+                created_after?: string;
+                /** @description Only messages queued before this time (RFC 3339). */
+                created_before?: string;
+                /** @description The previous page's `next_cursor`. */
+                cursor?: string;
+                /** @description Messages per page, 1-200 (50 when omitted). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessagePage"];
+                };
+            };
+            /** @description `invalid_request`: a bad filter, cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins and API keys read the log */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     create_message: {
         parameters: {
             query?: never;
@@ -1597,6 +1692,65 @@ export interface operations {
             };
             /** @description `message_not_found` */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retry_message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins retry messages */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `message_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_failed`: only a failed message can be retried */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

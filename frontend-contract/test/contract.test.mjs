@@ -304,6 +304,39 @@ const faults = (body) =>
     body: JSON.stringify(body),
   });
 
+test("message log and retry", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  assert.equal((await call("GET", "/api/messages")).status, 401);
+  assert.equal((await call("GET", "/api/messages", { token: demo.token })).status, 403);
+  assert.equal((await call("GET", "/api/messages?limit=0", { token: admin.token })).status, 400);
+  const page = await call("GET", "/api/messages?limit=1", { token: admin.token });
+  assert.equal(page.status, 200);
+  assert.equal(page.body.messages.length, 1);
+  assert.equal(typeof page.body.next_cursor, "string");
+  const next = await call("GET", `/api/messages?limit=1&cursor=${page.body.next_cursor}`, { token: admin.token });
+  assert.equal(next.status, 200);
+  assert.notEqual(next.body.messages[0].id, page.body.messages[0].id);
+
+  // A message WeChat refuses for good fails; an admin queues it again with the same id.
+  await faults({ send_errcodes: [40003] });
+  const me = (await call("GET", "/api/me", { token: demo.token })).body;
+  const m = await call("POST", "/api/messages", { token: admin.token, json: { user_id: me.id, data: ORDER_DATA } });
+  await waitFor(admin.token, m.body.id, (x) => x.status === "failed");
+  const retry = `/api/messages/${m.body.id}/retry`;
+  assert.equal((await call("POST", retry)).status, 401);
+  assert.equal((await call("POST", retry, { token: demo.token })).status, 403);
+  const again = await call("POST", retry, { token: admin.token });
+  assert.equal(again.status, 202);
+  assert.equal(again.body.id, m.body.id);
+  await waitFor(admin.token, m.body.id, (x) => x.status === "sent");
+  assert.equal((await call("POST", retry, { token: admin.token })).status, 409);
+  assert.equal(
+    (await call("POST", "/api/messages/00000000-0000-0000-0000-000000000000/retry", { token: admin.token })).status,
+    404,
+  );
+});
+
 test("review and quota", async () => {
   const demo = await login("demo");
   const admin = await login("admin");

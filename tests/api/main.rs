@@ -9,6 +9,7 @@ mod hijack;
 mod keys;
 mod limits;
 mod login;
+mod message_log;
 mod messages;
 mod miniprogram;
 mod ops;

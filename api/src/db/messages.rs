@@ -680,3 +680,100 @@ pub fn purge_finished_batch(
     .bind::<BigInt, _>(batch)
     .execute(conn)
 }
+
+/// What the message log is filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only this sender's (a key's own).
+    pub sender_id: Option<i64>,
+    /// Only this status.
+    pub status: Option<MessageStatus>,
+    /// Only to this recipient.
+    pub user_id: Option<i64>,
+    /// Only with this template.
+    pub template_id: Option<String>,
+    /// Queued at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Queued before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// After this `(created_at, id)` in newest-first order (the previous page's last).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// One page of the log, newest first: at most `limit` messages.
+pub fn log_page(
+    conn: &mut PgConnection,
+    filter: &LogFilter,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    let mut q = messages::table.select(Message::as_select()).into_boxed();
+    if let Some(s) = filter.sender_id {
+        q = q.filter(messages::sender_id.eq(s));
+    }
+    if let Some(s) = filter.status {
+        q = q.filter(messages::status.eq(s));
+    }
+    if let Some(u) = filter.user_id {
+        q = q.filter(messages::user_id.eq(u));
+    }
+    if let Some(t) = &filter.template_id {
+        q = q.filter(messages::template_id.eq(t.clone()));
+    }
+    if let Some(t) = filter.created_after {
+        q = q.filter(messages::created_at.ge(t));
+    }
+    if let Some(t) = filter.created_before {
+        q = q.filter(messages::created_at.lt(t));
+    }
+    if let Some((at, id)) = filter.after {
+        q = q.filter(
+            messages::created_at
+                .lt(at)
+                .or(messages::created_at.eq(at).and(messages::id.lt(id))),
+        );
+    }
+    q.order((messages::created_at.desc(), messages::id.desc()))
+        .limit(limit)
+        .load(conn)
+}
+
+/// What retrying a message found.
+#[derive(Debug)]
+pub enum Retried {
+    /// Queued again.
+    Queued(Box<Message>),
+    /// It is not `failed` (here is its status).
+    NotFailed(MessageStatus),
+    /// No such message.
+    Missing,
+}
+
+/// Queues a failed message again with a fresh attempt budget, at the head of the fair queue,
+/// keeping its id (WeChat's `client_msg_id`), and wakes the workers.
+pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
+    conn.transaction(|conn| {
+        let Some(current) = find(conn, id)? else {
+            return Ok(Retried::Missing);
+        };
+        if current.status != MessageStatus::Failed {
+            return Ok(Retried::NotFailed(current.status));
+        }
+        let row: Option<Message> = diesel::sql_query(
+            "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = now(),
+                 lease_until = NULL, errcode = NULL, errmsg = NULL, delivery = NULL,
+                 review_record_id = NULL, sent_at = NULL,
+                 fair_rank = coalesce((SELECT min(q.fair_rank) FROM messages q
+                                       WHERE q.status = 'queued' AND q.attempts = 0), 0)
+             WHERE id = $1 AND status = 'failed'
+             RETURNING *",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .get_result(conn)
+        .optional()?;
+        diesel::sql_query("SELECT pg_notify('wxbind_messages', '')").execute(conn)?;
+        Ok(match row {
+            Some(m) => Retried::Queued(Box::new(m)),
+            None => Retried::NotFailed(current.status),
+        })
+    })
+}

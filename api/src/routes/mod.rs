@@ -5,6 +5,7 @@ pub mod binding;
 pub mod health;
 pub mod keys;
 pub mod me;
+pub mod message_log;
 pub mod messages;
 pub mod quota;
 pub mod templates;
@@ -35,6 +36,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(binding::get_bind_qrcode)
             .service(messages::create_message)
             .service(messages::get_message)
+            .service(message_log::list_messages)
+            .service(message_log::retry_message)
             .service(templates::list_templates)
             .service(templates::sync_templates)
             .service(quota::get_quota)

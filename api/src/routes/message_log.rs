@@ -1,0 +1,193 @@
+//! The message log for operators: `GET /api/messages` (admins all, an API key its own) with
+//! filters and cursor pages, newest first; `POST /api/messages/{id}/retry` (admins) queues a
+//! failed message again.
+use actix_web::{HttpResponse, get, post, web};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::messages::MessageResponse;
+use crate::auth::AuthUser;
+use crate::db::{self, messages::LogFilter, messages::Retried};
+use crate::domain::MessageStatus;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// Messages per page when `limit` is not given, and at most.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// The log's filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only messages with this status.
+    pub status: Option<MessageStatus>,
+    /// Only messages to this user.
+    pub user_id: Option<i64>,
+    /// Only messages with this template.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub template_id: Option<String>,
+    /// Only messages queued at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only messages queued before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+    /// The previous page's `next_cursor`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub cursor: Option<String>,
+    /// Messages per page, 1-200 (50 when omitted).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+}
+
+/// One page of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    /// Newest first.
+    pub messages: Vec<MessageResponse>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}.{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (micros, id) = text.split_once('.')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+/// The message log (admins: every message; an API key: the ones it sent).
+///
+/// Newest first, in pages: pass `next_cursor` back as `cursor` for the next one. Filters
+/// combine.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(LogQuery),
+    responses(
+        (status = 200, description = "One page", body = MessagePage),
+        (status = 400, description = "`invalid_request`: a bad filter, cursor or limit", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins and API keys read the log", body = ErrorBody),
+    )
+)]
+#[get("/messages")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn list_messages(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !auth.is_admin() && auth.key.is_none() {
+        return Err(ApiError::Forbidden(
+            "only admins and API keys read the message log",
+        ));
+    }
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 200"));
+    }
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
+        ),
+    };
+    if let Some(t) = &q.template_id {
+        crate::domain::TemplateId::parse(t).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    }
+    let filter = LogFilter {
+        // A key with scope `send` reads what it sent; admins (and admin keys) everything.
+        sender_id: (auth.key == Some(crate::keys::Scope::Send)).then_some(auth.id),
+        status: q.status,
+        user_id: q.user_id,
+        template_id: q.template_id,
+        created_after: q.created_after,
+        created_before: q.created_before,
+        after,
+    };
+    let mut rows = db::run(&state.pool, move |conn| {
+        db::messages::log_page(conn, &filter, limit + 1)
+    })
+    .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| rows.last().map(|m| encode_cursor(m.created_at, m.id)))
+        .flatten();
+    Ok(HttpResponse::Ok().json(MessagePage {
+        messages: rows.into_iter().map(MessageResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Queue a failed message again (admins).
+///
+/// With a fresh attempt budget and the same id (WeChat's `client_msg_id`, so a message WeChat
+/// did deliver is not delivered twice). Only `failed` messages: any other status is 409.
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Message id")),
+    responses(
+        (status = 202, description = "Queued again", body = MessageResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only admins retry messages", body = ErrorBody),
+        (status = 404, description = "`message_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_failed`: only a failed message can be retried", body = ErrorBody),
+    )
+)]
+#[post("/messages/{id}/retry")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn retry_message(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::Forbidden("only admins retry messages"));
+    }
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
+    match db::run(&state.pool, move |conn| {
+        db::messages::retry_failed(conn, id)
+    })
+    .await?
+    {
+        Retried::Queued(m) => {
+            tracing::info!(message.id = %m.id, "failed message queued again");
+            state.wake_worker.notify_one();
+            Ok(HttpResponse::Accepted().json(MessageResponse::from(*m)))
+        }
+        Retried::NotFailed(status) => Err(ApiError::NotFailed(status.as_str())),
+        Retried::Missing => Err(ApiError::MessageNotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("time");
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        for bad in ["", "abc", "bm90LWEtY3Vyc29y"] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+}

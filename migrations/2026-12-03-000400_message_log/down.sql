@@ -1,0 +1,2 @@
+DROP INDEX messages_sender_created;
+DROP INDEX messages_created;
