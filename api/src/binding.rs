@@ -213,7 +213,7 @@ async fn exchange_and_bind(
         conn.transaction(|conn| bind_openid(conn, user_id, &openid, unionid.as_deref()))
     })
     .await?;
-    state.metrics.bind();
+    crate::metrics::bind();
     tracing::info!(user.id = user_id, "WeChat account bound");
     Ok(())
 }

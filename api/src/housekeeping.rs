@@ -1,8 +1,8 @@
 //! Housekeeping: the purges that keep tables from growing without bound (finished messages
 //! past `WXBIND_MESSAGE_RETENTION_DAYS`, bind states, sessions, push records, failed logins,
-//! per-minute send counts). A task of its own on a timer, in every process that
-//! serves the API, whether or not it delivers; several processes doing it at once is harmless
-//! (each delete is idempotent).
+//! per-minute send counts), and the probe that reads the queue gauges. Tasks of their own on
+//! timers, in every process that delivers; several processes doing them at once is harmless
+//! (each delete is idempotent, each probe only reads).
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -45,6 +45,52 @@ pub async fn run(pool: PgPool, retention: TimeDelta, mut stop: watch::Receiver<b
         }
         purge(&pool).await;
         purge_messages(&pool, Utc::now() - retention).await;
+    }
+}
+
+/// How often the queue gauges are read.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads the queue gauges (depth by state, the oldest waiting messages' age, the pause) at
+/// once and then every [`PROBE_EVERY`] until `stop` turns true or its sender is dropped. A
+/// failed read leaves the gauges as they were; `wxbind_queue_probed_at_seconds` tells how old
+/// they are.
+pub async fn probe_queue(pool: PgPool, mut stop: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        match db::run(&pool, db::messages::queue_stats).await {
+            Ok(stats) => {
+                failing = false;
+                let age = |oldest: Option<DateTime<Utc>>| {
+                    oldest
+                        .and_then(|t| (stats.now - t).to_std().ok())
+                        .unwrap_or_default()
+                };
+                crate::metrics::queue(&crate::metrics::QueueGauges {
+                    waiting: stats.waiting,
+                    retrying: stats.retrying,
+                    sending: stats.sending,
+                    oldest_waiting: age(stats.oldest_waiting),
+                    oldest_retrying: age(stats.oldest_retrying),
+                    paused: stats.paused,
+                    read_at: stats.now.timestamp(),
+                });
+            }
+            Err(e) => {
+                // Once per streak: the claim loop already reports a database that is away.
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::debug!(error = %ErrorChain(&e), "reading the queue gauges failed");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -100,6 +100,7 @@ impl SenderLimits {
             }
         };
         if queued >= self.max_queued {
+            crate::metrics::rate_limited(crate::metrics::Limit::QueueFull);
             return Err(LimitError::Refused {
                 retry_after: QUEUE_FULL_RETRY_SECS,
                 reason: "this sender has WXBIND_MAX_QUEUED_PER_SENDER messages waiting to be sent; retry once they drain",
@@ -112,6 +113,7 @@ impl SenderLimits {
             })
             .await?;
             if !counted {
+                crate::metrics::rate_limited(crate::metrics::Limit::PerMinute);
                 let now = Utc::now();
                 return Err(LimitError::Refused {
                     retry_after: u64::from(60 - now.second()).max(1),

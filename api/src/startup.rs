@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::db;
 use crate::error;
 use crate::housekeeping;
-use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 use crate::templates::{self, Registry};
@@ -72,7 +71,6 @@ pub struct Application {
     /// (dropping it does too).
     stop_worker: Arc<watch::Sender<bool>>,
     worker: Option<tokio::sync::oneshot::Receiver<()>>,
-    metrics: Arc<Metrics>,
 }
 
 /// CORS for the configured browser origins only; credentials (the session cookie) are
@@ -137,7 +135,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let config = Arc::new(config);
         let pool = db::build_pool(config.database_url(), config.database.pool_size);
-        let metrics = Arc::new(Metrics::default());
+        crate::metrics::install();
         let wake = Arc::new(Notify::new());
         let keys = web::Data::new(JwtKeys::new(
             &config.auth.jwt_secret,
@@ -147,13 +145,12 @@ impl Application {
         let account = config
             .wechat
             .as_ref()
-            .map(|w| Account::new(w, pool.clone(), Arc::clone(&metrics)).map(Arc::new))
+            .map(|w| Account::new(w, pool.clone()).map(Arc::new))
             .transpose()?;
         let registry = Arc::new(Registry::default());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             config: Arc::clone(&config),
-            metrics: Arc::clone(&metrics),
             verifier: Verifier::start(&config.auth.verifier)
                 .map_err(|e| anyhow::Error::new(e).context("starting the password verifiers"))?,
             templates: Arc::clone(&registry),
@@ -256,6 +253,7 @@ impl Application {
                 config.delivery.message_retention,
                 stop_rx.clone(),
             ));
+            actix_web::rt::spawn(housekeeping::probe_queue(pool.clone(), stop_rx.clone()));
         }
         // The API checks messages against the template list, so every process serving it
         // syncs the list; a worker-only process learns of gone templates from WeChat's 40037.
@@ -276,7 +274,6 @@ impl Application {
                     account,
                     templates: registry,
                     wake,
-                    metrics: Arc::clone(&metrics),
                     config: config.delivery.clone(),
                 };
                 Some(worker::spawn(deps, stop_rx)?)
@@ -288,18 +285,12 @@ impl Application {
             server,
             stop_worker: Arc::new(stop_worker),
             worker,
-            metrics,
         })
     }
 
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// This process's counters.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
     }
 
     /// A handle that stops this application as SIGTERM does.

@@ -1,4 +1,4 @@
-//! What every request handler shares: the pool, the configuration, counters, the password
+//! What every request handler shares: the pool, the configuration, the password
 //! verifier, the template registry and the group-commit writers. Built by `startup`; read by
 //! `routes` and the modules that own the rules. WeChat is not here: its handle is per thread
 //! (`wechat::Wechat`). Failed logins are not here either: they are counted in PostgreSQL,
@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::db::PgPool;
 use crate::db::bind_states::NewState;
 use crate::db::messages::{Queued, QueuedRequest};
-use crate::metrics::Metrics;
 use crate::templates::Registry;
 use crate::verifier::Verifier;
 
@@ -22,8 +21,6 @@ pub struct AppState {
     pub pool: PgPool,
     /// Validated configuration.
     pub config: Arc<Config>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
     /// Bounded password verification for logins.
     pub verifier: Verifier,
     /// The official account's templates as this process last synced them (shared with the

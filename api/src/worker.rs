@@ -15,10 +15,10 @@ use uuid::Uuid;
 use crate::config::DeliveryConfig;
 use crate::db::{self, PgPool, messages::Claimed};
 use crate::error::ErrorChain;
-use crate::metrics::Metrics;
+use crate::metrics::{self, ErrcodeClass, SendOutcome};
 use crate::templates::Registry;
 use crate::wechat::types::{SendAccepted, TemplateSend};
-use crate::wechat::{Account, CallError, Connected, WechatError};
+use crate::wechat::{Account, CallError, Connected, ErrorClass, TokenError, WechatError};
 
 /// Everything the worker shares with the rest of the process.
 #[derive(Clone)]
@@ -31,8 +31,6 @@ pub struct WorkerDeps {
     pub templates: Arc<Registry>,
     /// Woken whenever a message is queued.
     pub wake: Arc<Notify>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
     /// Tuning.
     pub config: DeliveryConfig,
 }
@@ -204,6 +202,7 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
             db::messages::claim_due(conn, limit, lease_ms)
         })
         .await;
+        metrics::claim(claimed.as_ref().ok().map(Vec::len));
         let claimed = match claimed {
             Ok(c) => {
                 if let Some(failures) = claim_failures.reset() {
@@ -345,6 +344,8 @@ enum Outcome {
     Failed {
         errcode: Option<i32>,
         errmsg: String,
+        /// The class of the WeChat error behind it.
+        class: ErrcodeClass,
         /// WeChat said the recipient does not follow the account (any more).
         not_following: bool,
         /// WeChat said it does not know the template (any more).
@@ -353,6 +354,8 @@ enum Outcome {
     Retry {
         errcode: Option<i32>,
         errmsg: String,
+        /// The class of the WeChat error behind it.
+        class: ErrcodeClass,
     },
     /// WeChat holds it for review: never resent, settled by `review`.
     UnderReview {
@@ -377,6 +380,7 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
         None => Outcome::Failed {
             errcode: None,
             errmsg: "the recipient is no longer bound to WeChat".into(),
+            class: ErrcodeClass::None,
             not_following: false,
             template_gone: false,
         },
@@ -384,6 +388,7 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
             Outcome::Failed {
                 errcode: None,
                 errmsg: format!("gave up after {} attempts", deps.config.max_attempts),
+                class: ErrcodeClass::None,
                 not_following: false,
                 template_gone: false,
             }
@@ -391,12 +396,15 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
         Some(openid) => attempt(wechat, &m, openid, Utc::now()).await,
     };
     let outcome = match outcome {
-        Outcome::Retry { errcode, errmsg }
-            if m.attempts >= i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) =>
-        {
+        Outcome::Retry {
+            errcode,
+            errmsg,
+            class,
+        } if m.attempts >= i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) => {
             Outcome::Failed {
                 errcode,
                 errmsg: format!("gave up after {} attempts: {errmsg}", m.attempts),
+                class,
                 not_following: false,
                 template_gone: false,
             }
@@ -443,6 +451,10 @@ async fn attempt(
         Err(CallError::Token(e)) => Outcome::Retry {
             errcode: None,
             errmsg: ErrorChain(&e).to_string(),
+            class: match &e {
+                TokenError::Wechat(w) => errcode_class(w),
+                TokenError::Store(_) => ErrcodeClass::Transient,
+            },
         },
         Err(CallError::Wechat(e)) => classify(&e, started),
     }
@@ -461,14 +473,28 @@ fn classify(e: &WechatError, started: chrono::DateTime<Utc>) -> Outcome {
             started,
         }
     } else if e.is_retryable() {
-        Outcome::Retry { errcode, errmsg }
+        Outcome::Retry {
+            errcode,
+            errmsg,
+            class: errcode_class(e),
+        }
     } else {
         Outcome::Failed {
             errcode,
             errmsg,
+            class: errcode_class(e),
             not_following: e.is_not_following(),
             template_gone: e.is_unknown_template(),
         }
+    }
+}
+
+/// The metrics' name for the class of `e`.
+fn errcode_class(e: &WechatError) -> ErrcodeClass {
+    match e.class() {
+        ErrorClass::TokenInvalid => ErrcodeClass::TokenInvalid,
+        ErrorClass::Transient => ErrcodeClass::Transient,
+        ErrorClass::Permanent => ErrcodeClass::Permanent,
     }
 }
 
@@ -524,7 +550,8 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
     let (id, attempt) = (m.id, m.attempts);
     let result = match outcome {
         Outcome::Sent(msgid) => {
-            deps.metrics.message_sent();
+            metrics::send(SendOutcome::Sent, ErrcodeClass::None);
+            metrics::send_latency((Utc::now() - m.created_at).to_std().unwrap_or_default());
             tracing::debug!(msgid, "message sent");
             if sent.send((id, attempt, msgid)).is_err() {
                 tracing::error!("outcome recorder is gone; the lease will expire");
@@ -534,10 +561,11 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
         Outcome::Failed {
             errcode,
             errmsg,
+            class,
             not_following,
             template_gone,
         } => {
-            deps.metrics.message_failed();
+            metrics::send(SendOutcome::Failed, class);
             tracing::warn!(errcode, errmsg = %errmsg, "message failed");
             let unfollowed = m.openid.clone().filter(|_| not_following);
             let gone = template_gone.then(|| m.template_id.clone());
@@ -570,7 +598,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             review_ref,
             msgid,
         } => {
-            deps.metrics.message_under_review();
+            metrics::send(SendOutcome::UnderReview, ErrcodeClass::None);
             tracing::info!(errcode, errmsg = %errmsg, "WeChat holds the message for review; it will not be resent");
             let openid = m.openid.clone().unwrap_or_default();
             db::run(&deps.pool, move |conn| {
@@ -590,6 +618,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             errmsg,
             started,
         } => {
+            metrics::send(SendOutcome::QuotaPaused, ErrcodeClass::Transient);
             let until = crate::quota::next_reset(Utc::now());
             let recorded = db::run(&deps.pool, move |conn| {
                 conn.transaction(|conn| {
@@ -601,7 +630,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             })
             .await;
             if let Ok((true, _)) = recorded {
-                deps.metrics.send_paused();
+                metrics::send_paused();
                 tracing::warn!(
                     errcode,
                     paused_until = %until,
@@ -610,8 +639,12 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             }
             recorded.map(|(_, held)| held)
         }
-        Outcome::Retry { errcode, errmsg } => {
-            deps.metrics.message_retried();
+        Outcome::Retry {
+            errcode,
+            errmsg,
+            class,
+        } => {
+            metrics::send(SendOutcome::Retried, class);
             let delay = backoff(&deps.config, attempt);
             tracing::info!(errcode, errmsg = %errmsg, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
             let at = Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
@@ -640,7 +673,6 @@ mod tests {
     #[test]
     fn the_worker_thread_ends_when_its_application_is_dropped() {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let metrics = Arc::new(Metrics::default());
         // Nothing listens there: every claim fails and the loop goes round again.
         let pool = db::build_pool("postgres://nobody@127.0.0.1:1/nothing", 1);
         let wechat = crate::config::WechatConfig {
@@ -653,13 +685,12 @@ mod tests {
             default_template_id: None,
             push: None,
         };
-        let account = Account::new(&wechat, pool.clone(), Arc::clone(&metrics)).expect("account");
+        let account = Account::new(&wechat, pool.clone()).expect("account");
         let deps = WorkerDeps {
             pool,
             account: Arc::new(account),
             templates: Arc::new(Registry::default()),
             wake: Arc::new(Notify::new()),
-            metrics,
             config: DeliveryConfig {
                 poll_interval: Duration::from_millis(10),
                 nice: 0,

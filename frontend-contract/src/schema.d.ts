@@ -296,8 +296,11 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Counters in the Prometheus text format.
-         * @description With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
+         * This process's metrics in the Prometheus text format.
+         * @description Counters, gauges and histograms: sends by outcome and errcode class, WeChat call latency by
+         *     endpoint, enqueue-to-send latency, queue depth and age, claims, token fetches, pushes,
+         *     logins and limit refusals (the README's "Metrics" lists them). Label values come from fixed
+         *     sets. With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
          */
         get: operations["metrics"];
         put?: never;

@@ -3,7 +3,7 @@
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use serde_json::json;
-use wxbind_tests::{assert_error, simple_message, spawn_app_with};
+use wxbind_tests::{assert_error, metric, simple_message, spawn_app_with};
 
 #[actix_web::test]
 async fn a_user_is_limited_to_their_sends_a_minute_and_an_admin_is_not() {
@@ -11,6 +11,8 @@ async fn a_user_is_limited_to_their_sends_a_minute_and_an_admin_is_not() {
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
     let admin = app.admin("root").await;
+    let refusals = [("code", "too_many_requests"), ("reason", "per_minute")];
+    let (_, before) = app.scrape_metrics().await;
 
     for _ in 0..3 {
         assert_eq!(
@@ -28,6 +30,9 @@ async fn a_user_is_limited_to_their_sends_a_minute_and_an_admin_is_not() {
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_error(refused, 429, "too_many_requests").await;
+    let (_, after) = app.scrape_metrics().await;
+    let counted = |m| metric(m, "wxbind_rate_limited_total", &refusals).expect("series");
+    assert!(counted(&after) >= counted(&before) + 1.0);
 
     let to_alice = json!({"user_id": user.id, "data": {"keyword1": {"value": "from ops"}}});
     for _ in 0..5 {
@@ -51,6 +56,8 @@ async fn a_sender_with_a_full_queue_is_refused_until_it_drains() {
     .execute(&mut conn)
     .expect("pause");
     let body = json!({"user_id": user.id, "data": {"keyword1": {"value": "queued"}}});
+    let refusals = [("code", "too_many_requests"), ("reason", "queue_full")];
+    let (_, before) = app.scrape_metrics().await;
 
     for _ in 0..5 {
         assert_eq!(app.post_message(&admin.token, &body).await.status(), 202);
@@ -58,6 +65,9 @@ async fn a_sender_with_a_full_queue_is_refused_until_it_drains() {
     let refused = app.post_message(&admin.token, &body).await;
     assert!(refused.headers().contains_key("retry-after"));
     assert_error(refused, 429, "too_many_requests").await;
+    let (_, after) = app.scrape_metrics().await;
+    let counted = |m| metric(m, "wxbind_rate_limited_total", &refusals).expect("series");
+    assert!(counted(&after) >= counted(&before) + 1.0);
     // Another sender's queue is their own.
     assert_eq!(
         app.post_message(&user.token, &simple_message())

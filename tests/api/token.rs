@@ -1,7 +1,6 @@
 //! The cross-process access-token lock cannot leak: a refresh whose future is dropped while it
 //! waits for WeChat (a client that hung up, a request timeout) must not leave a pooled
 //! connection holding the lock, or every later refresh in every process would wait forever.
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -10,7 +9,6 @@ use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-use wxbind::metrics::Metrics;
 use wxbind::wechat::{AccessTokenCache, WechatClient, WechatSettings};
 use wxbind_tests::{TEST_APP_ID, TEST_APP_SECRET, TestDb};
 
@@ -57,14 +55,7 @@ async fn a_dropped_refresh_releases_the_token_lock() {
         app_secret: SecretString::from(TEST_APP_SECRET.to_owned()),
         timeout: Duration::from_secs(5),
     });
-    let cache = |pool| {
-        AccessTokenCache::new(
-            TEST_APP_ID,
-            pool,
-            Arc::new(Metrics::default()),
-            Duration::from_secs(5),
-        )
-    };
+    let cache = |pool| AccessTokenCache::new(TEST_APP_ID, pool, Duration::from_secs(5));
     let first = cache(wxbind::db::build_pool(&db.url, 2));
 
     // Dropped while WeChat is still answering, with the lock taken.

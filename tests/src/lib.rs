@@ -605,3 +605,65 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
         "message in {text}"
     );
 }
+
+/// One sample line of a Prometheus exposition: name, labels in order, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses the sample lines of an exposition (comments skipped). Label values here never hold
+/// `,`, `"` or `}`, which keeps this simple.
+pub fn metric_samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("name and value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let inner = rest.strip_suffix('}').expect("closing brace");
+                    let labels = inner
+                        .split(',')
+                        .map(|pair| {
+                            let (k, v) = pair.split_once('=').expect("label=value");
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, Vec::new()),
+            };
+            (name.to_owned(), labels, value)
+        })
+        .collect()
+}
+
+/// The value of the series `name` with exactly `labels`, if it is there.
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && l.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+impl TestApp {
+    /// `GET /api/metrics`: the text and its samples. The recorder is process-wide, shared by
+    /// every test app in the process: compare a counter with an earlier scrape, not with 0.
+    pub async fn scrape_metrics(&self) -> (String, Vec<Sample>) {
+        let resp = self.get("/api/metrics").await;
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = resp.text().await.expect("body");
+        let parsed = metric_samples(&text);
+        (text, parsed)
+    }
+}

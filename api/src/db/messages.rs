@@ -239,6 +239,9 @@ pub struct Claimed {
     /// `{"appid", "pagepath"}` of the mini-program page it opens.
     #[diesel(sql_type = Nullable<Jsonb>)]
     pub miniprogram: Option<serde_json::Value>,
+    /// When it was queued (for the enqueue-to-send latency).
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub created_at: DateTime<Utc>,
 }
 
 /// Claims up to `limit` due messages: those whose lease ran out first, then queued ones that
@@ -776,4 +779,64 @@ pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
             None => Retried::NotFailed(current.status),
         })
     })
+}
+
+/// Most rows each count of [`queue_stats`] reads: past it the count stops, so the probe costs
+/// the same however deep the queue is.
+pub const QUEUE_COUNT_CAP: i64 = 100_000;
+
+/// What the queue gauges show, read in one statement.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct QueueStats {
+    /// Messages waiting for their first attempt (at most [`QUEUE_COUNT_CAP`]).
+    #[diesel(sql_type = BigInt)]
+    pub waiting: i64,
+    /// Queued messages after a failed attempt (at most [`QUEUE_COUNT_CAP`]).
+    #[diesel(sql_type = BigInt)]
+    pub retrying: i64,
+    /// Claimed messages (at most [`QUEUE_COUNT_CAP`]).
+    #[diesel(sql_type = BigInt)]
+    pub sending: i64,
+    /// The oldest `created_at` at the head of the first-attempt queue.
+    #[diesel(sql_type = Nullable<diesel::sql_types::Timestamptz>)]
+    pub oldest_waiting: Option<DateTime<Utc>>,
+    /// The oldest `created_at` among the retries due first.
+    #[diesel(sql_type = Nullable<diesel::sql_types::Timestamptz>)]
+    pub oldest_retrying: Option<DateTime<Utc>>,
+    /// Whether sending is paused for the quota.
+    #[diesel(sql_type = Bool)]
+    pub paused: bool,
+    /// The database's clock, which the ages are measured against.
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub now: DateTime<Utc>,
+}
+
+/// Queue depth by state, the age of the oldest waiting messages and the pause, on the queue's
+/// partial indexes only (`messages_fresh`, `messages_retry`, `messages_leased`).
+///
+/// The oldest first attempt is looked for among the first 10,000 in claim order: a sender's
+/// waiting messages hold consecutive ranks from about the head's, so each sender's oldest is
+/// there unless thousands of senders wait at once. The oldest retry is looked for among the
+/// 1,000 due first.
+pub fn queue_stats(conn: &mut PgConnection) -> QueryResult<QueueStats> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT
+             (SELECT count(*) FROM (SELECT 1 FROM messages
+                  WHERE status = 'queued' AND attempts = 0 LIMIT {QUEUE_COUNT_CAP}) w) AS waiting,
+             (SELECT count(*) FROM (SELECT 1 FROM messages
+                  WHERE status = 'queued' AND attempts > 0 LIMIT {QUEUE_COUNT_CAP}) r) AS retrying,
+             (SELECT count(*) FROM (SELECT 1 FROM messages
+                  WHERE status = 'sending' LIMIT {QUEUE_COUNT_CAP}) s) AS sending,
+             (SELECT min(created_at) FROM (SELECT created_at FROM messages
+                  WHERE status = 'queued' AND attempts = 0
+                  ORDER BY fair_rank LIMIT 10000) h) AS oldest_waiting,
+             (SELECT min(created_at) FROM (SELECT created_at FROM messages
+                  WHERE status = 'queued' AND attempts > 0
+                  ORDER BY next_attempt_at LIMIT 1000) d) AS oldest_retrying,
+             EXISTS (SELECT 1 FROM send_pause WHERE paused_until > now()) AS paused,
+             now() AS now"
+        )
+    });
+    diesel::sql_query(SQL.as_str()).get_result(conn)
 }

@@ -10,9 +10,9 @@ use crate::auth::{self, JwtKeys};
 use crate::client_ip;
 use crate::db::{self, users::Profile};
 use crate::error::{ApiError, ErrorBody, ErrorChain};
+use crate::metrics;
 use crate::state::AppState;
 use crate::telemetry::redacted_debug;
-use crate::verifier::VerifyError;
 
 /// Credentials.
 #[derive(Deserialize, ToSchema)]
@@ -102,7 +102,19 @@ pub async fn login(
     session: Session,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    match attempt(&req, &state, &keys, session, body.into_inner()).await {
+    let result = attempt(&req, &state, &keys, session, body.into_inner()).await;
+    let outcome = match &result {
+        Ok(_) => Some(metrics::Login::Ok),
+        Err(ApiError::InvalidCredentials) => Some(metrics::Login::Invalid),
+        Err(ApiError::TooManyAttempts) => Some(metrics::Login::Throttled),
+        Err(ApiError::Busy) => Some(metrics::Login::Busy),
+        // Malformed requests and server trouble: not a login attempt.
+        Err(_) => None,
+    };
+    if let Some(outcome) = outcome {
+        metrics::login(outcome);
+    }
+    match result {
         // The refusals a flood produces by the thousand a second: answered as a plain response,
         // without the error attached, so the request logger does not write a line for each.
         // They are counted in the metrics instead.
@@ -127,10 +139,7 @@ async fn attempt(
     }
     // First, before any other work: a flood beyond what can be checked is refused here,
     // before it reaches the database.
-    let slot = state
-        .verifier
-        .admit()
-        .inspect_err(|_| state.metrics.login_busy())?;
+    let slot = state.verifier.admit()?;
     let client = client_ip::client_ip(req, &state.config.http.trusted_proxies);
     let key = auth::FailureKey::new(client, &username);
 
@@ -157,20 +166,14 @@ async fn attempt(
     })
     .await?;
     auth::check_failures(recent.for_username, recent.for_address).inspect_err(|_| {
-        state.metrics.login_throttled();
         tracing::debug!(client.address = %key.address, "login refused: too many failures");
     })?;
 
     // Checked on the verifier's threads, without a DB connection held.
     let stored_hash = profile.as_ref().map(|p| p.0.password_hash.clone());
-    let ok = slot.verify(password, stored_hash).await.inspect_err(|e| {
-        if matches!(e, VerifyError::Busy) {
-            state.metrics.login_busy();
-        }
-    })?;
+    let ok = slot.verify(password, stored_hash).await?;
 
     let Some(profile) = profile.filter(|_| ok) else {
-        state.metrics.login_failed();
         tracing::info!(client.address = %key.address, "login failed");
         // Recorded before answering: an attempt the database could not count fails (503 when
         // it is unreachable) rather than being answered as if it had been counted.

@@ -72,9 +72,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(ReadyResponse { status: "ready" }))
 }
 
-/// Counters in the Prometheus text format.
+/// This process's metrics in the Prometheus text format.
 ///
-/// With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
+/// Counters, gauges and histograms: sends by outcome and errcode class, WeChat call latency by
+/// endpoint, enqueue-to-send latency, queue depth and age, claims, token fetches, pushes,
+/// logins and limit refusals (the README's "Metrics" lists them). Label values come from fixed
+/// sets. With `WXBIND_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>`.
 #[utoipa::path(
     tag = "ops",
     responses(
@@ -108,5 +111,5 @@ pub async fn metrics(
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render()))
+        .body(crate::metrics::render()))
 }

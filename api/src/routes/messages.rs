@@ -327,7 +327,7 @@ pub async fn create_message(
             ));
         }
     };
-    state.metrics.message_accepted();
+    crate::metrics::message_accepted();
     state.limits.accepted(auth.id);
     state.wake_worker.notify_one();
     tracing::info!(message.id = %message.id, "message queued");

@@ -11,10 +11,11 @@ use utoipa::IntoParams;
 
 use crate::db;
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{self, PushRejection, PushType};
 use crate::pushes;
 use crate::state::AppState;
 use crate::telemetry::redacted_debug;
-use crate::wechat::events::MAX_PUSH_BYTES;
+use crate::wechat::events::{MAX_PUSH_BYTES, PushKind};
 use crate::wechat::push::{PushError, PushParams, PushSecurity};
 use crate::wechat::{NotConfigured, Wechat};
 
@@ -133,8 +134,17 @@ pub async fn receive_wechat_event(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let security = push_security(&wechat)?;
-    let body = read_limited(payload, MAX_PUSH_BYTES).await?;
-    let body = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
+    let body = read_limited(payload, MAX_PUSH_BYTES)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ApiError::PayloadTooLarge(_)) {
+                metrics::push_rejected(PushRejection::TooLarge);
+            }
+        })?;
+    let body = std::str::from_utf8(&body).map_err(|_| {
+        metrics::push_rejected(PushRejection::Malformed);
+        ApiError::invalid("body is not UTF-8")
+    })?;
     let params = PushParams {
         signature: query.signature.as_deref(),
         timestamp: &query.timestamp,
@@ -143,7 +153,15 @@ pub async fn receive_wechat_event(
         msg_signature: query.msg_signature.as_deref(),
     };
     let now = chrono::Utc::now().timestamp();
-    let opened = security.open(&params, body, now).inspect_err(log_refused)?;
+    let opened = security.open(&params, body, now).inspect_err(|e| {
+        log_refused(e);
+        metrics::push_rejected(match e {
+            PushError::BadSignature => PushRejection::BadSignature,
+            PushError::PlaintextRefused => PushRejection::PlaintextRefused,
+            PushError::OutsideWindow(_) => PushRejection::OutsideWindow,
+            PushError::Malformed(_) => PushRejection::Malformed,
+        });
+    })?;
 
     let signed = pushes::Signed::push(opened.timestamp, &query.nonce, body.as_bytes());
     let push = opened.push.clone();
@@ -151,7 +169,19 @@ pub async fn receive_wechat_event(
         conn.transaction(|conn| pushes::accept(conn, &signed, &push))
     })
     .await
-    .inspect_err(log_replayed)?;
+    .inspect_err(|e| {
+        log_replayed(e);
+        if matches!(e, pushes::AcceptError::Replayed) {
+            metrics::push_rejected(PushRejection::Replayed);
+        }
+    })?;
+    metrics::push(match opened.push.kind() {
+        PushKind::Subscribe { .. } => PushType::Subscribe,
+        PushKind::Unsubscribe => PushType::Unsubscribe,
+        PushKind::Scan { .. } => PushType::Scan,
+        PushKind::TemplateReport { .. } => PushType::TemplateReport,
+        PushKind::Other => PushType::Other,
+    });
     tracing::info!(push.msg_type = %opened.push.msg_type, push.event = ?opened.push.event, "server push handled");
 
     let Some(text) = reply_text else {

@@ -13,7 +13,6 @@ use super::push::PushSecurity;
 use super::token::{AccessToken, AccessTokenCache, TokenError};
 use super::{WechatClient, WechatError, WechatSettings, crypto::CryptoError, oauth};
 use crate::db::PgPool;
-use crate::metrics::Metrics;
 
 /// The shared half: `Send + Sync`, built once per process.
 pub struct Account {
@@ -26,11 +25,7 @@ pub struct Account {
 
 impl Account {
     /// The account of `config`; its token cache persists through `pool`.
-    pub fn new(
-        config: &WechatConfig,
-        pool: PgPool,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, CryptoError> {
+    pub fn new(config: &WechatConfig, pool: PgPool) -> Result<Self, CryptoError> {
         let push = config
             .push
             .as_ref()
@@ -45,7 +40,7 @@ impl Account {
             },
             oauth_base: config.oauth_base.clone(),
             mp_base: config.mp_base.clone(),
-            tokens: AccessTokenCache::new(&config.app_id, pool, metrics, config.timeout),
+            tokens: AccessTokenCache::new(&config.app_id, pool, config.timeout),
             push,
         })
     }

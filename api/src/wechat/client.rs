@@ -1,5 +1,6 @@
 //! The HTTP client for WeChat's server API (awc). One per thread: awc clients are `!Send`.
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -11,6 +12,7 @@ use super::types::{
     Quota, QuotaAnswer, SendAccepted, StableTokenRequest, TemplateSend, TemplateSendResponse,
     TokenResponse,
 };
+use crate::metrics::{CallResult, Endpoint};
 
 /// Largest WeChat answer read; real ones are a few hundred bytes.
 const MAX_BODY: usize = 256 * 1024;
@@ -52,14 +54,17 @@ impl WechatClient {
     /// Exchanges an OAuth `code` for the user's openid (`sns/oauth2/access_token`).
     #[tracing::instrument(name = "wechat.exchange_code", skip_all)]
     pub async fn exchange_code(&self, code: &str) -> Result<OAuthAccessToken, WechatError> {
-        let mut url = self.endpoint("sns/oauth2/access_token");
-        url.query_pairs_mut()
-            .append_pair("appid", &self.settings.app_id)
-            .append_pair("secret", self.settings.app_secret.expose_secret())
-            .append_pair("code", code)
-            .append_pair("grant_type", "authorization_code");
-        let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
-        decode(request.send().await).await
+        timed(Endpoint::OauthCode, async {
+            let mut url = self.endpoint("sns/oauth2/access_token");
+            url.query_pairs_mut()
+                .append_pair("appid", &self.settings.app_id)
+                .append_pair("secret", self.settings.app_secret.expose_secret())
+                .append_pair("code", code)
+                .append_pair("grant_type", "authorization_code");
+            let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
+            decode(request.send().await).await
+        })
+        .await
     }
 
     /// Fetches the global access token (`cgi-bin/stable_token`).
@@ -68,15 +73,18 @@ impl WechatClient {
         &self,
         force_refresh: bool,
     ) -> Result<TokenResponse, WechatError> {
-        let url = self.endpoint("cgi-bin/stable_token");
-        let body = StableTokenRequest {
-            grant_type: "client_credential",
-            appid: &self.settings.app_id,
-            secret: self.settings.app_secret.expose_secret(),
-            force_refresh,
-        };
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        decode(request.send_json(&body).await).await
+        timed(Endpoint::StableToken, async {
+            let url = self.endpoint("cgi-bin/stable_token");
+            let body = StableTokenRequest {
+                grant_type: "client_credential",
+                appid: &self.settings.app_id,
+                secret: self.settings.app_secret.expose_secret(),
+                force_refresh,
+            };
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            decode(request.send_json(&body).await).await
+        })
+        .await
     }
 
     /// Sends a template message (`cgi-bin/message/template/send`): WeChat's msgid, or that
@@ -87,50 +95,59 @@ impl WechatClient {
         access_token: &str,
         message: &TemplateSend<'_>,
     ) -> Result<SendAccepted, WechatError> {
-        let mut url = self.endpoint("cgi-bin/message/template/send");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        let value = read_json(request.send_json(message).await).await?;
-        if value.get("errcode").and_then(serde_json::Value::as_i64) == Some(UNDER_REVIEW) {
-            let text = |k: &str| match value.get(k) {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
-            return Ok(SendAccepted::UnderReview {
-                errcode: UNDER_REVIEW,
-                errmsg: text("errmsg").unwrap_or_default(),
-                review_ref: text("tmpl_msg_id"),
-                msgid: value.get("msgid").and_then(serde_json::Value::as_i64),
-            });
-        }
-        let sent: TemplateSendResponse = from_answer(value)?;
-        Ok(SendAccepted::Sent(sent.msgid))
+        timed(Endpoint::TemplateSend, async {
+            let mut url = self.endpoint("cgi-bin/message/template/send");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            let value = read_json(request.send_json(message).await).await?;
+            if value.get("errcode").and_then(serde_json::Value::as_i64) == Some(UNDER_REVIEW) {
+                let text = |k: &str| match value.get(k) {
+                    Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                return Ok(SendAccepted::UnderReview {
+                    errcode: UNDER_REVIEW,
+                    errmsg: text("errmsg").unwrap_or_default(),
+                    review_ref: text("tmpl_msg_id"),
+                    msgid: value.get("msgid").and_then(serde_json::Value::as_i64),
+                });
+            }
+            let sent: TemplateSendResponse = from_answer(value)?;
+            Ok(SendAccepted::Sent(sent.msgid))
+        })
+        .await
     }
 
     /// Today's quota of template sends (`cgi-bin/openapi/quota/get`).
     #[tracing::instrument(name = "wechat.quota_get", skip_all)]
     pub async fn get_send_quota(&self, access_token: &str) -> Result<Quota, WechatError> {
-        let mut url = self.endpoint("cgi-bin/openapi/quota/get");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let body = serde_json::json!({"cgi_path": "/cgi-bin/message/template/send"});
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        let answer: QuotaAnswer = decode(request.send_json(&body).await).await?;
-        Ok(answer.quota)
+        timed(Endpoint::QuotaGet, async {
+            let mut url = self.endpoint("cgi-bin/openapi/quota/get");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let body = serde_json::json!({"cgi_path": "/cgi-bin/message/template/send"});
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            let answer: QuotaAnswer = decode(request.send_json(&body).await).await?;
+            Ok(answer.quota)
+        })
+        .await
     }
 
     /// Resets the account's daily API quotas (`cgi-bin/clear_quota`; 10 a month).
     #[tracing::instrument(name = "wechat.clear_quota", skip_all)]
     pub async fn clear_quota(&self, access_token: &str) -> Result<(), WechatError> {
-        let mut url = self.endpoint("cgi-bin/clear_quota");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let body = serde_json::json!({"appid": self.settings.app_id});
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        let _: serde_json::Value = decode(request.send_json(&body).await).await?;
-        Ok(())
+        timed(Endpoint::ClearQuota, async {
+            let mut url = self.endpoint("cgi-bin/clear_quota");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let body = serde_json::json!({"appid": self.settings.app_id});
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            let _: serde_json::Value = decode(request.send_json(&body).await).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// One page of the messages review blocked for `tmpl_msg_id`, after record `largest_id`
@@ -143,15 +160,18 @@ impl WechatClient {
         largest_id: i64,
         limit: u32,
     ) -> Result<Vec<BlockedMessage>, WechatError> {
-        let mut url = self.endpoint("wxa/sec/queryblocktmplmsg");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let body = serde_json::json!({
-            "tmpl_msg_id": tmpl_msg_id, "largest_id": largest_id, "limit": limit,
-        });
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        let page: BlockedPage = decode(request.send_json(&body).await).await?;
-        Ok(page.msginfo)
+        timed(Endpoint::QueryBlocked, async {
+            let mut url = self.endpoint("wxa/sec/queryblocktmplmsg");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let body = serde_json::json!({
+                "tmpl_msg_id": tmpl_msg_id, "largest_id": largest_id, "limit": limit,
+            });
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            let page: BlockedPage = decode(request.send_json(&body).await).await?;
+            Ok(page.msginfo)
+        })
+        .await
     }
 
     /// Lists the official account's templates (`cgi-bin/template/get_all_private_template`).
@@ -160,12 +180,15 @@ impl WechatClient {
         &self,
         access_token: &str,
     ) -> Result<Vec<PrivateTemplate>, WechatError> {
-        let mut url = self.endpoint("cgi-bin/template/get_all_private_template");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
-        let listed: PrivateTemplates = decode(request.send().await).await?;
-        Ok(listed.template_list)
+        timed(Endpoint::TemplateList, async {
+            let mut url = self.endpoint("cgi-bin/template/get_all_private_template");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let request = self.http.get(url.as_str()).timeout(self.settings.timeout);
+            let listed: PrivateTemplates = decode(request.send().await).await?;
+            Ok(listed.template_list)
+        })
+        .await
     }
 
     /// Creates a temporary parametric QR code (`cgi-bin/qrcode/create`, `QR_STR_SCENE`).
@@ -176,16 +199,19 @@ impl WechatClient {
         scene: &str,
         expire_seconds: u32,
     ) -> Result<QrTicket, WechatError> {
-        let mut url = self.endpoint("cgi-bin/qrcode/create");
-        url.query_pairs_mut()
-            .append_pair("access_token", access_token);
-        let body = serde_json::json!({
-            "expire_seconds": expire_seconds,
-            "action_name": "QR_STR_SCENE",
-            "action_info": {"scene": {"scene_str": scene}},
-        });
-        let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
-        decode(request.send_json(&body).await).await
+        timed(Endpoint::Qrcode, async {
+            let mut url = self.endpoint("cgi-bin/qrcode/create");
+            url.query_pairs_mut()
+                .append_pair("access_token", access_token);
+            let body = serde_json::json!({
+                "expire_seconds": expire_seconds,
+                "action_name": "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": scene}},
+            });
+            let request = self.http.post(url.as_str()).timeout(self.settings.timeout);
+            decode(request.send_json(&body).await).await
+        })
+        .await
     }
 
     /// `path` under the API base, keeping any path the base has (e.g. `/sandbox`).
@@ -196,6 +222,25 @@ impl WechatClient {
         url.set_query(None);
         url
     }
+}
+
+/// Runs one call to WeChat, recording its latency and result under `endpoint`.
+async fn timed<T>(
+    endpoint: Endpoint,
+    call: impl Future<Output = Result<T, WechatError>>,
+) -> Result<T, WechatError> {
+    let started = Instant::now();
+    let result = call.await;
+    let outcome = match &result {
+        Ok(_) => CallResult::Ok,
+        Err(WechatError::Api { .. }) => CallResult::Errcode,
+        Err(WechatError::Status(_)) => CallResult::HttpStatus,
+        Err(WechatError::Timeout) => CallResult::Timeout,
+        Err(WechatError::Connect(_)) => CallResult::Unreachable,
+        Err(WechatError::Decode(_)) => CallResult::BadAnswer,
+    };
+    crate::metrics::wechat_call(endpoint, started.elapsed(), outcome);
+    result
 }
 
 /// The errcode of a send WeChat holds for review.

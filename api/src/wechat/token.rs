@@ -10,7 +10,6 @@ use super::{WechatClient, WechatError};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::db::{self, DbError, PgPool, PgPooled};
-use crate::metrics::Metrics;
 
 /// Refresh this long before expiry, so no send goes out with a token about to lapse.
 const REFRESH_MARGIN: TimeDelta = TimeDelta::minutes(5);
@@ -57,7 +56,6 @@ pub struct AccessTokenCache {
     lock_wait: std::time::Duration,
     current: RwLock<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
-    metrics: Arc<Metrics>,
 }
 
 impl AccessTokenCache {
@@ -65,7 +63,6 @@ impl AccessTokenCache {
     pub fn new(
         app_id: impl Into<String>,
         pool: PgPool,
-        metrics: Arc<Metrics>,
         fetch_timeout: std::time::Duration,
     ) -> Self {
         Self {
@@ -74,7 +71,6 @@ impl AccessTokenCache {
             lock_wait: fetch_timeout * 2 + std::time::Duration::from_secs(2),
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
-            metrics,
         }
     }
 
@@ -144,14 +140,17 @@ impl AccessTokenCache {
         client: &WechatClient,
         rejected: Option<&str>,
     ) -> Result<AccessToken, TokenError> {
-        self.metrics.token_fetch();
-        let mut fetched = client.fetch_stable_token(false).await?;
+        let fetch = |force_refresh| async move {
+            let fetched = client.fetch_stable_token(force_refresh).await;
+            crate::metrics::token_fetch(fetched.is_ok());
+            fetched
+        };
+        let mut fetched = fetch(false).await?;
         // A normal stable_token fetch returns the current token while WeChat still deems it
         // valid; only when that is the very token a call just refused is a forced refresh due.
         if Some(fetched.access_token.as_str()) == rejected {
             tracing::warn!("WeChat returned the token it had refused; forcing a refresh");
-            self.metrics.token_fetch();
-            fetched = client.fetch_stable_token(true).await?;
+            fetched = fetch(true).await?;
         }
         let lifetime = TimeDelta::seconds(fetched.expires_in.clamp(60, 7 * 24 * 3600));
         tracing::info!(
