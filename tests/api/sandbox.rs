@@ -1021,3 +1021,28 @@ async fn the_sandbox_refuses_faults_it_cannot_play() {
         assert_error(resp, 400, "invalid_request").await;
     }
 }
+
+#[actix_web::test]
+async fn a_user_who_refused_the_message_in_the_sandbox_fails_it_without_a_retry() {
+    let app = spawn_sandbox_app().await;
+    let token = bound_demo(&app, "alice").await;
+    app.post_empty("/sandbox/api/users/alice/follow").await;
+    set_faults(&app, &json!({"send_errcodes": [43101]})).await;
+
+    let id = queue_order(&app, &token).await;
+
+    let m = wait_for(&app, &token, &format!("/api/messages/{id}"), |m| {
+        m["status"] == "failed"
+    })
+    .await;
+    assert_eq!(
+        (m["errcode"].as_i64(), m["attempts"].as_i64()),
+        (Some(43101), Some(1)),
+        "{m}"
+    );
+    let alice = sandbox_users(&app).await[0]["openid"]
+        .as_str()
+        .expect("openid")
+        .to_owned();
+    assert!(inbox(&app, &alice).await.is_empty());
+}
