@@ -3,8 +3,9 @@
 //! template list); `admin` may do what an admin user may. A key is `wxk_` and 40 random
 //! letters and digits (about 238 bits), shown once; only its HMAC-SHA256 under the
 //! deployment's secret is stored, so checking one costs a hash and an indexed lookup, never a
-//! password hash. Lookups are remembered for [`CACHE_TTL`] per process (a revocation reaches
-//! every process within that), and a key's last use is recorded at most once a minute.
+//! password hash. Every process holds the live keys in memory, read again every [`CACHE_TTL`]
+//! (a revocation reaches every process within that), so a forged `wxbind_…` token costs a
+//! hash and a map lookup, never a query; a key's last use is recorded at most once a minute.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,8 +21,6 @@ pub const PREFIX: &str = "wxk_";
 const RANDOM_LEN: usize = 40;
 /// How long a looked-up key (or a miss) is trusted before it is read again.
 const CACHE_TTL: Duration = Duration::from_secs(10);
-/// Most keys (and misses) remembered per process.
-const CACHE_MAX: usize = 10_000;
 /// How often a key's last use is written.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -93,18 +92,36 @@ pub struct KeyPrincipal {
     pub scope: Scope,
 }
 
-#[derive(Debug, Clone)]
-struct Cached {
-    found: Option<(i64, KeyPrincipal)>,
-    read_at: Instant,
+/// Whether `token` has a key's shape: the prefix and exactly [`RANDOM_LEN`] letters or digits.
+/// Anything else is refused before any hashing or lookup.
+pub fn well_formed(token: &str) -> bool {
+    token.strip_prefix(PREFIX).is_some_and(|rest| {
+        rest.len() == RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
-/// The process's key checker.
-#[derive(Debug, Default)]
+/// Every live key, by hash, as last read.
+#[derive(Default)]
+struct Snapshot {
+    keys: HashMap<String, (i64, KeyPrincipal)>,
+    read_at: Option<Instant>,
+}
+
+/// The process's key checker. Live keys are few: all of them are held in memory and read
+/// again every [`CACHE_TTL`] with one query, so checking a key (or a forged one) never costs
+/// a query of its own.
+#[derive(Default)]
 pub struct KeyChecker {
     secret: tokio::sync::OnceCell<Vec<u8>>,
-    cache: Mutex<HashMap<String, Cached>>,
+    live: std::sync::RwLock<Snapshot>,
+    reloading: tokio::sync::Mutex<()>,
     touched: Mutex<HashMap<i64, Instant>>,
+}
+
+impl std::fmt::Debug for KeyChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyChecker { secret: [redacted], live: [redacted] }")
+    }
 }
 
 impl KeyChecker {
@@ -114,6 +131,14 @@ impl KeyChecker {
             .get_or_try_init(|| db::run(pool, db::api_keys::secret))
             .await
             .map(Vec::as_slice)
+    }
+
+    /// Makes the next check read the live keys again.
+    fn invalidate(&self) {
+        self.live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_at = None;
     }
 
     /// Creates a key named `name`; `Ok(None)` when the name is taken.
@@ -129,64 +154,75 @@ impl KeyChecker {
             db::api_keys::create(conn, &name, scope.as_str(), &hash, &prefix)
         })
         .await?;
+        self.invalidate();
         Ok(match created {
             db::api_keys::Created::Key(k) => Some((k, key)),
             db::api_keys::Created::NameTaken => None,
         })
     }
 
-    /// Revokes a key, and forgets what this process remembered of any key.
+    /// Revokes a key; this process refuses it from now on, the others within [`CACHE_TTL`].
     pub async fn revoke(&self, pool: &PgPool, name: &str) -> Result<bool, DbError> {
         let name = name.to_owned();
         let revoked = db::run(pool, move |conn| db::api_keys::revoke(conn, &name)).await?;
-        self.lock_cache().clear();
+        self.invalidate();
         Ok(revoked)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The live keys, read again when the snapshot is older than [`CACHE_TTL`] (one reader at
+    /// a time; the others wait for its result).
+    async fn refresh(&self, pool: &PgPool) -> Result<(), DbError> {
+        let fresh = |s: &Snapshot| s.read_at.is_some_and(|t| t.elapsed() < CACHE_TTL);
+        if fresh(
+            &self
+                .live
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Ok(());
+        }
+        let _one = self.reloading.lock().await;
+        if fresh(
+            &self
+                .live
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Ok(());
+        }
+        // Taken before the read: a revocation committed while it runs is read next time.
+        let started = Instant::now();
+        let rows = db::run(pool, db::api_keys::live).await?;
+        let keys = rows
+            .into_iter()
+            .filter_map(|(id, hash, user_id, scope)| {
+                Scope::parse(&scope).map(|scope| (hash, (id, KeyPrincipal { user_id, scope })))
+            })
+            .collect();
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot {
+            keys,
+            read_at: Some(started),
+        };
+        Ok(())
     }
 
     /// The live key `key` is, if any.
     pub async fn check(&self, pool: &PgPool, key: &str) -> Result<Option<KeyPrincipal>, DbError> {
+        if !well_formed(key) {
+            return Ok(None);
+        }
         let hash = hash(self.secret(pool).await?, key);
-        let cached = self
-            .lock_cache()
+        self.refresh(pool).await?;
+        let found = self
+            .live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys
             .get(&hash)
-            .filter(|c| c.read_at.elapsed() < CACHE_TTL)
-            .cloned();
-        let found = match cached {
-            Some(c) => c.found,
-            None => {
-                let h = hash.clone();
-                let row = db::run(pool, move |conn| db::api_keys::find_live(conn, &h)).await?;
-                let found = row.and_then(|k| {
-                    Scope::parse(&k.scope).map(|scope| {
-                        (
-                            k.id,
-                            KeyPrincipal {
-                                user_id: k.user_id,
-                                scope,
-                            },
-                        )
-                    })
-                });
-                let mut cache = self.lock_cache();
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(
-                    hash,
-                    Cached {
-                        found,
-                        read_at: Instant::now(),
-                    },
-                );
-                found
-            }
-        };
+            .copied();
         let Some((id, principal)) = found else {
             return Ok(None);
         };
@@ -223,6 +259,21 @@ mod tests {
         assert_ne!(stored, hash(b"another secret", &key), "keyed");
         assert!(!stored.contains(&key[PREFIX.len()..]));
         assert_ne!(generate(b"secret").0, key);
+    }
+
+    #[test]
+    fn only_a_keys_shape_is_looked_at() {
+        let (key, _, _) = generate(b"secret");
+        assert!(well_formed(&key));
+        for bad in [
+            "wxk_",
+            "wxk_short",
+            &format!("{key}x"),
+            &key.replace("wxk_", "wxk-"),
+            &format!("wxk_{}", "é".repeat(20)),
+        ] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1752,7 +1752,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `not_failed`: only a failed message can be retried */
+            /** @description `not_failed`: only a failed message can be retried (and not one WeChat's review blocked); `not_bound`: its recipient is no longer bound */
             409: {
                 headers: {
                     [name: string]: unknown;

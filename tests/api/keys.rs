@@ -59,8 +59,17 @@ async fn an_admin_key_does_what_an_admin_may_and_a_revoked_key_nothing() {
     let admin = app.admin("root").await;
     let key = key(&app, &admin.token, "ops", "admin").await;
 
+    // It reads what an admin reads (the whole log), but keys never manage keys.
+    assert_eq!(app.get_as(&key, "/api/messages").await.status(), 200);
+    assert_error(app.get_as(&key, "/api/keys").await, 403, "forbidden").await;
+    assert_error(
+        make_key(&app, &key, &json!({"name": "successor", "scope": "admin"})).await,
+        403,
+        "forbidden",
+    )
+    .await;
     let listed: Value = app
-        .get_as(&key, "/api/keys")
+        .get_as(&admin.token, "/api/keys")
         .await
         .json()
         .await
@@ -88,7 +97,7 @@ async fn an_admin_key_does_what_an_admin_may_and_a_revoked_key_nothing() {
         .await
         .expect("revoke");
     assert_eq!(revoke.status(), 204);
-    assert_error(app.get_as(&key, "/api/keys").await, 401, "unauthorized").await;
+    assert_error(app.get_as(&key, "/api/messages").await, 401, "unauthorized").await;
     let again = app
         .http
         .delete(app.url("/api/keys/ops"))

@@ -56,6 +56,7 @@ pub fn create(
             return Ok(Created::NameTaken);
         }
         let role = if scope == "admin" { "admin" } else { "user" };
+        // Two creates of one name at once: the second fails on the unique name below.
         let user_id: i64 = diesel::insert_into(users::table)
             .values((
                 users::username.eq(format!("key:{name}")),
@@ -84,6 +85,19 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<ApiKey>> {
     api_keys::table
         .order(api_keys::id.desc())
         .select(ApiKey::as_select())
+        .load(conn)
+}
+
+/// Every live key: `(id, key_hash, user_id, scope)`.
+pub fn live(conn: &mut PgConnection) -> QueryResult<Vec<(i64, String, i64, String)>> {
+    api_keys::table
+        .filter(api_keys::revoked_at.is_null())
+        .select((
+            api_keys::id,
+            api_keys::key_hash,
+            api_keys::user_id,
+            api_keys::scope,
+        ))
         .load(conn)
 }
 

@@ -729,15 +729,21 @@ pub fn log_page(
         q = q.filter(messages::created_at.lt(t));
     }
     if let Some((at, id)) = filter.after {
-        q = q.filter(
+        // The first condition bounds the index scan; the second breaks ties on `created_at`.
+        q = q.filter(messages::created_at.le(at)).filter(
             messages::created_at
                 .lt(at)
                 .or(messages::created_at.eq(at).and(messages::id.lt(id))),
         );
     }
-    q.order((messages::created_at.desc(), messages::id.desc()))
-        .limit(limit)
-        .load(conn)
+    // A filter no index serves (a rare status, an unknown template) walks the log's index: a
+    // page gets 3 seconds, not the pool's 10, so such requests cannot hold every connection.
+    conn.transaction(|conn| {
+        diesel::sql_query("SET LOCAL statement_timeout = '3s'").execute(conn)?;
+        q.order((messages::created_at.desc(), messages::id.desc()))
+            .limit(limit)
+            .load(conn)
+    })
 }
 
 /// What retrying a message found.
@@ -745,8 +751,10 @@ pub fn log_page(
 pub enum Retried {
     /// Queued again.
     Queued(Box<Message>),
-    /// It is not `failed` (here is its status).
-    NotFailed(MessageStatus),
+    /// It cannot be retried: it is not `failed` (its status), or review blocked it.
+    NotFailed(&'static str),
+    /// Its recipient is no longer bound.
+    NotBound,
     /// No such message.
     Missing,
 }
@@ -759,12 +767,25 @@ pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
             return Ok(Retried::Missing);
         };
         if current.status != MessageStatus::Failed {
-            return Ok(Retried::NotFailed(current.status));
+            return Ok(Retried::NotFailed(current.status.as_str()));
+        }
+        if current.delivery == Some(Delivery::Blocked) && current.errcode == Some(40252) {
+            // WeChat's review refused this content; sending it again asks for the same verdict.
+            return Ok(Retried::NotFailed("blocked by WeChat's content review"));
+        }
+        let bound: Option<Option<String>> = super::schema::users::table
+            .find(current.user_id)
+            .select(super::schema::users::openid)
+            .first(conn)
+            .optional()?;
+        if !matches!(bound, Some(Some(_))) {
+            return Ok(Retried::NotBound);
         }
         let row: Option<Message> = diesel::sql_query(
             "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = now(),
                  lease_until = NULL, errcode = NULL, errmsg = NULL, delivery = NULL,
-                 review_record_id = NULL, sent_at = NULL,
+                 review_record_id = NULL, sent_at = NULL, msgid = NULL, review_ref = NULL,
+                 review_openid = NULL,
                  fair_rank = coalesce((SELECT min(q.fair_rank) FROM messages q
                                        WHERE q.status = 'queued' AND q.attempts = 0), 0)
              WHERE id = $1 AND status = 'failed'
@@ -773,11 +794,11 @@ pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
         .bind::<diesel::sql_types::Uuid, _>(id)
         .get_result(conn)
         .optional()?;
+        let Some(m) = row else {
+            return Ok(Retried::Missing);
+        };
         diesel::sql_query("SELECT pg_notify('wxbind_messages', '')").execute(conn)?;
-        Ok(match row {
-            Some(m) => Retried::Queued(Box::new(m)),
-            None => Retried::NotFailed(current.status),
-        })
+        Ok(Retried::Queued(Box::new(m)))
     })
 }
 

@@ -125,6 +125,11 @@ impl DbError {
             Self::Unavailable(_) | Self::ConnectionLost(_) | Self::Timeout
         )
     }
+
+    /// True when a statement broke a unique constraint (a race with a concurrent insert).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Query(e) if is_unique_violation(e))
+    }
 }
 
 impl From<diesel::result::Error> for DbError {

@@ -161,6 +161,11 @@ async fn attempt(
         if username.contains('\0') {
             return Ok((recent, None));
         }
+        // An API key's principal (`key:<name>`) cannot log in, and must not answer faster than
+        // an unknown name (its stored hash is not a hash): it is looked up as no one.
+        if username.starts_with("key:") {
+            return Ok((recent, None));
+        }
         let profile = db::users::find_profile_by_username(conn, &username)?;
         Ok((recent, profile))
     })

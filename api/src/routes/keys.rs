@@ -72,7 +72,14 @@ pub struct CreatedKeyResponse {
     pub key: String,
 }
 
+/// Admin users only: a key may not make, list or revoke keys (a leaked admin key could
+/// otherwise mint itself successors and outlive its revocation).
 fn admin_only(auth: &AuthUser) -> Result<(), ApiError> {
+    if auth.key.is_some() {
+        return Err(ApiError::Forbidden(
+            "API keys cannot manage API keys; use an admin account or the CLI",
+        ));
+    }
     if auth.is_admin() {
         Ok(())
     } else {
@@ -112,7 +119,11 @@ pub async fn create_key(
         ));
     }
     let scope = body.scope.unwrap_or(Scope::Send);
-    let Some((stored, key)) = state.keys.create(&state.pool, &body.name, scope).await? else {
+    let created = match state.keys.create(&state.pool, &body.name, scope).await {
+        Err(e) if e.is_unique_violation() => None,
+        other => other?,
+    };
+    let Some((stored, key)) = created else {
         return Err(ApiError::KeyExists);
     };
     tracing::info!(key.name = %stored.name, key.scope = scope.as_str(), "API key made");

@@ -62,10 +62,11 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
         .ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let (micros, id) = text.split_once('.')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    // Within what PostgreSQL's timestamptz holds: a forged far date would fail the query.
+    use chrono::Datelike;
+    (1970..=9999).contains(&at.year()).then_some(())?;
+    Some((at, Uuid::parse_str(id).ok()?))
 }
 
 /// The message log (admins: every message; an API key: the ones it sent).
@@ -148,7 +149,7 @@ pub async fn list_messages(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: only admins retry messages", body = ErrorBody),
         (status = 404, description = "`message_not_found`", body = ErrorBody),
-        (status = 409, description = "`not_failed`: only a failed message can be retried", body = ErrorBody),
+        (status = 409, description = "`not_failed`: only a failed message can be retried (and not one WeChat's review blocked); `not_bound`: its recipient is no longer bound", body = ErrorBody),
     )
 )]
 #[post("/messages/{id}/retry")]
@@ -172,7 +173,8 @@ pub async fn retry_message(
             state.wake_worker.notify_one();
             Ok(HttpResponse::Accepted().json(MessageResponse::from(*m)))
         }
-        Retried::NotFailed(status) => Err(ApiError::NotFailed(status.as_str())),
+        Retried::NotFailed(why) => Err(ApiError::NotFailed(why)),
+        Retried::NotBound => Err(ApiError::NotBound),
         Retried::Missing => Err(ApiError::MessageNotFound),
     }
 }
@@ -186,7 +188,9 @@ mod tests {
         let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("time");
         let id = Uuid::new_v4();
         assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
-        for bad in ["", "abc", "bm90LWEtY3Vyc29y"] {
+        let far = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}.{id}", i64::MAX / 2));
+        for bad in ["", "abc", "bm90LWEtY3Vyc29y", far.as_str()] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }
     }

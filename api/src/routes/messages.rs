@@ -301,7 +301,7 @@ pub async fn create_message(
     state.templates.check(msg.template_id.as_ref(), &msg.data)?;
     state
         .limits
-        .admit(&state.pool, auth.id, auth.is_admin())
+        .admit(&state.pool, auth.id, auth.may_send_to_anyone())
         .await?;
     let queued = state
         .messages
