@@ -233,6 +233,15 @@ impl AuthUser {
         self.role == Role::Admin
     }
 
+    /// Refuses non-admins with `forbidden` and `why`.
+    pub fn require_admin(&self, why: &'static str) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(why))
+        }
+    }
+
     /// May send to any bound user, with any template and link: admins, and keys with scope
     /// `send`.
     pub fn may_send_to_anyone(&self) -> bool {

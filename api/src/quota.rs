@@ -72,18 +72,22 @@ pub enum QuotaError {
     ResetLimit,
 }
 
-/// WeChat's figures with the pause and this service's own count of today's sends.
-pub async fn status(pool: &PgPool, wechat: &Connected) -> Result<Status, QuotaError> {
-    let quota = wechat
+/// WeChat's figures for template sends today (`openapi/quota/get`).
+async fn wechat_quota(wechat: &Connected) -> Result<Quota, CallError> {
+    wechat
         .with_token(|client, token| async move { client.get_send_quota(token.secret()).await })
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "WeChat did not report the quota");
-            match e {
-                CallError::Wechat(w) => w.to_string(),
-                CallError::Token(_) => "no access token could be had".to_owned(),
-            }
-        });
+}
+
+/// WeChat's figures with the pause and this service's own count of today's sends.
+pub async fn status(pool: &PgPool, wechat: &Connected) -> Result<Status, QuotaError> {
+    let quota = wechat_quota(wechat).await.map_err(|e| {
+        tracing::warn!(error = %crate::error::ErrorChain(&e), "WeChat did not report the quota");
+        match e {
+            CallError::Wechat(w) => w.to_string(),
+            CallError::Token(_) => "no access token could be had".to_owned(),
+        }
+    });
     let since = day_start(Utc::now());
     let (pause, sent_today) = db::run(pool, move |conn| {
         Ok((
@@ -188,9 +192,7 @@ pub async fn watch(
                 continue;
             }
         };
-        let quota = wechat
-            .with_token(|client, token| async move { client.get_send_quota(token.secret()).await })
-            .await;
+        let quota = wechat_quota(&wechat).await;
         match quota {
             Ok(q) if q.remain > 0 => {
                 if let Ok(true) = db::run(&pool, db::pause::lift).await {

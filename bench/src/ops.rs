@@ -116,33 +116,14 @@ pub async fn latency(mut args: impl Iterator<Item = String>) -> Res<()> {
     let mut idle = probe(&http, &base, &probe_token, recipient, &wechat, samples).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (http, base, token, stop, recipients) = (
-            http.clone(),
-            base.clone(),
-            Arc::clone(&load_token),
-            Arc::clone(&stop),
-            Arc::new(recipients),
-        );
-        tokio::spawn(async move {
-            let mut total = LoadResult {
-                latencies: Vec::new(),
-                elapsed: Duration::ZERO,
-                errors: 0,
-            };
-            while !stop.load(Ordering::Relaxed) {
-                let r = Arc::clone(&recipients);
-                let part = run_load(&http, &base, &token, 2000, clients, move |i| {
-                    Request::Message(r[i % r.len()])
-                })
-                .await;
-                total.latencies.extend(part.latencies);
-                total.elapsed += part.elapsed;
-                total.errors += part.errors;
-            }
-            total
-        })
-    };
+    let load = tokio::spawn(accept_load(
+        http.clone(),
+        base.clone(),
+        Arc::clone(&load_token),
+        Arc::new(recipients),
+        clients,
+        Arc::clone(&stop),
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut busy = probe(&http, &base, &probe_token, recipient, &wechat, samples).await?;
     stop.store(true, Ordering::Relaxed);

@@ -32,20 +32,17 @@ async fn pause_with_one_message(
 ) -> String {
     app.wechat.script_sends([SendReply::Errcode(45009)]);
     let id = app.send_simple(user).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = get_json(app, token, &format!("/api/messages/{id}")).await;
-        if m["errcode"] == 45009 {
-            assert_eq!(m["status"], "queued", "{m}");
-            assert_eq!(
-                m["attempts"], 0,
-                "the quota's refusal spends no attempt: {m}"
-            );
-            return id;
-        }
-        assert!(std::time::Instant::now() < deadline, "never paused: {m}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let m = app
+        .wait_until(token, &id, "handed back with 45009", |m| {
+            m["errcode"] == 45009
+        })
+        .await;
+    assert_eq!(m["status"], "queued", "{m}");
+    assert_eq!(
+        m["attempts"], 0,
+        "the quota's refusal spends no attempt: {m}"
+    );
+    id
 }
 
 #[actix_web::test]

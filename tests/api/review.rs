@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use wxbind_tests::{SendReply, TestApp, now, push_xml, spawn_app_with};
+use wxbind_tests::{SendReply, TestApp, TestUser, now, push_xml, spawn_app_with};
 
 async fn reviewing_app(settle_seconds: u64) -> TestApp {
     spawn_app_with(|c| {
@@ -12,6 +12,24 @@ async fn reviewing_app(settle_seconds: u64) -> TestApp {
         c.delivery.review_settle = Duration::from_secs(settle_seconds);
     })
     .await
+}
+
+/// Queues a message for `user` that WeChat holds for review, and waits until it is
+/// `under_review`.
+async fn hold(app: &TestApp, user: &TestUser) -> String {
+    app.wechat.script_sends([SendReply::Errcode(40252)]);
+    let id = app.send_simple(user).await;
+    app.wait_for_status(&user.token, &id, "under_review").await;
+    id
+}
+
+/// Pushes WeChat's late report that the message `msgid` reached `openid`.
+async fn report_delivered(app: &TestApp, openid: &str, msgid: i64) {
+    let extra = format!("<MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status>");
+    let resp = app
+        .push_plain(&push_xml(openid, now(), "TEMPLATESENDJOBFINISH", &extra))
+        .await;
+    assert_eq!(resp.status(), 200);
 }
 
 async fn message(app: &TestApp, token: &str, id: &str) -> Value {
@@ -112,21 +130,10 @@ async fn a_late_delivery_report_settles_a_message_under_review() {
     let app = reviewing_app(3600).await;
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
-    app.wechat.script_sends([SendReply::Errcode(40252)]);
-    let id = app.send_simple(&user).await;
-    app.wait_for_status(&user.token, &id, "under_review").await;
+    let id = hold(&app, &user).await;
 
     // Approved: WeChat delivers it and reports under a msgid the service never saw.
-    let extra = "<MsgID>987654321</MsgID><Status><![CDATA[success]]></Status>";
-    let resp = app
-        .push_plain(&push_xml(
-            "openid-alice",
-            now(),
-            "TEMPLATESENDJOBFINISH",
-            extra,
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
+    report_delivered(&app, "openid-alice", 987654321).await;
 
     let m = message(&app, &user.token, &id).await;
     assert_eq!(m["status"], "sent", "{m}");
@@ -146,16 +153,7 @@ async fn a_report_matching_several_messages_under_review_is_not_guessed() {
     app.wait_for_status(&user.token, &a, "under_review").await;
     app.wait_for_status(&user.token, &b, "under_review").await;
 
-    let extra = "<MsgID>987654321</MsgID><Status><![CDATA[success]]></Status>";
-    let resp = app
-        .push_plain(&push_xml(
-            "openid-alice",
-            now(),
-            "TEMPLATESENDJOBFINISH",
-            extra,
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
+    report_delivered(&app, "openid-alice", 987654321).await;
 
     for id in [&a, &b] {
         let m = message(&app, &user.token, id).await;
@@ -177,9 +175,7 @@ async fn a_long_blocked_history_is_paged_and_read_on_from_a_cursor() {
             week_ago,
         );
     }
-    app.wechat.script_sends([SendReply::Errcode(40252)]);
-    let id = app.send_simple(&user).await;
-    app.wait_for_status(&user.token, &id, "under_review").await;
+    let id = hold(&app, &user).await;
     app.wechat
         .block("openid-alice", wxbind_tests::DEFAULT_TEMPLATE, now());
 
@@ -191,10 +187,7 @@ async fn a_long_blocked_history_is_paged_and_read_on_from_a_cursor() {
     );
 
     // A second message under review: the rounds now start past last week's records.
-    app.wechat.script_sends([SendReply::Errcode(40252)]);
-    let next = app.send_simple(&user).await;
-    app.wait_for_status(&user.token, &next, "under_review")
-        .await;
+    let next = hold(&app, &user).await;
     let seen = app.wechat.blocked_queries().len();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let later: Vec<i64> = app.wechat.blocked_queries()[seen..]
@@ -219,9 +212,7 @@ async fn a_message_stays_under_review_while_wechat_cannot_be_asked() {
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
     app.wechat.fail(wxbind_tests::QUERY_BLOCKED, true);
-    app.wechat.script_sends([SendReply::Errcode(40252)]);
-    let id = app.send_simple(&user).await;
-    app.wait_for_status(&user.token, &id, "under_review").await;
+    let id = hold(&app, &user).await;
 
     tokio::time::sleep(Duration::from_millis(1800)).await;
     let m = message(&app, &user.token, &id).await;
@@ -237,9 +228,7 @@ async fn a_block_is_matched_to_the_openid_it_went_to_after_the_user_unbinds() {
     let app = reviewing_app(3600).await;
     let user = app.user("alice").await;
     app.bind(&user, "openid-alice").await;
-    app.wechat.script_sends([SendReply::Errcode(40252)]);
-    let id = app.send_simple(&user).await;
-    app.wait_for_status(&user.token, &id, "under_review").await;
+    let id = hold(&app, &user).await;
     assert_eq!(app.delete_binding(&user.token).await.status(), 204);
 
     app.wechat
@@ -267,16 +256,7 @@ async fn a_late_report_reaches_a_message_that_passed_review() {
         "{m}"
     );
 
-    let extra = "<MsgID>555</MsgID><Status><![CDATA[success]]></Status>";
-    let resp = app
-        .push_plain(&push_xml(
-            "openid-alice",
-            now(),
-            "TEMPLATESENDJOBFINISH",
-            extra,
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
+    report_delivered(&app, "openid-alice", 555).await;
 
     let m = message(&app, &user.token, &id).await;
     assert_eq!(

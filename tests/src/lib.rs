@@ -422,27 +422,27 @@ impl TestApp {
 
     /// Polls `GET /api/messages/{id}` until it is `sent` or `failed` (10 s at most).
     pub async fn wait_for_final(&self, token: &str, id: &str) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let body: Value = self
-                .get_as(token, &format!("/api/messages/{id}"))
-                .await
-                .json()
-                .await
-                .expect("json");
-            if matches!(body["status"].as_str(), Some("sent" | "failed")) {
-                return body;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "message {id} never finished: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.wait_until(token, id, "finished", |m| {
+            matches!(m["status"].as_str(), Some("sent" | "failed"))
+        })
+        .await
     }
 
     /// Polls `GET /api/messages/{id}` until its status is `status` (10 s at most).
     pub async fn wait_for_status(&self, token: &str, id: &str, status: &str) -> Value {
+        self.wait_until(token, id, status, |m| m["status"] == status)
+            .await
+    }
+
+    /// Polls `GET /api/messages/{id}` until `done` holds for it (10 s at most; `what` names
+    /// the awaited state in the failure).
+    pub async fn wait_until(
+        &self,
+        token: &str,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let body: Value = self
@@ -451,12 +451,12 @@ impl TestApp {
                 .json()
                 .await
                 .expect("json");
-            if body["status"] == status {
+            if done(&body) {
                 return body;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "message {id} never became {status}: {body}"
+                "message {id} never became {what}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

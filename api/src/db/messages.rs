@@ -604,43 +604,40 @@ pub fn set_delivery_unmatched(
         .map(|n| n == 1)
 }
 
+/// A number a statement computed (`AS n`).
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
 /// How many messages WeChat took (sent, under review, or blocked by review) since `since`:
 /// finished ones queued at most two days earlier (the retention index) plus those under
 /// review.
 pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Taken {
-        #[diesel(sql_type = BigInt)]
-        taken: i64,
-    }
-    let row: Taken = diesel::sql_query(
+    let row: Count = diesel::sql_query(
         "SELECT (SELECT count(*) FROM messages
                  WHERE status IN ('sent', 'failed') AND created_at >= $1 - interval '2 days'
                    AND sent_at >= $1)
               + (SELECT count(*) FROM messages WHERE status = 'under_review' AND sent_at >= $1)
-             AS taken",
+             AS n",
     )
     .bind::<diesel::sql_types::Timestamptz, _>(since)
     .get_result(conn)?;
-    Ok(row.taken)
+    Ok(row.n)
 }
 
 /// How many messages of `sender` wait for their first attempt, from their fair-queueing ranks
 /// (consecutive per sender): the last minus the first plus one. Exact but for messages queued
 /// by two processes at the same instant (which may share a rank) and handed-back ones.
 pub fn waiting_estimate(conn: &mut PgConnection, sender: i64) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Waiting {
-        #[diesel(sql_type = BigInt)]
-        waiting: i64,
-    }
-    let row: Waiting = diesel::sql_query(
-        "SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) AS waiting FROM messages
+    let row: Count = diesel::sql_query(
+        "SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) AS n FROM messages
          WHERE sender_id = $1 AND status = 'queued' AND attempts = 0",
     )
     .bind::<BigInt, _>(sender)
     .get_result(conn)?;
-    Ok(row.waiting)
+    Ok(row.n)
 }
 
 /// Counts one accepted message against `sender`'s clock minute, unless `limit` are counted

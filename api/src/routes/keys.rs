@@ -80,11 +80,7 @@ fn admin_only(auth: &AuthUser) -> Result<(), ApiError> {
             "API keys cannot manage API keys; use an admin account or the CLI",
         ));
     }
-    if auth.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("only admins may manage API keys"))
-    }
+    auth.require_admin("only admins may manage API keys")
 }
 
 /// Make an API key (admins).

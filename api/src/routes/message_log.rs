@@ -159,9 +159,7 @@ pub async fn retry_message(
     auth: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !auth.is_admin() {
-        return Err(ApiError::Forbidden("only admins retry messages"));
-    }
+    auth.require_admin("only admins retry messages")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
     match db::run(&state.pool, move |conn| {
         db::messages::retry_failed(conn, id)

@@ -51,16 +51,6 @@ pub struct QuotaResetResponse {
     pub resets_left_at_most: i64,
 }
 
-fn admin_only(auth: &AuthUser) -> Result<(), ApiError> {
-    if auth.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "only admins may see or reset the quota",
-        ))
-    }
-}
-
 /// The account's template-send quota (admins).
 ///
 /// WeChat's figures for today with this service's own count and whether sending is paused
@@ -82,7 +72,7 @@ pub async fn get_quota(
     wechat: web::Data<Wechat>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    admin_only(&auth)?;
+    auth.require_admin("only admins may see or reset the quota")?;
     let status = quota::status(&state.pool, wechat.get()?).await?;
     let (figures, wechat_error) = match status.wechat {
         Ok(q) => (Some(q), None),
@@ -122,7 +112,7 @@ pub async fn reset_quota(
     wechat: web::Data<Wechat>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    admin_only(&auth)?;
+    auth.require_admin("only admins may see or reset the quota")?;
     let reset = quota::reset(&state.pool, wechat.get()?, auth.id).await?;
     Ok(HttpResponse::Ok().json(QuotaResetResponse {
         was_paused: reset.was_paused,

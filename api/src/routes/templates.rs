@@ -115,11 +115,7 @@ pub async fn sync_templates(
     wechat: web::Data<Wechat>,
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    if !auth.is_admin() {
-        return Err(ApiError::Forbidden(
-            "only admins may sync the template list",
-        ));
-    }
+    auth.require_admin("only admins may sync the template list")?;
     let rows = templates::sync(&state.pool, &state.templates, wechat.get()?).await?;
     Ok(respond(&state, rows))
 }

@@ -54,9 +54,7 @@ pub async fn find_user(
     query: web::Query<UserLookup>,
 ) -> Result<HttpResponse, ApiError> {
     // First, so a non-admin learns nothing from the answer, not even what a valid lookup is.
-    if !auth.is_admin() {
-        return Err(ApiError::Forbidden("only admins may look users up"));
-    }
+    auth.require_admin("only admins may look users up")?;
     let unionid = query
         .into_inner()
         .unionid
