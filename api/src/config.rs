@@ -28,6 +28,40 @@ pub struct Config {
     pub templates: TemplatesConfig,
     /// Sandbox mode.
     pub sandbox: SandboxConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
+}
+
+/// How webhook events are delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Whether endpoints may be on private, loopback or link-local addresses
+    /// (`WXBIND_WEBHOOK_ALLOW_PRIVATE=1`, for tests and local setups).
+    pub allow_private: bool,
+    /// The first retry's delay; each next one doubles, up to an hour
+    /// (`WXBIND_WEBHOOK_RETRY_BASE_MS`).
+    pub retry_base: Duration,
+    /// How long an event is retried before it ends `failed` (`WXBIND_WEBHOOK_RETRY_HOURS`).
+    pub retry_window: Duration,
+    /// How long one delivery may take (`WXBIND_WEBHOOK_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// How often the worker looks for due deliveries (`WXBIND_WEBHOOK_POLL_MS`).
+    pub poll_interval: Duration,
+    /// Deliveries in flight at once per process.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            retry_base: Duration::from_secs(10),
+            retry_window: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+            concurrency: 16,
+        }
+    }
 }
 
 /// The HTTP server.
@@ -158,6 +192,8 @@ pub struct DeliveryConfig {
     pub max_queued_per_sender: i64,
     /// How long sent and failed messages are kept (`WXBIND_MESSAGE_RETENTION_DAYS`).
     pub message_retention: chrono::TimeDelta,
+    /// Quiet hours, the account's time zone and the daily cap per user.
+    pub schedule: crate::schedule::Schedule,
 }
 
 impl Default for DeliveryConfig {
@@ -177,6 +213,7 @@ impl Default for DeliveryConfig {
             user_sends_per_minute: 30,
             max_queued_per_sender: 100_000,
             message_retention: chrono::TimeDelta::days(90),
+            schedule: crate::schedule::Schedule::default(),
         }
     }
 }
@@ -234,6 +271,7 @@ impl Config {
         let sandbox = sandbox_section(&mut p, credentials.is_some());
         let wechat = wechat_section(&mut p, credentials, &http.public_url, sandbox.enabled);
         let delivery = delivery_section(&mut p);
+        let webhooks = webhook_section(&mut p);
         let templates = TemplatesConfig {
             sync_interval: p
                 .seconds("WXBIND_TEMPLATE_SYNC_SECONDS")
@@ -250,6 +288,7 @@ impl Config {
             delivery,
             templates,
             sandbox,
+            webhooks,
         })
     }
 
@@ -778,6 +817,70 @@ fn delivery_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> Del
         message_retention: p
             .parsed_positive::<i64>("WXBIND_MESSAGE_RETENTION_DAYS")
             .map_or(defaults.message_retention, chrono::TimeDelta::days),
+        schedule: schedule_section(p),
+    }
+}
+
+fn schedule_section<F: Fn(&str) -> Option<String>>(
+    p: &mut Parser<'_, F>,
+) -> crate::schedule::Schedule {
+    use crate::schedule::{QuietHours, Schedule};
+    let defaults = Schedule::default();
+    let quiet_hours = p
+        .string("WXBIND_QUIET_HOURS")
+        .filter(|raw| !raw.is_empty())
+        .and_then(|raw| match QuietHours::parse(&raw) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                p.fail("WXBIND_QUIET_HOURS", &e);
+                None
+            }
+        });
+    let timezone = match p.string("WXBIND_TIMEZONE") {
+        None => defaults.timezone,
+        Some(raw) => raw.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            p.fail(
+                "WXBIND_TIMEZONE",
+                &format!("must be an IANA time zone such as Asia/Shanghai, got {raw:?}"),
+            );
+            defaults.timezone
+        }),
+    };
+    Schedule {
+        quiet_hours,
+        timezone,
+        max_per_user_per_day: p.parsed_positive("WXBIND_MAX_MESSAGES_PER_USER_PER_DAY"),
+    }
+}
+
+fn webhook_section<F: Fn(&str) -> Option<String>>(p: &mut Parser<'_, F>) -> WebhookConfig {
+    let defaults = WebhookConfig::default();
+    let allow_private = match p.string("WXBIND_WEBHOOK_ALLOW_PRIVATE").as_deref() {
+        None | Some("" | "0" | "false" | "off") => false,
+        Some("1" | "true" | "on") => true,
+        Some(other) => {
+            p.fail(
+                "WXBIND_WEBHOOK_ALLOW_PRIVATE",
+                &format!("must be 1 or 0, got {other:?}"),
+            );
+            false
+        }
+    };
+    WebhookConfig {
+        allow_private,
+        retry_base: p
+            .millis("WXBIND_WEBHOOK_RETRY_BASE_MS")
+            .unwrap_or(defaults.retry_base),
+        retry_window: p
+            .parsed_positive::<u64>("WXBIND_WEBHOOK_RETRY_HOURS")
+            .map_or(defaults.retry_window, |h| Duration::from_secs(h * 3600)),
+        timeout: p
+            .millis("WXBIND_WEBHOOK_TIMEOUT_MS")
+            .unwrap_or(defaults.timeout),
+        poll_interval: p
+            .millis("WXBIND_WEBHOOK_POLL_MS")
+            .unwrap_or(defaults.poll_interval),
+        concurrency: defaults.concurrency,
     }
 }
 

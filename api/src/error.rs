@@ -48,6 +48,12 @@ pub enum ApiError {
     /// An API key of that name exists (or existed).
     #[error("an API key of that name exists or existed; choose another name")]
     KeyExists,
+    /// No webhook endpoint with that id.
+    #[error("webhook not found")]
+    WebhookNotFound,
+    /// No broadcast with that id visible to the caller.
+    #[error("broadcast not found")]
+    BroadcastNotFound,
     /// No such route.
     #[error("no route for {0}")]
     NotFound(String),
@@ -146,6 +152,8 @@ impl ApiError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::KeyNotFound => ErrorCode::KeyNotFound,
             Self::KeyExists => ErrorCode::KeyExists,
+            Self::WebhookNotFound => ErrorCode::WebhookNotFound,
+            Self::BroadcastNotFound => ErrorCode::BroadcastNotFound,
             Self::NotFailed(_) => ErrorCode::NotFailed,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::NotBound => ErrorCode::NotBound,
@@ -238,13 +246,17 @@ error_codes! {
     InvalidSignature => "invalid_signature", UNAUTHORIZED,
         "A WeChat push or URL check that does not verify: bad signature, plaintext where safe mode is required, timestamp over 300 s off, or a replayed nonce.";
     Forbidden => "forbidden", FORBIDDEN,
-        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up, sync the templates, see and reset the quota or manage API keys; a key with scope `send` only sends and reads what it sent; the message names the field.";
+        "Authenticated but not allowed: only admins message other users, choose the template, link outside `WXBIND_URL_HOSTS`, open mini programs outside `WXBIND_MINIPROGRAM_APPIDS`, look users up, sync the templates, see and reset the quota, manage API keys and webhooks or read the audit log; only admins and API keys broadcast or send `urgent` messages; a key with scope `send` only sends, broadcasts and reads what it sent; the message names the field.";
     UserNotFound => "user_not_found", NOT_FOUND,
         "The named user does not exist.";
     MessageNotFound => "message_not_found", NOT_FOUND,
         "No such message, or not visible to the caller.";
     KeyNotFound => "key_not_found", NOT_FOUND,
         "No live API key of that name.";
+    WebhookNotFound => "webhook_not_found", NOT_FOUND,
+        "No webhook endpoint with that id.";
+    BroadcastNotFound => "broadcast_not_found", NOT_FOUND,
+        "No such broadcast, or not visible to the caller.";
     NotFound => "not_found", NOT_FOUND,
         "No such route.";
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED,

@@ -275,6 +275,7 @@ impl Application {
                     templates: registry,
                     wake,
                     config: config.delivery.clone(),
+                    webhooks: config.webhooks.clone(),
                 };
                 Some(worker::spawn(deps, stop_rx)?)
             }

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::config::DeliveryConfig;
-use crate::db::{self, PgPool, messages::Claimed};
+use crate::db::{self, PgPool, messages::Claimed, messages::FailReason};
 use crate::error::ErrorChain;
 use crate::metrics::{self, ErrcodeClass, SendOutcome};
 use crate::templates::Registry;
@@ -33,7 +33,14 @@ pub struct WorkerDeps {
     pub wake: Arc<Notify>,
     /// Tuning.
     pub config: DeliveryConfig,
+    /// Webhook deliveries, which run on the same thread.
+    pub webhooks: crate::config::WebhookConfig,
 }
+
+/// How often scheduled messages that came due are released into the queue (before a claim),
+/// and how many at most each time.
+const RELEASE_EVERY: Duration = Duration::from_millis(200);
+const RELEASE_BATCH: i64 = 10_000;
 
 /// Longest pause between claims while the database fails: the worker retries sooner at
 /// first and backs off to this, logging the trouble once per step rather than per attempt.
@@ -173,12 +180,18 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
         deps.config.quota_check,
         stop.clone(),
     ));
+    let webhooks = actix_web::rt::spawn(crate::webhooks::run(
+        deps.pool.clone(),
+        deps.webhooks.clone(),
+        stop.clone(),
+    ));
     let deps = Rc::new(deps);
     let lease_ms = i64::try_from(deps.config.lease.as_millis()).unwrap_or(i64::MAX);
     // Claimed messages whose outcome is not recorded yet: on a stop that outlasts the drain,
     // their leases are handed back so another process takes them at once.
     let in_flight: InFlight = Rc::default();
     let mut claim_failures = Backoff::new(deps.config.poll_interval, MAX_CLAIM_BACKOFF);
+    let mut last_release = std::time::Instant::now() - RELEASE_EVERY;
     tracing::info!(concurrency, "delivery worker started");
 
     loop {
@@ -198,8 +211,16 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
             Err(_) => break,
         };
         let limit = i64::try_from(free).unwrap_or(1);
+        let quiet = deps.config.schedule.is_quiet(Utc::now());
+        let release = last_release.elapsed() >= RELEASE_EVERY;
+        if release {
+            last_release = std::time::Instant::now();
+        }
         let claimed = db::run(&deps.pool, move |conn| {
-            db::messages::claim_due(conn, limit, lease_ms)
+            if release {
+                db::messages::release_held(conn, RELEASE_BATCH)?;
+            }
+            db::messages::claim_due(conn, limit, lease_ms, quiet)
         })
         .await;
         metrics::claim(claimed.as_ref().ok().map(Vec::len));
@@ -250,6 +271,9 @@ pub async fn run(deps: WorkerDeps, wechat: Connected, mut stop: watch::Receiver<
 
     review.abort();
     quota.abort();
+    // Deliveries in flight end with this thread; their leases run out and they are sent again
+    // (at least once, with the same event id).
+    webhooks.abort();
     if !*stop.borrow() {
         // The application was dropped rather than stopped: nobody waits for a drain, and work
         // left behind is retaken after its lease like a crash's.
@@ -350,6 +374,8 @@ enum Outcome {
         not_following: bool,
         /// WeChat said it does not know the template (any more).
         template_gone: bool,
+        /// Why wxbind itself failed it, when it did.
+        reason: Option<FailReason>,
     },
     Retry {
         errcode: Option<i32>,
@@ -383,6 +409,7 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
             class: ErrcodeClass::None,
             not_following: false,
             template_gone: false,
+            reason: None,
         },
         Some(_) if m.attempts > i32::try_from(deps.config.max_attempts).unwrap_or(i32::MAX) => {
             Outcome::Failed {
@@ -391,9 +418,13 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
                 class: ErrcodeClass::None,
                 not_following: false,
                 template_gone: false,
+                reason: None,
             }
         }
-        Some(openid) => attempt(wechat, &m, openid, Utc::now()).await,
+        Some(openid) => match over_daily_cap(deps, &m).await {
+            Some(capped) => capped,
+            None => attempt(wechat, &m, openid, Utc::now()).await,
+        },
     };
     let outcome = match outcome {
         Outcome::Retry {
@@ -407,11 +438,48 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
                 class,
                 not_following: false,
                 template_gone: false,
+                reason: None,
             }
         }
         other => other,
     };
     record(deps, sent, &m, outcome).await;
+}
+
+/// With `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY`, counts a message's first attempt against its
+/// recipient's day (in the account's time zone, shared by every process) and fails it with
+/// `frequency_cap` when the day's count is full; `None` means send it.
+async fn over_daily_cap(deps: &WorkerDeps, m: &Claimed) -> Option<Outcome> {
+    let cap = deps.config.schedule.max_per_user_per_day?;
+    // A retry or a retaken lease was counted by the first attempt.
+    if m.attempts != 1 {
+        return None;
+    }
+    let day = deps.config.schedule.day(Utc::now());
+    let limit = i32::try_from(cap).unwrap_or(i32::MAX);
+    let user_id = m.user_id;
+    match db::run(&deps.pool, move |conn| {
+        db::messages::count_daily_send(conn, user_id, day, limit)
+    })
+    .await
+    {
+        Ok(true) => None,
+        Ok(false) => Some(Outcome::Failed {
+            errcode: None,
+            errmsg: format!(
+                "the recipient was sent {cap} messages today already (WXBIND_MAX_MESSAGES_PER_USER_PER_DAY)"
+            ),
+            class: ErrcodeClass::None,
+            not_following: false,
+            template_gone: false,
+            reason: Some(FailReason::FrequencyCap),
+        }),
+        Err(e) => Some(Outcome::Retry {
+            errcode: None,
+            errmsg: format!("counting the recipient's messages today failed: {}", ErrorChain(&e)),
+            class: ErrcodeClass::Transient,
+        }),
+    }
 }
 
 /// One send, with at most one immediate retry after a token refresh.
@@ -485,6 +553,7 @@ fn classify(e: &WechatError, started: chrono::DateTime<Utc>) -> Outcome {
             class: errcode_class(e),
             not_following: e.is_not_following(),
             template_gone: e.is_unknown_template(),
+            reason: None,
         }
     }
 }
@@ -564,6 +633,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
             class,
             not_following,
             template_gone,
+            reason,
         } => {
             metrics::send(SendOutcome::Failed, class);
             tracing::warn!(errcode, errmsg = %errmsg, "message failed");
@@ -578,7 +648,7 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
                         Some(template_id) => db::templates::mark_gone(conn, template_id)?,
                         None => None,
                     };
-                    let held = db::messages::mark_failed(conn, id, attempt, errcode, &errmsg)?;
+                    let held = db::messages::mark_failed(conn, id, attempt, errcode, &errmsg, reason)?;
                     Ok((held, gone_at))
                 })
             })
@@ -696,6 +766,7 @@ mod tests {
                 nice: 0,
                 ..DeliveryConfig::default()
             },
+            webhooks: crate::config::WebhookConfig::default(),
         };
         let mut done = spawn(deps, stop_rx).expect("thread");
         drop(stop_tx);

@@ -22,3 +22,4 @@ mod session;
 mod templates;
 mod token;
 mod unionid;
+mod webhooks;

@@ -3,6 +3,7 @@
 //! (plus the database, to assert what was or was not written).
 mod db;
 mod fake_wechat;
+mod receiver;
 
 use std::net::TcpListener;
 use std::sync::OnceLock;
@@ -14,11 +15,12 @@ use serde_json::{Value, json};
 use url::Url;
 use wxbind::config::{
     AuthConfig, Config, DatabaseConfig, DeliveryConfig, HttpConfig, PushConfig, SandboxConfig,
-    TemplatesConfig, VerifierConfig, WechatConfig,
+    TemplatesConfig, VerifierConfig, WebhookConfig, WechatConfig,
 };
 use wxbind::startup::{Application, ProcessRole, StopHandle};
 
 pub use db::TestDb;
+pub use receiver::{Received, Receiver};
 pub use fake_wechat::{
     CLEAR_QUOTA, CodeReply, FakeWechat, KEYWORD_TYPES, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN,
     ORDER_TEMPLATE, QUERY_BLOCKED, QUOTA_GET, SendReply, TYPES_TEMPLATE, default_templates,
@@ -129,6 +131,14 @@ pub fn test_config(db: &TestDb, wechat: &FakeWechat) -> Config {
         },
         templates: TemplatesConfig::default(),
         sandbox: SandboxConfig::default(),
+        // The suite's receivers listen on loopback, and retries must come within a test.
+        webhooks: WebhookConfig {
+            allow_private: true,
+            retry_base: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            ..WebhookConfig::default()
+        },
     }
 }
 
@@ -388,6 +398,27 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// `POST path` with a bearer token and a JSON body.
+    pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Makes an API key as `admin_token` and returns it.
+    pub async fn api_key(&self, admin_token: &str, name: &str, scope: &str) -> String {
+        let resp = self
+            .post_json(admin_token, "/api/keys", &json!({"name": name, "scope": scope}))
+            .await;
+        assert_eq!(resp.status(), 201, "making key {name}");
+        let body: Value = resp.json().await.expect("json");
+        body["key"].as_str().expect("key").to_owned()
     }
 
     /// `DELETE /api/binding`.

@@ -30,6 +30,34 @@ pub struct Message {
     pub delivery: Option<Delivery>,
     /// `{"appid", "pagepath"}` of the mini-program page it opens.
     pub miniprogram: Option<serde_json::Value>,
+    /// The broadcast it belongs to.
+    pub broadcast_id: Option<Uuid>,
+    /// Not sent before this time.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Sent during quiet hours too.
+    pub urgent: bool,
+    /// Why wxbind itself ended it `failed` ([`FailReason`]).
+    pub reason: Option<String>,
+}
+
+/// Why wxbind itself ended a message `failed`, as `messages.reason` stores it (WeChat's
+/// refusals have errcode and errmsg instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// The recipient had `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY` messages that day already.
+    FrequencyCap,
+    /// Its broadcast was cancelled before it was sent.
+    Cancelled,
+}
+
+impl FailReason {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FrequencyCap => "frequency_cap",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// A message to queue.
@@ -43,6 +71,10 @@ pub struct QueuedRequest {
     pub data: serde_json::Value,
     pub idempotency_key: Option<String>,
     pub miniprogram: Option<serde_json::Value>,
+    /// Not before this time (held until then when it is in the future).
+    pub send_at: Option<DateTime<Utc>>,
+    /// Sent during quiet hours too.
+    pub urgent: bool,
 }
 
 /// The fair-queueing ranks of an insert (CTEs after `v`, which has `sender_id`): `starts` has,
@@ -51,7 +83,7 @@ pub struct QueuedRequest {
 /// `messages_fresh_by_sender`), so ranking costs the same however long the queue is.
 const RANKS: &str = "head AS (
              SELECT coalesce((SELECT q.fair_rank FROM messages q
-                              WHERE q.status = 'queued' AND q.attempts = 0
+                              WHERE q.status = 'queued' AND q.attempts = 0 AND NOT q.held
                               ORDER BY q.fair_rank LIMIT 1), 0) AS rank
          ), starts AS (
              SELECT d.sender_id,
@@ -59,6 +91,7 @@ const RANKS: &str = "head AS (
                              coalesce((SELECT t.fair_rank FROM messages t
                                        WHERE t.sender_id = d.sender_id
                                          AND t.status = 'queued' AND t.attempts = 0
+                                         AND NOT t.held
                                        ORDER BY t.fair_rank DESC LIMIT 1), 0)) AS start
              FROM (SELECT DISTINCT sender_id FROM v) d
          )";
@@ -76,16 +109,20 @@ pub fn enqueue_many(
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH v AS (
-             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) WITH ORDINALITY
+             SELECT *, coalesce(send_at > now(), false) AS held
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) WITH ORDINALITY
                  AS v (id, sender_id, user_id, template_id, url, data, idempotency_key,
-                       miniprogram, ord)
+                       miniprogram, send_at, urgent, ord)
          ), {RANKS}
          INSERT INTO messages
              (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
-              fair_rank)
+              send_at, urgent, held, next_attempt_at, fair_rank)
          SELECT v.id, v.sender_id, v.user_id, v.template_id, v.url, v.data, v.idempotency_key,
-                v.miniprogram,
-                t.start + row_number() OVER (PARTITION BY v.sender_id ORDER BY v.ord)
+                v.miniprogram, v.send_at, v.urgent, v.held,
+                CASE WHEN v.held THEN v.send_at ELSE now() END,
+                CASE WHEN v.held THEN 0 ELSE
+                    t.start + row_number() OVER (PARTITION BY v.sender_id, v.held ORDER BY v.ord)
+                END
          FROM v
          JOIN starts t ON t.sender_id = v.sender_id
          JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
@@ -119,7 +156,11 @@ pub fn enqueue_many(
                 .iter()
                 .map(|m| m.miniprogram.as_ref())
                 .collect::<Vec<_>>(),
-        );
+        )
+        .bind::<Array<Nullable<diesel::sql_types::Timestamptz>>, _>(
+            batch.iter().map(|m| m.send_at).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Bool>, _>(batch.iter().map(|m| m.urgent).collect::<Vec<_>>());
     let inserted: Vec<Message> = super::Prepared(insert).load(conn)?;
     let mut by_id: std::collections::HashMap<Uuid, Message> =
         inserted.into_iter().map(|m| (m.id, m)).collect();
@@ -153,12 +194,15 @@ pub enum Queued {
 pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queued> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "WITH v AS (SELECT $2::BIGINT AS sender_id), {RANKS}
+            "WITH v AS (SELECT $2::BIGINT AS sender_id,
+                           coalesce($9::TIMESTAMPTZ > now(), false) AS held), {RANKS}
          INSERT INTO messages
              (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
-              fair_rank)
-         SELECT $1, s.id, u.id, $4, $5, $6, $7, $8, t.start + 1
-         FROM users u, users s, starts t
+              send_at, urgent, held, next_attempt_at, fair_rank)
+         SELECT $1, s.id, u.id, $4, $5, $6, $7, $8, $9, $10, v.held,
+                CASE WHEN v.held THEN $9 ELSE now() END,
+                CASE WHEN v.held THEN 0 ELSE t.start + 1 END
+         FROM users u, users s, starts t, v
          WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2 AND t.sender_id = s.id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING *"
@@ -173,6 +217,8 @@ pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queu
         .bind::<Jsonb, _>(&new.data)
         .bind::<Nullable<Text>, _>(new.idempotency_key.as_deref())
         .bind::<Nullable<Jsonb>, _>(new.miniprogram.as_ref())
+        .bind::<Nullable<diesel::sql_types::Timestamptz>, _>(new.send_at)
+        .bind::<Bool, _>(new.urgent)
         .get_result(conn)
         .optional()?;
     if let Some(m) = inserted {
@@ -248,13 +294,57 @@ pub struct Claimed {
 /// are due, oldest first, skipping rows another worker is claiming right now. The query lives
 /// in the `claim_due_messages` database function, which pins an index-ordered plan so a claim
 /// costs the same however long the queue is (see its migration).
-pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryResult<Vec<Claimed>> {
+///
+/// During quiet hours (`quiet`) only urgent messages are claimed, besides expired leases.
+pub fn claim_due(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease_ms: i64,
+    quiet: bool,
+) -> QueryResult<Vec<Claimed>> {
     super::Prepared(
-        diesel::sql_query("SELECT * FROM claim_due_messages($1, $2)")
+        diesel::sql_query("SELECT * FROM claim_due_messages($1, $2, $3)")
             .bind::<BigInt, _>(limit)
-            .bind::<BigInt, _>(lease_ms),
+            .bind::<BigInt, _>(lease_ms)
+            .bind::<Bool, _>(quiet),
     )
     .load(conn)
+}
+
+/// Releases up to `limit` held (scheduled) messages that came due into the queue, ranked as
+/// if queued now. Returns how many.
+pub fn release_held(conn: &mut PgConnection, limit: i64) -> QueryResult<i64> {
+    let row: Count =
+        super::Prepared(diesel::sql_query("SELECT release_held_messages($1) AS n").bind::<BigInt, _>(limit))
+            .get_result(conn)?;
+    Ok(row.n)
+}
+
+/// Counts a first attempt against the recipient's messages of `day` unless `cap` are counted
+/// already (every process shares the count). Returns whether it was counted.
+pub fn count_daily_send(
+    conn: &mut PgConnection,
+    user_id: i64,
+    day: chrono::NaiveDate,
+    cap: i32,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "INSERT INTO user_day_sends (user_id, day, sends) VALUES ($1, $2, 1)
+         ON CONFLICT (user_id, day) DO UPDATE SET sends = user_day_sends.sends + 1
+         WHERE user_day_sends.sends < $3",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<diesel::sql_types::Date, _>(day)
+    .bind::<Int4, _>(cap)
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+/// Deletes daily send counts of days before `before`.
+pub fn purge_daily_sends(conn: &mut PgConnection, before: chrono::NaiveDate) -> QueryResult<usize> {
+    diesel::sql_query("DELETE FROM user_day_sends WHERE day < $1")
+        .bind::<diesel::sql_types::Date, _>(before)
+        .execute(conn)
 }
 
 /// The row as this claim left it: still `sending` and still at this claim's attempt number.
@@ -335,6 +425,7 @@ pub fn mark_failed(
     attempt: i32,
     errcode: Option<i32>,
     errmsg: &str,
+    reason: Option<FailReason>,
 ) -> QueryResult<bool> {
     diesel::update(messages::table.filter(still_claimed(id, attempt)))
         .set((
@@ -342,6 +433,7 @@ pub fn mark_failed(
             messages::lease_until.eq(None::<DateTime<Utc>>),
             messages::errcode.eq(errcode),
             messages::errmsg.eq(errmsg),
+            messages::reason.eq(reason.map(FailReason::as_str)),
         ))
         .execute(conn)
         .map(|n| n == 1)
@@ -633,7 +725,7 @@ pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult
 pub fn waiting_estimate(conn: &mut PgConnection, sender: i64) -> QueryResult<i64> {
     let row: Count = diesel::sql_query(
         "SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) AS n FROM messages
-         WHERE sender_id = $1 AND status = 'queued' AND attempts = 0",
+         WHERE sender_id = $1 AND status = 'queued' AND attempts = 0 AND NOT held",
     )
     .bind::<BigInt, _>(sender)
     .get_result(conn)?;
@@ -782,9 +874,10 @@ pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
             "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = now(),
                  lease_until = NULL, errcode = NULL, errmsg = NULL, delivery = NULL,
                  review_record_id = NULL, sent_at = NULL, msgid = NULL, review_ref = NULL,
-                 review_openid = NULL,
+                 review_openid = NULL, reason = NULL, held = false,
                  fair_rank = coalesce((SELECT min(q.fair_rank) FROM messages q
-                                       WHERE q.status = 'queued' AND q.attempts = 0), 0)
+                                       WHERE q.status = 'queued' AND q.attempts = 0
+                                         AND NOT q.held), 0)
              WHERE id = $1 AND status = 'failed'
              RETURNING *",
         )
@@ -841,13 +934,14 @@ pub fn queue_stats(conn: &mut PgConnection) -> QueryResult<QueueStats> {
         format!(
             "SELECT
              (SELECT count(*) FROM (SELECT 1 FROM messages
-                  WHERE status = 'queued' AND attempts = 0 LIMIT {QUEUE_COUNT_CAP}) w) AS waiting,
+                  WHERE status = 'queued' AND attempts = 0 AND NOT held
+                  LIMIT {QUEUE_COUNT_CAP}) w) AS waiting,
              (SELECT count(*) FROM (SELECT 1 FROM messages
                   WHERE status = 'queued' AND attempts > 0 LIMIT {QUEUE_COUNT_CAP}) r) AS retrying,
              (SELECT count(*) FROM (SELECT 1 FROM messages
                   WHERE status = 'sending' LIMIT {QUEUE_COUNT_CAP}) s) AS sending,
              (SELECT min(created_at) FROM (SELECT created_at FROM messages
-                  WHERE status = 'queued' AND attempts = 0
+                  WHERE status = 'queued' AND attempts = 0 AND NOT held
                   ORDER BY fair_rank LIMIT 10000) h) AS oldest_waiting,
              (SELECT min(created_at) FROM (SELECT created_at FROM messages
                   WHERE status = 'queued' AND attempts > 0

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod templates;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

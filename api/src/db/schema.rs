@@ -22,6 +22,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    broadcasts (id) {
+        id -> Uuid,
+        sender_id -> Int8,
+        template_id -> Text,
+        idempotency_key -> Nullable<Text>,
+        all_bound -> Bool,
+        total -> Int4,
+        queued -> Int4,
+        skipped -> Jsonb,
+        send_at -> Nullable<Timestamptz>,
+        urgent -> Bool,
+        created_at -> Timestamptz,
+        cancelled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     bind_states (state_hash) {
         state_hash -> Text,
         user_id -> Int8,
@@ -72,6 +89,23 @@ diesel::table! {
         review_openid -> Nullable<Text>,
         review_record_id -> Nullable<Int8>,
         fair_rank -> Int8,
+        broadcast_id -> Nullable<Uuid>,
+        send_at -> Nullable<Timestamptz>,
+        held -> Bool,
+        urgent -> Bool,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    message_events (id) {
+        id -> Int8,
+        message_id -> Uuid,
+        at -> Timestamptz,
+        event -> Text,
+        attempt -> Int4,
+        errcode -> Nullable<Int4>,
+        errmsg -> Nullable<Text>,
     }
 }
 
@@ -156,6 +190,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_day_sends (user_id, day) {
+        user_id -> Int8,
+        day -> Date,
+        sends -> Int4,
+    }
+}
+
+diesel::table! {
     wechat_events (id) {
         id -> Int8,
         dedup_key -> Text,
@@ -189,14 +231,51 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        webhook_id -> Uuid,
+        event_id -> Uuid,
+        event_type -> Text,
+        ordering_key -> Text,
+        payload -> Jsonb,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
+        last_attempt_at -> Nullable<Timestamptz>,
+        last_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Uuid,
+        url -> Text,
+        events -> Array<Text>,
+        secret -> Text,
+        created_by -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        disabled_at -> Nullable<Timestamptz>,
+        disabled_reason -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(bind_states -> users (user_id));
+diesel::joinable!(message_events -> messages (message_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_key_secret,
     api_keys,
     bind_states,
+    broadcasts,
     deployment,
     login_failures,
+    message_events,
     messages,
     push_nonces,
     quota_resets,
@@ -205,8 +284,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     send_rate,
     sessions,
     templates,
+    user_day_sends,
     users,
     wechat_events,
     wechat_followers,
     wechat_tokens,
+    webhook_deliveries,
+    webhooks,
 );

@@ -51,6 +51,33 @@ pub struct CreateMessageRequest {
     /// 1-128 printable ASCII characters, no spaces.
     #[schema(example = "order-42-shipped", pattern = "^[!-~]{1,128}$")]
     pub idempotency_key: Option<String>,
+    /// Not sent before this time (RFC 3339, at most 30 days ahead; a past time means now).
+    pub send_at: Option<DateTime<Utc>>,
+    /// Sent during quiet hours (`WXBIND_QUIET_HOURS`) too. Admins and API keys only.
+    #[serde(default)]
+    pub urgent: bool,
+}
+
+/// How far ahead `send_at` may be.
+pub const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Checks `send_at` (at most [`MAX_SCHEDULE_AHEAD`] from now) and `urgent` (admins and keys).
+pub fn check_timing(
+    caller: &AuthUser,
+    send_at: Option<DateTime<Utc>>,
+    urgent: bool,
+) -> Result<(), ApiError> {
+    if let Some(at) = send_at {
+        if at > Utc::now() + MAX_SCHEDULE_AHEAD {
+            return Err(ApiError::invalid("send_at must be at most 30 days ahead"));
+        }
+    }
+    if urgent && !(caller.is_admin() || caller.key.is_some()) {
+        return Err(ApiError::Forbidden(
+            "urgent: only admins and API keys may send during quiet hours",
+        ));
+    }
+    Ok(())
 }
 
 /// The schema of `data`: 1-32 fields named by 1-32 letters, digits or `_`, each a
@@ -152,6 +179,17 @@ pub struct MessageResponse {
     /// (the user blocked the account, or content review blocked the message) or `failed`.
     #[schema(example = "unknown")]
     pub delivery: String,
+    /// Why wxbind itself ended it `failed`: `frequency_cap` (the recipient had
+    /// `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY` messages that day) or `cancelled` (its broadcast
+    /// was cancelled); null otherwise (WeChat's refusals have `errcode` and `errmsg`).
+    #[schema(example = json!(null))]
+    pub reason: Option<String>,
+    /// Not sent before this time.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Sent during quiet hours too.
+    pub urgent: bool,
+    /// The broadcast it belongs to.
+    pub broadcast_id: Option<Uuid>,
 }
 
 impl From<Message> for MessageResponse {
@@ -171,6 +209,10 @@ impl From<Message> for MessageResponse {
             created_at: m.created_at,
             sent_at: m.sent_at,
             delivery: Delivery::shown(m.delivery).to_owned(),
+            reason: m.reason,
+            send_at: m.send_at,
+            urgent: m.urgent,
+            broadcast_id: m.broadcast_id,
         }
     }
 }
@@ -182,6 +224,8 @@ struct ValidMessage {
     miniprogram: Option<Miniprogram>,
     data: TemplateData,
     idempotency_key: Option<String>,
+    send_at: Option<DateTime<Utc>>,
+    urgent: bool,
 }
 
 impl ValidMessage {
@@ -225,6 +269,8 @@ impl ValidMessage {
             miniprogram,
             data,
             idempotency_key: req.idempotency_key,
+            send_at: req.send_at,
+            urgent: req.urgent,
         })
     }
 }
@@ -297,6 +343,7 @@ pub async fn create_message(
             miniprogram_appids: &state.config.http.miniprogram_appids,
         },
     )?;
+    check_timing(&auth, msg.send_at, msg.urgent)?;
     // After authorize: a caller who may not use a template learns nothing about it.
     state.templates.check(msg.template_id.as_ref(), &msg.data)?;
     state
@@ -314,6 +361,8 @@ pub async fn create_message(
             data: msg.data.to_json(),
             idempotency_key: msg.idempotency_key,
             miniprogram: msg.miniprogram.as_ref().map(Miniprogram::to_json),
+            send_at: msg.send_at,
+            urgent: msg.urgent,
         })
         .await?;
     let message = match queued {

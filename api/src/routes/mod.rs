@@ -11,6 +11,7 @@ pub mod quota;
 pub mod templates;
 pub mod users;
 pub mod wechat_events;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -45,6 +46,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(keys::create_key)
             .service(keys::list_keys)
             .service(keys::revoke_key)
+            .service(webhooks::create_webhook)
+            .service(webhooks::list_webhooks)
+            .service(webhooks::get_webhook)
+            .service(webhooks::delete_webhook)
+            .service(webhooks::test_webhook)
+            .service(webhooks::list_deliveries)
             .service(health::health)
             .service(health::ready)
             .service(wechat_events::verify_wechat_url)
