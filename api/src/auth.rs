@@ -250,11 +250,16 @@ impl AuthUser {
 }
 
 /// What a key with scope `send` may call (method and route pattern); anything else is 403.
-const SEND_KEY_ROUTES: [(&str, &str); 4] = [
+const SEND_KEY_ROUTES: [(&str, &str); 9] = [
     ("POST", "/api/messages"),
     ("GET", "/api/messages"),
     ("GET", "/api/messages/{id}"),
+    ("GET", "/api/messages/{id}/history"),
     ("GET", "/api/templates"),
+    ("POST", "/api/broadcasts"),
+    ("GET", "/api/broadcasts/{id}"),
+    ("GET", "/api/broadcasts/{id}/messages"),
+    ("POST", "/api/broadcasts/{id}/cancel"),
 ];
 
 impl FromRequest for AuthUser {
@@ -292,7 +297,7 @@ impl FromRequest for AuthUser {
                     .any(|(m, p)| route.0 == *m && route.1.as_deref() == Some(*p));
                 if !allowed {
                     return Err(ApiError::Forbidden(
-                        "an API key with scope send may only send messages, read the ones it sent and list the templates",
+                        "an API key with scope send may only send messages and broadcasts, read the ones it sent and list the templates",
                     ));
                 }
             }

@@ -1,6 +1,7 @@
 //! Black-box tests of the wxbind API: HTTP in, HTTP and database rows out.
 mod batch;
 mod binding;
+mod broadcasts;
 mod delivery;
 mod deployment;
 mod events;

@@ -81,7 +81,7 @@ pub struct QueuedRequest {
 /// per sender, the rank after which its new messages go: the later of its last queued rank
 /// and the rank at the head of the queue. Each is an index probe (`messages_fresh`,
 /// `messages_fresh_by_sender`), so ranking costs the same however long the queue is.
-const RANKS: &str = "head AS (
+pub(super) const RANKS: &str = "head AS (
              SELECT coalesce((SELECT q.fair_rank FROM messages q
                               WHERE q.status = 'queued' AND q.attempts = 0 AND NOT q.held
                               ORDER BY q.fair_rank LIMIT 1), 0) AS rank
@@ -788,6 +788,8 @@ pub struct LogFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Queued before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only messages of this broadcast.
+    pub broadcast_id: Option<Uuid>,
     /// After this `(created_at, id)` in newest-first order (the previous page's last).
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
@@ -801,6 +803,9 @@ pub fn log_page(
     let mut q = messages::table.select(Message::as_select()).into_boxed();
     if let Some(s) = filter.sender_id {
         q = q.filter(messages::sender_id.eq(s));
+    }
+    if let Some(b) = filter.broadcast_id {
+        q = q.filter(messages::broadcast_id.eq(b));
     }
     if let Some(s) = filter.status {
         q = q.filter(messages::status.eq(s));
@@ -833,6 +838,28 @@ pub fn log_page(
             .limit(limit)
             .load(conn)
     })
+}
+
+/// One step of a message's history as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::message_events, check_for_backend(diesel::pg::Pg))]
+pub struct HistoryRow {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub attempt: i32,
+    pub errcode: Option<i32>,
+    pub errmsg: Option<String>,
+}
+
+/// A message's history after it was queued, oldest first (at most 1,000 steps).
+pub fn history(conn: &mut PgConnection, id: Uuid) -> QueryResult<Vec<HistoryRow>> {
+    use super::schema::message_events;
+    message_events::table
+        .filter(message_events::message_id.eq(id))
+        .order(message_events::id)
+        .limit(1000)
+        .select(HistoryRow::as_select())
+        .load(conn)
 }
 
 /// What retrying a message found.

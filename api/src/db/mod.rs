@@ -2,6 +2,7 @@
 //! and worker code touches the database (synchronous diesel on the blocking thread pool).
 pub mod api_keys;
 pub mod bind_states;
+pub mod broadcasts;
 pub mod deployment;
 pub mod events;
 pub mod followers;

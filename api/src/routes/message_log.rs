@@ -34,6 +34,8 @@ pub struct LogQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Only messages queued before this time (RFC 3339).
     pub created_before: Option<DateTime<Utc>>,
+    /// Only messages of this broadcast.
+    pub broadcast_id: Option<Uuid>,
     /// The previous page's `next_cursor`.
     #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub cursor: Option<String>,
@@ -97,17 +99,6 @@ pub async fn list_messages(
         ));
     }
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 200"));
-    }
-    let after = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
-        ),
-    };
     if let Some(t) = &q.template_id {
         crate::domain::TemplateId::parse(t).map_err(|e| ApiError::InvalidRequest(e.0))?;
     }
@@ -119,7 +110,30 @@ pub async fn list_messages(
         template_id: q.template_id,
         created_after: q.created_after,
         created_before: q.created_before,
-        after,
+        broadcast_id: q.broadcast_id,
+        after: None,
+    };
+    let page = page(&state, filter, q.cursor.as_deref(), q.limit).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// One page of the messages `filter` selects, after `cursor`, newest first.
+pub async fn page(
+    state: &AppState,
+    mut filter: LogFilter,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+) -> Result<MessagePage, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 200"));
+    }
+    filter.after = match cursor {
+        None => None,
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
+        ),
     };
     let mut rows = db::run(&state.pool, move |conn| {
         db::messages::log_page(conn, &filter, limit + 1)
@@ -130,9 +144,87 @@ pub async fn list_messages(
     let next_cursor = more
         .then(|| rows.last().map(|m| encode_cursor(m.created_at, m.id)))
         .flatten();
-    Ok(HttpResponse::Ok().json(MessagePage {
+    Ok(MessagePage {
         messages: rows.into_iter().map(MessageResponse::from).collect(),
         next_cursor,
+    })
+}
+
+/// One step of a message's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// `queued` (at creation, or again by a retry), `retry_scheduled` (an attempt failed and
+    /// will be retried), `sent`, `under_review`, `failed`, and WeChat's delivery report:
+    /// `delivered`, `blocked` or `delivery_failed`.
+    #[schema(example = "sent")]
+    pub event: String,
+    /// The attempt it concerns (0 before the first).
+    pub attempt: i32,
+    /// WeChat's errcode, for failures that have one.
+    pub errcode: Option<i32>,
+    /// Why, for failures and retries.
+    pub errmsg: Option<String>,
+}
+
+/// A message's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageHistory {
+    /// The message as it is now.
+    pub message: MessageResponse,
+    /// Oldest first.
+    pub events: Vec<HistoryEvent>,
+}
+
+/// A message's history: when it was queued, each attempt that will be retried, its outcome,
+/// retries by an admin and WeChat's delivery report.
+///
+/// Visible to whoever may see the message (its sender, its recipient, admins).
+#[utoipa::path(
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The message and its history", body = MessageHistory),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`message_not_found`", body = ErrorBody),
+    )
+)]
+#[get("/messages/{id}/history")]
+#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+pub async fn message_history(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
+    let (message, events) = db::run(&state.pool, move |conn| {
+        let Some(m) = db::messages::find(conn, id)? else {
+            return Ok(None);
+        };
+        Ok(Some((m, db::messages::history(conn, id)?)))
+    })
+    .await?
+    .filter(|(m, _)| auth.is_admin() || m.sender_id == auth.id || m.user_id == auth.id)
+    .ok_or(ApiError::MessageNotFound)?;
+    let mut history = vec![HistoryEvent {
+        at: message.created_at,
+        event: "queued".into(),
+        attempt: 0,
+        errcode: None,
+        errmsg: None,
+    }];
+    history.extend(events.into_iter().map(|e| HistoryEvent {
+        at: e.at,
+        event: e.event,
+        attempt: e.attempt,
+        errcode: e.errcode,
+        errmsg: e.errmsg,
+    }));
+    Ok(HttpResponse::Ok().json(MessageHistory {
+        message: MessageResponse::from(message),
+        events: history,
     }))
 }
 

@@ -2,6 +2,7 @@
 //! what the OpenAPI document describes cannot differ.
 pub mod auth;
 pub mod binding;
+pub mod broadcasts;
 pub mod health;
 pub mod keys;
 pub mod me;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(messages::get_message)
             .service(message_log::list_messages)
             .service(message_log::retry_message)
+            .service(message_log::message_history)
             .service(templates::list_templates)
             .service(templates::sync_templates)
             .service(quota::get_quota)
@@ -46,6 +48,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(keys::create_key)
             .service(keys::list_keys)
             .service(keys::revoke_key)
+            .service(
+                scope("/broadcasts")
+                    .app_data(
+                        actix_web::web::JsonConfig::default()
+                            .limit(broadcasts::MAX_BODY_BYTES)
+                            .error_handler(crate::error::json_error_handler),
+                    )
+                    .service(broadcasts::create_broadcast)
+                    .service(broadcasts::get_broadcast)
+                    .service(broadcasts::list_broadcast_messages)
+                    .service(broadcasts::cancel_broadcast),
+            )
             .service(webhooks::create_webhook)
             .service(webhooks::list_webhooks)
             .service(webhooks::get_webhook)
