@@ -122,6 +122,9 @@ pub async fn purge_messages(pool: &PgPool, before: DateTime<Utc>) -> usize {
     total
 }
 
+/// How long finished webhook deliveries are kept (`GET /api/webhooks/{id}/deliveries`).
+pub const WEBHOOK_DELIVERY_RETENTION: TimeDelta = TimeDelta::days(7);
+
 /// One round of purges, each its own unit of work; a failure is logged and retried next round.
 pub async fn purge(pool: &PgPool) {
     let now = Utc::now();
@@ -143,6 +146,14 @@ pub async fn purge(pool: &PgPool) {
     let send_rate = db::run(pool, move |conn| {
         db::messages::purge_send_rate(conn, now - TimeDelta::minutes(2))
     });
+    // Daily counts of days at least two days past (in any time zone, yesterday is over).
+    let daily_sends = db::run(pool, move |conn| {
+        db::messages::purge_daily_sends(conn, (now - TimeDelta::days(2)).date_naive())
+    });
+    // Finished webhook deliveries are shown for a week; a batch a round keeps it short.
+    let deliveries = db::run(pool, move |conn| {
+        db::webhooks::purge_finished_batch(conn, now - WEBHOOK_DELIVERY_RETENTION, 10_000)
+    });
     for (what, purged) in [
         ("bind states", states.await),
         ("sessions", sessions.await),
@@ -150,6 +161,8 @@ pub async fn purge(pool: &PgPool) {
         ("push nonces", nonces.await),
         ("login failures", login_failures.await),
         ("send counts", send_rate.await),
+        ("daily send counts", daily_sends.await),
+        ("webhook deliveries", deliveries.await),
     ] {
         match purged {
             Ok(0) => {}

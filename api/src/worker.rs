@@ -476,7 +476,10 @@ async fn over_daily_cap(deps: &WorkerDeps, m: &Claimed) -> Option<Outcome> {
         }),
         Err(e) => Some(Outcome::Retry {
             errcode: None,
-            errmsg: format!("counting the recipient's messages today failed: {}", ErrorChain(&e)),
+            errmsg: format!(
+                "counting the recipient's messages today failed: {}",
+                ErrorChain(&e)
+            ),
             class: ErrcodeClass::Transient,
         }),
     }
@@ -648,7 +651,8 @@ async fn record(deps: &WorkerDeps, sent: &SentSender, m: &Claimed, outcome: Outc
                         Some(template_id) => db::templates::mark_gone(conn, template_id)?,
                         None => None,
                     };
-                    let held = db::messages::mark_failed(conn, id, attempt, errcode, &errmsg, reason)?;
+                    let held =
+                        db::messages::mark_failed(conn, id, attempt, errcode, &errmsg, reason)?;
                     Ok((held, gone_at))
                 })
             })

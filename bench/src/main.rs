@@ -8,7 +8,8 @@
 //! `wxbind-bench login-flood [CLIENTS SECONDS MAX_LOGINS]` is the login flood of `login_flood`:
 //! many concurrent logins with random usernames while health and message accepts are probed.
 //! `wxbind-bench latency [SAMPLES CLIENTS]` and `wxbind-bench retention [ROWS]` are the
-//! operations benchmarks of `ops`.
+//! operations benchmarks of `ops`; `wxbind-bench broadcast [RECIPIENTS RUNS]` times broadcasts
+//! to every bound user.
 mod login_flood;
 mod ops;
 
@@ -43,6 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.peek().is_some_and(|a| a == "retention") {
         return ops::retention(args.skip(1)).await;
+    }
+    if args.peek().is_some_and(|a| a == "broadcast") {
+        return ops::broadcast(args.skip(1)).await;
     }
     let messages: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
     let clients: usize = args.next().map_or(Ok(64), |a| a.parse())?;

@@ -285,3 +285,80 @@ pub async fn retention(mut args: impl Iterator<Item = String>) -> Res<()> {
     );
     Ok(())
 }
+
+/// `broadcast [RECIPIENTS RUNS]`: `RECIPIENTS` bound users (seeded by SQL), then `RUNS`
+/// broadcasts `{"all_bound": true}` one after another, each timed from the POST to its 202
+/// (every message queued); then how long the worker takes to deliver all of them to the fake
+/// WeChat.
+pub async fn broadcast(mut args: impl Iterator<Item = String>) -> Res<()> {
+    let recipients: i64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
+    let runs: usize = args.next().map_or(Ok(3), |a| a.parse())?;
+    let db = TestDb::create();
+    let wechat = FakeWechat::start().await;
+    seed(&db, 1)?;
+    let seeded = Instant::now();
+    diesel::sql_query(
+        "INSERT INTO users (username, password_hash, role, openid, bound_at)
+         SELECT 'fan-' || g, 'x', 'user', 'openid-fan-' || g, now()
+         FROM generate_series(1, $1) g",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(recipients)
+    .execute(&mut db.conn())?;
+    diesel::sql_query("VACUUM ANALYZE users").execute(&mut db.conn())?;
+    let seed_time = seeded.elapsed();
+    let (service, base) = start_role("serve", &db, &wechat, &[])?;
+    let http = reqwest::Client::builder().build()?;
+    wait_ready(&http, &base).await?;
+    let token = login(&http, &base, "bench-admin").await?;
+    let mut accepted = Vec::new();
+    let mut queued = 0;
+    let started = Instant::now();
+    for run in 0..runs {
+        let t = Instant::now();
+        let resp = http
+            .post(format!("{base}/api/broadcasts"))
+            .bearer_auth(&token)
+            .json(&json!({
+                "data": {"keyword1": {"value": format!("broadcast {run}")}},
+                "recipients": {"all_bound": true},
+            }))
+            .send()
+            .await?;
+        let took = t.elapsed();
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if status != 202 {
+            return Err(format!("broadcast answered {status}: {body}").into());
+        }
+        queued += body["counts"]["queued"].as_i64().unwrap_or(0)
+            + body["counts"]["sending"].as_i64().unwrap_or(0)
+            + body["counts"]["sent"].as_i64().unwrap_or(0);
+        accepted.push(took);
+    }
+    let total = usize::try_from(queued).unwrap_or(0);
+    let delivered = super::wait_delivered(&db, total, Duration::from_secs(900)).await?;
+    let delivery = delivered.saturating_duration_since(started);
+    drop(service);
+    accepted.sort();
+    let median = accepted[accepted.len() / 2];
+    println!(
+        "| broadcast to {recipients} bound users (seeded in {:.1} s) | value |",
+        seed_time.as_secs_f64()
+    );
+    println!("| --- | --- |");
+    println!(
+        "| accepted (POST to 202, all messages queued) | median {:.2} s of {runs}: {} |",
+        median.as_secs_f64(),
+        accepted
+            .iter()
+            .map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| delivered | {total} messages in {:.1} s = {:.0} msg/s (first POST to last `sent`) |",
+        delivery.as_secs_f64(),
+        total as f64 / delivery.as_secs_f64()
+    );
+    Ok(())
+}

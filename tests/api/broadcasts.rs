@@ -77,15 +77,24 @@ async fn a_broadcast_reaches_every_bound_follower_and_counts_the_rest_as_skipped
     assert_eq!(done["delivery"]["unknown"], 2);
     let sends = app.wechat.sends();
     assert_eq!(sends.len(), 2);
-    let bob = sends.iter().find(|s| s.touser == "openid-bob").expect("bob's");
+    let bob = sends
+        .iter()
+        .find(|s| s.touser == "openid-bob")
+        .expect("bob's");
     assert_eq!(bob.data["k"]["value"], "Bob");
     assert_eq!(bob.data["first"]["value"], "hello");
-    let alice = sends.iter().find(|s| s.touser == "openid-alice").expect("alice's");
+    let alice = sends
+        .iter()
+        .find(|s| s.touser == "openid-alice")
+        .expect("alice's");
     assert_eq!(alice.data["k"]["value"], "everyone");
 
     // Its messages, listed and filtered; the log filters by broadcast too.
     let page: Value = app
-        .get_as(&key, &format!("/api/broadcasts/{id}/messages?status=sent&limit=1"))
+        .get_as(
+            &key,
+            &format!("/api/broadcasts/{id}/messages?status=sent&limit=1"),
+        )
         .await
         .json()
         .await
@@ -94,7 +103,10 @@ async fn a_broadcast_reaches_every_bound_follower_and_counts_the_rest_as_skipped
     assert_eq!(page["messages"][0]["broadcast_id"], id.as_str());
     let cursor = page["next_cursor"].as_str().expect("more");
     let rest: Value = app
-        .get_as(&key, &format!("/api/broadcasts/{id}/messages?status=sent&cursor={cursor}"))
+        .get_as(
+            &key,
+            &format!("/api/broadcasts/{id}/messages?status=sent&cursor={cursor}"),
+        )
         .await
         .json()
         .await
@@ -129,22 +141,47 @@ async fn all_bound_validation_and_who_may_broadcast() {
     let id = made["id"].as_str().expect("id");
     wait_done(&app, &admin.token, id).await;
     // A user cannot see someone else's broadcast; nobody sees one that does not exist.
-    let resp = app.get_as(&alice.token, &format!("/api/broadcasts/{id}")).await;
+    let resp = app
+        .get_as(&alice.token, &format!("/api/broadcasts/{id}"))
+        .await;
     assert_error(resp, 403, "forbidden").await;
     let other_key = app.api_key(&admin.token, "other", "send").await;
-    let resp = app.get_as(&other_key, &format!("/api/broadcasts/{id}")).await;
+    let resp = app
+        .get_as(&other_key, &format!("/api/broadcasts/{id}"))
+        .await;
     assert_error(resp, 404, "broadcast_not_found").await;
     let resp = app.get_as(&admin.token, "/api/broadcasts/nope").await;
     assert_error(resp, 404, "broadcast_not_found").await;
 
     for (body, why) in [
-        (json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"user_ids": []}}), "no recipients"),
-        (json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": false}}), "all_bound false"),
-        (json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {}}), "no recipients key"),
-        (json!({"template_id": "TEMPLATE_X", "data": {}, "recipients": {"all_bound": true}}), "no data"),
-        (json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "data_by_user": {"x": {"k": {"value": "w"}}}, "recipients": {"all_bound": true}}), "bad user id"),
-        (json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": true}, "send_at": "2099-01-01T00:00:00Z"}), "too far ahead"),
-        (json!({"template_id": "bad id!", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": true}}), "bad template id"),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"user_ids": []}}),
+            "no recipients",
+        ),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": false}}),
+            "all_bound false",
+        ),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {}}),
+            "no recipients key",
+        ),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {}, "recipients": {"all_bound": true}}),
+            "no data",
+        ),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "data_by_user": {"x": {"k": {"value": "w"}}}, "recipients": {"all_bound": true}}),
+            "bad user id",
+        ),
+        (
+            json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": true}, "send_at": "2099-01-01T00:00:00Z"}),
+            "too far ahead",
+        ),
+        (
+            json!({"template_id": "bad id!", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": true}}),
+            "bad template id",
+        ),
     ] {
         let resp = broadcast(&app, &admin.token, &body).await;
         assert_eq!(resp.status(), 400, "{why}");
@@ -172,7 +209,11 @@ async fn cancelling_fails_what_was_not_sent_with_reason_cancelled() {
     assert_eq!(made["status"], "scheduled", "{made}");
     let id = made["id"].as_str().expect("id");
     let cancelled: Value = app
-        .post_json(&admin.token, &format!("/api/broadcasts/{id}/cancel"), &json!({}))
+        .post_json(
+            &admin.token,
+            &format!("/api/broadcasts/{id}/cancel"),
+            &json!({}),
+        )
         .await
         .json()
         .await

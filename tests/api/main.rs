@@ -19,6 +19,7 @@ mod quota;
 mod review;
 mod roles;
 mod sandbox;
+mod schedule;
 mod session;
 mod templates;
 mod token;

@@ -1,12 +1,15 @@
 //! Signed webhooks: registered by admins, fed by the outbox in the transaction of each change,
 //! delivered signed, in order per message, retried with backoff, disabled by a 410.
 use serde_json::{Value, json};
-use wxbind_tests::{
-    Receiver, TestApp, assert_error, now, push_xml, spawn_app, spawn_app_with,
-};
+use wxbind_tests::{Receiver, TestApp, assert_error, now, push_xml, spawn_app, spawn_app_with};
 
 /// Registers `receiver` for `events` as `token`; returns (id, secret).
-async fn register(app: &TestApp, token: &str, receiver: &Receiver, events: &[&str]) -> (String, String) {
+async fn register(
+    app: &TestApp,
+    token: &str,
+    receiver: &Receiver,
+    events: &[&str],
+) -> (String, String) {
     let resp = app
         .post_json(
             token,
@@ -98,7 +101,10 @@ async fn events_arrive_signed_in_order_per_message_and_failures_are_retried() {
     assert_eq!(items[1]["last_status_code"], 200);
     // A page of one, then the rest.
     let page: Value = app
-        .get_as(&admin.token, &format!("/api/webhooks/{hook}/deliveries?limit=1"))
+        .get_as(
+            &admin.token,
+            &format!("/api/webhooks/{hook}/deliveries?limit=1"),
+        )
         .await
         .json()
         .await
@@ -116,7 +122,10 @@ async fn events_arrive_signed_in_order_per_message_and_failures_are_retried() {
     assert_eq!(rest["items"][0]["event_type"], "message.sent");
     assert!(rest["next_cursor"].is_null());
     let bad = app
-        .get_as(&admin.token, &format!("/api/webhooks/{hook}/deliveries?cursor=x"))
+        .get_as(
+            &admin.token,
+            &format!("/api/webhooks/{hook}/deliveries?cursor=x"),
+        )
         .await;
     assert_error(bad, 400, "invalid_request").await;
 }
@@ -133,7 +142,9 @@ async fn a_410_disables_the_endpoint_and_nothing_more_is_sent_to_it() {
 
     let first = app.send_simple(&alice).await;
     app.wait_for_status(&alice.token, &first, "sent").await;
-    receiver.wait_for("the first event", |r| !r.is_empty()).await;
+    receiver
+        .wait_for("the first event", |r| !r.is_empty())
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let shown = loop {
         let shown: Value = app
@@ -149,7 +160,10 @@ async fn a_410_disables_the_endpoint_and_nothing_more_is_sent_to_it() {
     };
     assert!(shown["disabled_at"].is_string(), "{shown}");
     assert!(
-        shown["disabled_reason"].as_str().expect("reason").contains("410"),
+        shown["disabled_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("410"),
         "{shown}"
     );
     assert!(shown.get("secret").is_none(), "the secret is shown once");
@@ -157,7 +171,11 @@ async fn a_410_disables_the_endpoint_and_nothing_more_is_sent_to_it() {
     let second = app.send_simple(&alice).await;
     app.wait_for_status(&alice.token, &second, "sent").await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(receiver.received().len(), 1, "a disabled endpoint gets nothing");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "a disabled endpoint gets nothing"
+    );
 }
 
 #[actix_web::test]
@@ -169,12 +187,21 @@ async fn binding_and_follow_events_and_a_test_ping() {
         &app,
         &admin.token,
         &receiver,
-        &["binding.created", "binding.removed", "user.followed", "user.unfollowed"],
+        &[
+            "binding.created",
+            "binding.removed",
+            "user.followed",
+            "user.unfollowed",
+        ],
     )
     .await;
 
     let ping: Value = app
-        .post_json(&admin.token, &format!("/api/webhooks/{hook}/test"), &json!({}))
+        .post_json(
+            &admin.token,
+            &format!("/api/webhooks/{hook}/test"),
+            &json!({}),
+        )
         .await
         .json()
         .await
@@ -194,16 +221,19 @@ async fn binding_and_follow_events_and_a_test_ping() {
     assert_eq!(resp.status(), 200);
     assert_eq!(app.delete_binding(&alice.token).await.status(), 204);
 
-    let got = receiver
-        .wait_for("five events", |r| r.len() >= 5)
-        .await;
+    let got = receiver.wait_for("five events", |r| r.len() >= 5).await;
     let kinds: Vec<&str> = got.iter().map(|d| d.kind()).collect();
     assert_eq!(kinds[0], "webhook.test");
     let mut rest = kinds[1..].to_vec();
     rest.sort_unstable();
     assert_eq!(
         rest,
-        ["binding.created", "binding.removed", "user.followed", "user.unfollowed"]
+        [
+            "binding.created",
+            "binding.removed",
+            "user.followed",
+            "user.unfollowed"
+        ]
     );
     let position = |k: &str| kinds.iter().position(|x| *x == k).expect("kind");
     assert!(position("binding.created") < position("binding.removed"));
@@ -214,7 +244,10 @@ async fn binding_and_follow_events_and_a_test_ping() {
     let created = &got[position("binding.created")].json["data"];
     assert_eq!(created["user_id"], alice.id);
     assert_eq!(created["openid"], "openid-alice");
-    assert_eq!(got[position("user.followed")].json["data"]["user_id"], alice.id);
+    assert_eq!(
+        got[position("user.followed")].json["data"]["user_id"],
+        alice.id
+    );
 }
 
 #[actix_web::test]
@@ -231,15 +264,42 @@ async fn only_admins_register_http_targets_and_private_ones_are_refused_by_defau
         assert_error(resp, 403, "forbidden").await;
     }
     for (body, why) in [
-        (json!({"url": "http://127.0.0.1:9/hook", "events": ["message.sent"]}), "loopback"),
-        (json!({"url": "http://169.254.169.254/latest", "events": ["message.sent"]}), "metadata"),
-        (json!({"url": "http://10.0.0.8/hook", "events": ["message.sent"]}), "private"),
-        (json!({"url": "http://[::1]/hook", "events": ["message.sent"]}), "IPv6 loopback"),
-        (json!({"url": "http://localhost/hook", "events": ["message.sent"]}), "localhost"),
-        (json!({"url": "ftp://example.com/hook", "events": ["message.sent"]}), "scheme"),
-        (json!({"url": "https://203.0.114.7/hook", "events": []}), "no events"),
-        (json!({"url": "https://203.0.114.7/hook", "events": ["message.eaten"]}), "unknown event"),
-        (json!({"url": "https://203.0.114.7/hook", "events": ["message.sent"], "secret": "short"}), "short secret"),
+        (
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["message.sent"]}),
+            "loopback",
+        ),
+        (
+            json!({"url": "http://169.254.169.254/latest", "events": ["message.sent"]}),
+            "metadata",
+        ),
+        (
+            json!({"url": "http://10.0.0.8/hook", "events": ["message.sent"]}),
+            "private",
+        ),
+        (
+            json!({"url": "http://[::1]/hook", "events": ["message.sent"]}),
+            "IPv6 loopback",
+        ),
+        (
+            json!({"url": "http://localhost/hook", "events": ["message.sent"]}),
+            "localhost",
+        ),
+        (
+            json!({"url": "ftp://example.com/hook", "events": ["message.sent"]}),
+            "scheme",
+        ),
+        (
+            json!({"url": "https://203.0.114.7/hook", "events": []}),
+            "no events",
+        ),
+        (
+            json!({"url": "https://203.0.114.7/hook", "events": ["message.eaten"]}),
+            "unknown event",
+        ),
+        (
+            json!({"url": "https://203.0.114.7/hook", "events": ["message.sent"], "secret": "short"}),
+            "short secret",
+        ),
     ] {
         let resp = app.post_json(&admin.token, "/api/webhooks", &body).await;
         assert_eq!(resp.status(), 400, "{why}");
@@ -267,7 +327,9 @@ async fn only_admins_register_http_targets_and_private_ones_are_refused_by_defau
         .await
         .expect("request");
     assert_eq!(resp.status(), 204);
-    let resp = app.get_as(&admin.token, &format!("/api/webhooks/{id}")).await;
+    let resp = app
+        .get_as(&admin.token, &format!("/api/webhooks/{id}"))
+        .await;
     assert_error(resp, 404, "webhook_not_found").await;
     let resp = app.get_as(&admin.token, "/api/webhooks/not-a-uuid").await;
     assert_error(resp, 404, "webhook_not_found").await;

@@ -20,12 +20,12 @@ use wxbind::config::{
 use wxbind::startup::{Application, ProcessRole, StopHandle};
 
 pub use db::TestDb;
-pub use receiver::{Received, Receiver};
 pub use fake_wechat::{
     CLEAR_QUOTA, CodeReply, FakeWechat, KEYWORD_TYPES, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN,
     ORDER_TEMPLATE, QUERY_BLOCKED, QUOTA_GET, SendReply, TYPES_TEMPLATE, default_templates,
     template,
 };
+pub use receiver::{Received, Receiver};
 
 /// The password every test user gets.
 pub const TEST_PASSWORD: &str = "test-password-123";
@@ -414,7 +414,11 @@ impl TestApp {
     /// Makes an API key as `admin_token` and returns it.
     pub async fn api_key(&self, admin_token: &str, name: &str, scope: &str) -> String {
         let resp = self
-            .post_json(admin_token, "/api/keys", &json!({"name": name, "scope": scope}))
+            .post_json(
+                admin_token,
+                "/api/keys",
+                &json!({"name": name, "scope": scope}),
+            )
             .await;
         assert_eq!(resp.status(), 201, "making key {name}");
         let body: Value = resp.json().await.expect("json");

@@ -314,9 +314,10 @@ pub fn claim_due(
 /// Releases up to `limit` held (scheduled) messages that came due into the queue, ranked as
 /// if queued now. Returns how many.
 pub fn release_held(conn: &mut PgConnection, limit: i64) -> QueryResult<i64> {
-    let row: Count =
-        super::Prepared(diesel::sql_query("SELECT release_held_messages($1) AS n").bind::<BigInt, _>(limit))
-            .get_result(conn)?;
+    let row: Count = super::Prepared(
+        diesel::sql_query("SELECT release_held_messages($1) AS n").bind::<BigInt, _>(limit),
+    )
+    .get_result(conn)?;
     Ok(row.n)
 }
 

@@ -244,7 +244,9 @@ pub fn deliveries(
     if let Some(before) = before {
         q = q.filter(webhook_deliveries::id.lt(before));
     }
-    q.order(webhook_deliveries::id.desc()).limit(limit).load(conn)
+    q.order(webhook_deliveries::id.desc())
+        .limit(limit)
+        .load(conn)
 }
 
 /// Deletes up to `limit` finished deliveries that finished before `before`.

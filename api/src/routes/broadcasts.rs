@@ -18,7 +18,9 @@ use crate::db::{
     broadcasts::{Broadcast, Created, NewBroadcast, Recipients},
     messages::LogFilter,
 };
-use crate::domain::{MessageStatus, MessageUrl, Miniprogram, TemplateData, TemplateId, TemplateValue};
+use crate::domain::{
+    MessageStatus, MessageUrl, Miniprogram, TemplateData, TemplateId, TemplateValue,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wechat::Wechat;

@@ -11,8 +11,8 @@ pub mod messages;
 pub mod quota;
 pub mod templates;
 pub mod users;
-pub mod wechat_events;
 pub mod webhooks;
+pub mod wechat_events;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

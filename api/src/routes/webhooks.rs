@@ -21,7 +21,10 @@ pub struct CreateWebhookRequest {
     /// Where events are POSTed: an absolute http(s) URL (at most 2048 bytes, no
     /// credentials). Private, loopback and link-local addresses are refused unless the server
     /// runs with `WXBIND_WEBHOOK_ALLOW_PRIVATE=1`.
-    #[schema(example = "https://backend.example.com/wxbind/events", max_length = 2048)]
+    #[schema(
+        example = "https://backend.example.com/wxbind/events",
+        max_length = 2048
+    )]
     pub url: String,
     /// The events to send (at least one): `message.sent`, `message.failed`,
     /// `message.under_review`, `message.delivered`, `message.blocked`, `binding.created`,
@@ -404,7 +407,9 @@ pub async fn list_deliveries(
     let mut rows = rows;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more.then(|| rows.last().map(|d| d.id.to_string())).flatten();
+    let next_cursor = more
+        .then(|| rows.last().map(|d| d.id.to_string()))
+        .flatten();
     Ok(HttpResponse::Ok().json(DeliveryPage {
         items: rows
             .into_iter()
