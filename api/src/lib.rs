@@ -1,4 +1,5 @@
 //! wxbind: bind website accounts to a WeChat Official Account and send them template messages.
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod binding;

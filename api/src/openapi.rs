@@ -34,6 +34,7 @@ messages.\n\nEvery error is `{\"error\":{\"code\":\"<snake_case>\",\"message\":\
         (name = "keys", description = "API keys for servers (admins)"),
         (name = "broadcasts", description = "One request, one message per recipient (admins and API keys)"),
         (name = "webhooks", description = "Signed callbacks when messages, bindings and followers change (admins)"),
+        (name = "audit", description = "The audit log of admin and key actions (admins)"),
         (name = "wechat", description = "WeChat's server push (called by WeChat, not the SPA)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )

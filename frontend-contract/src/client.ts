@@ -122,6 +122,10 @@ export function createWxbind(baseUrl: string) {
     /** Admins only: revokes an API key. */
     revokeKey: (name: string) =>
       authed(() => api.DELETE("/api/keys/{name}", { params: { path: { name } } })),
+    /** Admins (users and admin keys): the audit log of admin and key actions, newest first,
+     * in pages; pass `next_cursor` back as `cursor`. */
+    audit: (query: NonNullable<paths["/api/audit"]["get"]["parameters"]["query"]> = {}) =>
+      authed(() => api.GET("/api/audit", { params: { query } })),
     /** Whether an access token is held. */
     get loggedIn() {
       return accessToken !== undefined;

@@ -4,6 +4,28 @@
  */
 
 export interface paths {
+    "/api/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The audit log of admin and key actions (admins).
+         * @description Sends to other users, broadcasts, retries, key and webhook changes, template syncs and
+         *     quota resets, newest first, in pages: pass `next_cursor` back as `cursor` for the next one.
+         *     Filters combine.
+         */
+        get: operations["list_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/bind-qrcode": {
         parameters: {
             query?: never;
@@ -492,6 +514,48 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description One audited action. */
+        AuditEntry: {
+            /**
+             * @description What was done: `message.sent_to_other`, `message.retried`, `broadcast.created`,
+             *     `broadcast.cancelled`, `key.created`, `key.revoked`, `webhook.created`,
+             *     `webhook.deleted`, `webhook.tested`, `templates.synced` or `quota.reset` (a string, so
+             *     that actions added later still list).
+             * @example key.created
+             */
+            action: string;
+            /**
+             * @description Who did it: the username at the time, `key:<name>` for an API key, `cli` for the
+             *     command line.
+             * @example key:deploy
+             */
+            actor: string;
+            /**
+             * Format: date-time
+             * @description When it was done.
+             */
+            at: string;
+            /** @description More about it, by action (never a secret). */
+            details: Record<string, never>;
+            /**
+             * Format: int64
+             * @description Its id; larger is newer.
+             * @example 42
+             */
+            id: number;
+            /**
+             * @description What it was done to (a message id, a key name, …); null when the action names nothing.
+             * @example billing-backend
+             */
+            target?: string | null;
+        };
+        /** @description One page of the audit log. */
+        AuditPage: {
+            /** @description Newest first. */
+            items: components["schemas"]["AuditEntry"][];
+            /** @description Pass as `cursor` for the next page; null on the last. */
+            next_cursor?: string | null;
+        };
         /** @description A scan-to-follow-and-bind QR code. */
         BindQrcodeResponse: {
             /**
@@ -992,6 +1056,65 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_audit: {
+        parameters: {
+            query?: {
+                /** @description Only this action. */
+                action?: "message.sent_to_other" | "message.retried" | "broadcast.created" | "broadcast.cancelled" | "key.created" | "key.revoked" | "webhook.created" | "webhook.deleted" | "webhook.tested" | "templates.synced" | "quota.reset";
+                /**
+                 * @description Only this actor: a username, `key:<name>` for an API key, or `cli`.
+                 * @example key:deploy
+                 */
+                actor?: string;
+                /** @description The previous page's `next_cursor`. */
+                cursor?: string;
+                /** @description Rows per page, 1-200 (50 when omitted). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description `invalid_request`: a bad filter, cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins (and admin keys) read the audit log */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_bind_qrcode: {
         parameters: {
             query?: never;

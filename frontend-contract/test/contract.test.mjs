@@ -428,6 +428,32 @@ test("api keys", async () => {
   assert.equal((await call("GET", "/api/templates", { token: made.body.key })).status, 401);
 });
 
+// Sends nothing, so the pause "review and quota" leaves does not matter.
+test("audit log", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  assert.equal((await call("GET", "/api/audit")).status, 401);
+  assert.equal((await call("GET", "/api/audit", { token: demo.token })).status, 403);
+  const key = await call("POST", "/api/keys", { token: admin.token, json: { name: "contract-audit" } });
+  assert.equal(key.status, 201);
+  assert.equal((await call("GET", "/api/audit", { token: key.body.key })).status, 403);
+  assert.equal((await call("GET", "/api/audit?limit=0", { token: admin.token })).status, 400);
+  assert.equal((await call("GET", "/api/audit?cursor=bm90LWEtY3Vyc29y", { token: admin.token })).status, 400);
+  assert.equal((await call("GET", "/api/audit?action=nonsense", { token: admin.token })).status, 400);
+
+  // Pages: newest first, no row twice, none left out.
+  const all = (await call("GET", "/api/audit?limit=200", { token: admin.token })).body.items;
+  const paged = [];
+  let cursor;
+  do {
+    const page = await call("GET", `/api/audit?limit=2${cursor ? `&cursor=${cursor}` : ""}`, { token: admin.token });
+    assert.equal(page.status, 200);
+    paged.push(...page.body.items.map((e) => e.id));
+    cursor = page.body.next_cursor;
+  } while (cursor);
+  assert.deepEqual(paged, all.map((e) => e.id));
+});
+
 test("ops", async () => {
   assert.equal((await call("GET", "/api/health")).body.sandbox, true);
   assert.equal((await call("GET", "/api/ready")).status, 200);

@@ -1,4 +1,5 @@
 //! Black-box tests of the wxbind API: HTTP in, HTTP and database rows out.
+mod audit;
 mod batch;
 mod binding;
 mod broadcasts;

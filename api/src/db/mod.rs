@@ -1,6 +1,7 @@
 //! Postgres access: the r2d2 pool, the embedded migrations and [`run`], the one way request
 //! and worker code touches the database (synchronous diesel on the blocking thread pool).
 pub mod api_keys;
+pub mod audit_log;
 pub mod bind_states;
 pub mod broadcasts;
 pub mod deployment;

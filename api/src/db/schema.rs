@@ -39,6 +39,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor_id -> Nullable<Int8>,
+        actor -> Text,
+        action -> Text,
+        target -> Nullable<Text>,
+        details -> Jsonb,
+    }
+}
+
+diesel::table! {
     bind_states (state_hash) {
         state_hash -> Text,
         user_id -> Int8,
@@ -264,6 +276,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(audit_log -> users (actor_id));
 diesel::joinable!(bind_states -> users (user_id));
 diesel::joinable!(message_events -> messages (message_id));
 diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
@@ -271,6 +284,7 @@ diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(
     api_key_secret,
     api_keys,
+    audit_log,
     bind_states,
     broadcasts,
     deployment,

@@ -1,5 +1,6 @@
 //! HTTP routes: `configure` is the one place handlers are registered, so what is served and
 //! what the OpenAPI document describes cannot differ.
+pub mod audit;
 pub mod auth;
 pub mod binding;
 pub mod broadcasts;
@@ -66,6 +67,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(webhooks::delete_webhook)
             .service(webhooks::test_webhook)
             .service(webhooks::list_deliveries)
+            .service(audit::list_audit)
             .service(health::health)
             .service(health::ready)
             .service(wechat_events::verify_wechat_url)
