@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use diesel::{Connection, PgConnection, QueryResult};
+
+use crate::audit::{self, Action, Actor};
 use crate::db::{self, DbError, PgPool, api_keys::ApiKey};
 
 /// What every key starts with.
@@ -83,6 +86,44 @@ pub fn hash(secret: &[u8], key: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Stores a new key (its hash) and its audit row (`key.created` by `actor`) in one
+/// transaction. The row names the key and its scope, never the key.
+pub fn create_audited(
+    conn: &mut PgConnection,
+    name: &str,
+    scope: Scope,
+    key_hash: &str,
+    prefix: &str,
+    actor: Actor,
+) -> QueryResult<db::api_keys::Created> {
+    conn.transaction(|conn| {
+        let created = db::api_keys::create(conn, name, scope.as_str(), key_hash, prefix)?;
+        if let db::api_keys::Created::Key(k) = &created {
+            let details = serde_json::json!({ "scope": scope.as_str() });
+            audit::record(conn, actor, Action::KeyCreated, Some(&k.name), details)?;
+        }
+        Ok(created)
+    })
+}
+
+/// Revokes the live key named `name` and records `key.revoked` by `actor`, in one
+/// transaction; false (and no row) when there is no such key.
+pub fn revoke_audited(conn: &mut PgConnection, name: &str, actor: Actor) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let revoked = db::api_keys::revoke(conn, name)?;
+        if revoked {
+            audit::record(
+                conn,
+                actor,
+                Action::KeyRevoked,
+                Some(name),
+                serde_json::json!({}),
+            )?;
+        }
+        Ok(revoked)
+    })
+}
+
 /// An authenticated key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPrincipal {
@@ -141,17 +182,19 @@ impl KeyChecker {
             .read_at = None;
     }
 
-    /// Creates a key named `name`; `Ok(None)` when the name is taken.
+    /// Creates a key named `name`, audited as `actor`'s ([`create_audited`]); `Ok(None)` when
+    /// the name is taken.
     pub async fn create(
         &self,
         pool: &PgPool,
         name: &str,
         scope: Scope,
+        actor: Actor,
     ) -> Result<Option<(ApiKey, String)>, DbError> {
         let (key, hash, prefix) = generate(self.secret(pool).await?);
         let name = name.to_owned();
         let created = db::run(pool, move |conn| {
-            db::api_keys::create(conn, &name, scope.as_str(), &hash, &prefix)
+            create_audited(conn, &name, scope, &hash, &prefix, actor)
         })
         .await?;
         self.invalidate();
@@ -161,10 +204,11 @@ impl KeyChecker {
         })
     }
 
-    /// Revokes a key; this process refuses it from now on, the others within [`CACHE_TTL`].
-    pub async fn revoke(&self, pool: &PgPool, name: &str) -> Result<bool, DbError> {
+    /// Revokes a key, audited as `actor`'s ([`revoke_audited`]); this process refuses it from
+    /// now on, the others within [`CACHE_TTL`].
+    pub async fn revoke(&self, pool: &PgPool, name: &str, actor: Actor) -> Result<bool, DbError> {
         let name = name.to_owned();
-        let revoked = db::run(pool, move |conn| db::api_keys::revoke(conn, &name)).await?;
+        let revoked = db::run(pool, move |conn| revoke_audited(conn, &name, actor)).await?;
         self.invalidate();
         Ok(revoked)
     }

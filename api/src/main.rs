@@ -144,9 +144,12 @@ fn key_command(config: &Config, action: KeyCommand) -> anyhow::Result<()> {
             if !wxbind::keys::valid_name(&name) {
                 anyhow::bail!("a key name is 1-64 letters, digits, '_', '.' or '-'");
             }
+            let scope = wxbind::keys::Scope::parse(&scope)
+                .ok_or_else(|| anyhow::anyhow!("a key's scope is send or admin"))?;
             let secret = db::api_keys::secret(&mut conn)?;
             let (key, hash, prefix) = wxbind::keys::generate(&secret);
-            match db::api_keys::create(&mut conn, &name, &scope, &hash, &prefix)? {
+            let actor = wxbind::audit::Actor::Cli;
+            match wxbind::keys::create_audited(&mut conn, &name, scope, &hash, &prefix, actor)? {
                 db::api_keys::Created::Key(k) => {
                     eprintln!(
                         "made {} key {} (shown once; store it in the calling server's secrets):",
@@ -176,7 +179,7 @@ fn key_command(config: &Config, action: KeyCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeyCommand::Revoke { name } => {
-            if db::api_keys::revoke(&mut conn, &name)? {
+            if wxbind::keys::revoke_audited(&mut conn, &name, wxbind::audit::Actor::Cli)? {
                 println!("revoked key {name}");
                 Ok(())
             } else {

@@ -5,6 +5,9 @@
 //! and the claim itself checks it, so no process sends while it is in force.
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, TimeZone, Utc};
 
+use diesel::Connection;
+
+use crate::audit::{self, Action, Actor};
 use crate::db::{self, DbError, PgPool};
 use crate::wechat::{CallError, Connected, types::Quota};
 
@@ -119,8 +122,10 @@ const RESET_DEBOUNCE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// Serializes this process's resets, so a double click waits for the first and sees it.
 static RESETTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Resets the quota at WeChat (`clear_quota`) and lifts the pause, waking every worker. A
-/// reset within ten seconds of the last one, with no pause since, calls WeChat no more.
+/// Resets the quota at WeChat (`clear_quota`) and lifts the pause, waking every worker; the
+/// reset is recorded, and audited as `by`'s (`quota.reset`), in one transaction. A reset
+/// within ten seconds of the last one, with no pause since, calls WeChat no more and is not
+/// audited again: it changed nothing.
 pub async fn reset(pool: &PgPool, wechat: &Connected, by: i64) -> Result<Reset, QuotaError> {
     let _one_at_a_time = RESETTING.lock().await;
     let since = month_start(Utc::now());
@@ -148,9 +153,14 @@ pub async fn reset(pool: &PgPool, wechat: &Connected, by: i64) -> Result<Reset, 
         other => other?,
     }
     let (was_paused, resets_this_month) = db::run(pool, move |conn| {
-        db::pause::record_reset(conn, by)?;
-        let was = db::pause::lift(conn)?;
-        Ok((was, db::pause::resets_since(conn, since)?))
+        conn.transaction(|conn| {
+            db::pause::record_reset(conn, by)?;
+            let was = db::pause::lift(conn)?;
+            let resets = db::pause::resets_since(conn, since)?;
+            let details = serde_json::json!({ "was_paused": was, "resets_this_month": resets });
+            audit::record(conn, Actor::User(by), Action::QuotaReset, None, details)?;
+            Ok((was, resets))
+        })
     })
     .await?;
     tracing::info!(

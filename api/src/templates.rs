@@ -16,6 +16,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use diesel::Connection;
+
+use crate::audit::{self, Action, Actor};
 use crate::db::{self, DbError, PgPool, templates::Listed, templates::Template};
 use crate::domain::{KeyProblem, TemplateData, TemplateShape};
 use crate::error::ErrorChain;
@@ -185,11 +188,13 @@ pub enum SyncError {
 
 /// Reads WeChat's template list, records it (new and changed templates upserted, missing ones
 /// marked gone, returning ones live again) and makes it this process's registry. Returns every
-/// template, live and gone.
+/// template, live and gone. A sync someone asked for (`actor`) is audited in the same
+/// transaction (`templates.synced`, with the live and gone counts); the timer's are not.
 pub async fn sync(
     pool: &PgPool,
     registry: &Registry,
     wechat: &Connected,
+    actor: Option<Actor>,
 ) -> Result<Vec<Template>, SyncError> {
     let listed = wechat
         .with_token(|client, token| async move {
@@ -208,9 +213,19 @@ pub async fn sync(
             example: t.example,
         })
         .collect();
-    let rows = db::run(pool, move |conn| db::templates::sync(conn, &listed))
-        .await
-        .map_err(SyncError::Db)?;
+    let rows = db::run(pool, move |conn| {
+        conn.transaction(|conn| {
+            let rows = db::templates::sync(conn, &listed)?;
+            if let Some(actor) = actor {
+                let gone = rows.iter().filter(|t| t.gone_at.is_some()).count();
+                let details = serde_json::json!({ "live": rows.len() - gone, "gone": gone });
+                audit::record(conn, actor, Action::TemplatesSynced, None, details)?;
+            }
+            Ok(rows)
+        })
+    })
+    .await
+    .map_err(SyncError::Db)?;
     registry.replace(&rows);
     let gone = rows.iter().filter(|t| t.gone_at.is_some()).count();
     tracing::info!(
@@ -233,7 +248,7 @@ pub async fn run(
 ) {
     let wechat = Connected::new(account);
     loop {
-        let wait = match sync(&pool, &registry, &wechat).await {
+        let wait = match sync(&pool, &registry, &wechat, None).await {
             Ok(_) => every,
             Err(e) => {
                 let synced = registry.is_synced();

@@ -428,7 +428,8 @@ test("api keys", async () => {
   assert.equal((await call("GET", "/api/templates", { token: made.body.key })).status, 401);
 });
 
-// Sends nothing, so the pause "review and quota" leaves does not matter.
+// After "review and quota" and "api keys": it reads the resets, retries and key changes they
+// made (and sends nothing, so the pause the quota test leaves does not matter).
 test("audit log", async () => {
   const demo = await login("demo");
   const admin = await login("admin");
@@ -441,8 +442,15 @@ test("audit log", async () => {
   assert.equal((await call("GET", "/api/audit?cursor=bm90LWEtY3Vyc29y", { token: admin.token })).status, 400);
   assert.equal((await call("GET", "/api/audit?action=nonsense", { token: admin.token })).status, 400);
 
+  const made = await call("GET", "/api/audit?action=key.created&actor=admin", { token: admin.token });
+  assert.equal(made.status, 200);
+  const entry = made.body.items.find((e) => e.target === "contract-audit");
+  assert.deepEqual([entry?.actor, entry?.details], ["admin", { scope: "send" }]);
+  assert.ok(!JSON.stringify(made.body).includes(key.body.key), "never the key");
+
   // Pages: newest first, no row twice, none left out.
   const all = (await call("GET", "/api/audit?limit=200", { token: admin.token })).body.items;
+  assert.ok(["quota.reset", "message.retried", "key.revoked"].every((a) => all.some((e) => e.action === a)));
   const paged = [];
   let cursor;
   do {

@@ -1,8 +1,11 @@
-//! The audit log, `GET /api/audit`: read by admin users and admin keys only, newest first in
-//! cursor pages, filtered by action and actor.
+//! The audit log: retries, key changes (API and command line), template syncs and quota
+//! resets recorded with their actor (a username, `key:<name>` for a key, `cli`), read by
+//! admins only through `GET /api/audit` in cursor pages, never holding a secret.
+use diesel::prelude::*;
 use serde_json::{Value, json};
 use wxbind::audit::{self, Action, Actor};
-use wxbind_tests::{TestApp, assert_error, spawn_app};
+use wxbind::db::schema::audit_log;
+use wxbind_tests::{SendReply, TestApp, assert_error, spawn_app};
 
 async fn post_as(
     app: &TestApp,
@@ -25,11 +28,40 @@ async fn make_key(app: &TestApp, admin: &str, name: &str, scope: &str) -> String
     made["key"].as_str().expect("key").to_owned()
 }
 
+async fn revoke_key(app: &TestApp, admin: &str, name: &str) {
+    let resp = app
+        .http
+        .delete(app.url(&format!("/api/keys/{name}")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status(), 204, "revoke {name}");
+}
+
 /// One page of `GET /api/audit` with `query`.
 async fn audit_page(app: &TestApp, token: &str, query: &str) -> Value {
     let resp = app.get_as(token, &format!("/api/audit?{query}")).await;
     assert_eq!(resp.status(), 200, "GET /api/audit?{query}");
     resp.json().await.expect("json")
+}
+
+/// Every entry, newest first, as `(actor, action, target, details)`.
+async fn entries(app: &TestApp, token: &str) -> Vec<(String, String, Option<String>, Value)> {
+    let page = audit_page(app, token, "limit=200").await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().expect("actor").to_owned(),
+                e["action"].as_str().expect("action").to_owned(),
+                e["target"].as_str().map(str::to_owned),
+                e["details"].clone(),
+            )
+        })
+        .collect()
 }
 
 fn ids_of(page: &Value) -> Vec<i64> {
@@ -39,6 +71,168 @@ fn ids_of(page: &Value) -> Vec<i64> {
         .iter()
         .map(|e| e["id"].as_i64().expect("id"))
         .collect()
+}
+
+#[actix_web::test]
+async fn each_admin_and_key_action_is_recorded_with_its_actor() {
+    let app = spawn_app().await;
+    let root = app.admin("root").await;
+    let alice = app.user("alice").await;
+    app.bind(&alice, "openid-alice").await;
+    app.wait_templates_synced().await;
+
+    // An admin user makes a key; the admin key syncs, retries and resets; the user revokes it.
+    let key = make_key(&app, &root.token, "deploy", "admin").await;
+    assert_eq!(app.sync_templates(&key).await.status(), 200);
+    app.wechat.script_sends([SendReply::Errcode(40003)]);
+    let failed = app.send_simple(&alice).await;
+    assert_eq!(
+        app.wait_for_final(&alice.token, &failed).await["status"],
+        "failed"
+    );
+    let resp = post_as(&app, &key, &format!("/api/messages/{failed}/retry"), None).await;
+    assert_eq!(resp.status(), 202);
+    let resp = post_as(&app, &root.token, "/api/quota/reset", None).await;
+    assert_eq!(resp.status(), 200);
+    revoke_key(&app, &root.token, "deploy").await;
+
+    let live = app
+        .templates(&root.token)
+        .await
+        .iter()
+        .filter(|t| t["gone_at"].is_null())
+        .count();
+    let got = entries(&app, &root.token).await;
+    let expected = [
+        ("root", "key.revoked", Some("deploy"), json!({})),
+        (
+            "root",
+            "quota.reset",
+            None,
+            json!({"was_paused": false, "resets_this_month": 1}),
+        ),
+        (
+            "key:deploy",
+            "message.retried",
+            Some(failed.as_str()),
+            json!({"user_id": alice.id, "template_id": wxbind_tests::DEFAULT_TEMPLATE}),
+        ),
+        (
+            "key:deploy",
+            "templates.synced",
+            None,
+            json!({"live": live, "gone": 0}),
+        ),
+        (
+            "root",
+            "key.created",
+            Some("deploy"),
+            json!({"scope": "admin"}),
+        ),
+    ];
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.map(str::to_owned), d))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The actor's id is kept beside its name; the key itself is nowhere in the log.
+    let rows: Vec<(Option<i64>, Value)> = app.query(|c| {
+        audit_log::table
+            .order(audit_log::id)
+            .select((audit_log::actor_id, audit_log::details))
+            .load(c)
+    });
+    assert_eq!(rows.first().map(|r| r.0), Some(Some(root.id)));
+    assert!(
+        rows.iter()
+            .all(|(_, details)| !details.to_string().contains(&key[4..])),
+        "{rows:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_plain_users_own_actions_are_not_audited_and_refusals_leave_no_row() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    app.bind(&alice, "openid-alice").await;
+
+    let own = app.send_simple(&alice).await;
+    app.wait_for_final(&alice.token, &own).await;
+    assert_error(app.sync_templates(&alice.token).await, 403, "forbidden").await;
+    assert_error(
+        post_as(&app, &alice.token, "/api/quota/reset", None).await,
+        403,
+        "forbidden",
+    )
+    .await;
+
+    let rows: i64 = app.query(|c| audit_log::table.count().get_result(c));
+    assert_eq!(rows, 0);
+}
+
+#[actix_web::test]
+async fn the_command_line_is_recorded_as_cli_and_an_unknown_actor_writes_nothing() {
+    let app = spawn_app().await;
+    let mut conn = app.db.conn();
+    // What `wxbind key add` and `wxbind key revoke` run.
+    let (_, hash, prefix) = wxbind::keys::generate(b"test-only-secret");
+    let created = wxbind::keys::create_audited(
+        &mut conn,
+        "nightly",
+        wxbind::keys::Scope::Send,
+        &hash,
+        &prefix,
+        Actor::Cli,
+    )
+    .expect("create");
+    assert!(matches!(created, wxbind::db::api_keys::Created::Key(_)));
+    assert!(wxbind::keys::revoke_audited(&mut conn, "nightly", Actor::Cli).expect("revoke"));
+    assert!(!wxbind::keys::revoke_audited(&mut conn, "nightly", Actor::Cli).expect("again"));
+
+    let rows: Vec<(Option<i64>, String, String, Option<String>, Value)> = audit_log::table
+        .order(audit_log::id)
+        .select((
+            audit_log::actor_id,
+            audit_log::actor,
+            audit_log::action,
+            audit_log::target,
+            audit_log::details,
+        ))
+        .load(&mut conn)
+        .expect("rows");
+    let nightly = Some("nightly".to_owned());
+    assert_eq!(
+        rows,
+        [
+            (
+                None,
+                "cli".into(),
+                "key.created".into(),
+                nightly.clone(),
+                json!({"scope": "send"})
+            ),
+            (None, "cli".into(), "key.revoked".into(), nightly, json!({})),
+        ]
+    );
+
+    // An actor that is no user fails the statement (and with it the change it records).
+    let missing = audit::record(
+        &mut conn,
+        Actor::User(i64::MAX),
+        Action::QuotaReset,
+        None,
+        json!({}),
+    );
+    assert!(
+        matches!(missing, Err(diesel::result::Error::NotFound)),
+        "{missing:?}"
+    );
+    let count: i64 = audit_log::table
+        .count()
+        .get_result(&mut conn)
+        .expect("count");
+    assert_eq!(count, 2);
 }
 
 #[actix_web::test]

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::auth::AuthUser;
 use crate::db::{self, api_keys::ApiKey};
 use crate::error::{ApiError, ErrorBody};
@@ -115,7 +116,12 @@ pub async fn create_key(
         ));
     }
     let scope = body.scope.unwrap_or(Scope::Send);
-    let created = match state.keys.create(&state.pool, &body.name, scope).await {
+    let actor = Actor::User(auth.id);
+    let created = match state
+        .keys
+        .create(&state.pool, &body.name, scope, actor)
+        .await
+    {
         Err(e) if e.is_unique_violation() => None,
         other => other?,
     };
@@ -173,7 +179,11 @@ pub async fn revoke_key(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     admin_only(&auth)?;
-    if !state.keys.revoke(&state.pool, &name).await? {
+    if !state
+        .keys
+        .revoke(&state.pool, &name, Actor::User(auth.id))
+        .await?
+    {
         return Err(ApiError::KeyNotFound);
     }
     tracing::info!(key.name = %name, "API key revoked");

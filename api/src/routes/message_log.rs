@@ -4,11 +4,13 @@
 use actix_web::{HttpResponse, get, post, web};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::messages::MessageResponse;
+use crate::audit::{self, Action};
 use crate::auth::AuthUser;
 use crate::db::{self, messages::LogFilter, messages::Retried};
 use crate::domain::MessageStatus;
@@ -254,7 +256,18 @@ pub async fn retry_message(
     auth.require_admin("only admins retry messages")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::MessageNotFound)?;
     match db::run(&state.pool, move |conn| {
-        db::messages::retry_failed(conn, id)
+        conn.transaction(|conn| {
+            let retried = db::messages::retry_failed(conn, id)?;
+            if let Retried::Queued(m) = &retried {
+                let details = serde_json::json!({
+                    "user_id": m.user_id,
+                    "template_id": m.template_id,
+                });
+                let target = m.id.to_string();
+                audit::record_for(conn, &auth, Action::MessageRetried, Some(&target), details)?;
+            }
+            Ok(retried)
+        })
     })
     .await?
     {

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::auth::AuthUser;
 use crate::db::{self, templates::Template};
 use crate::domain::{Keyword, TemplateKind, TemplateShape};
@@ -116,6 +117,7 @@ pub async fn sync_templates(
     auth: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_admin("only admins may sync the template list")?;
-    let rows = templates::sync(&state.pool, &state.templates, wechat.get()?).await?;
+    let actor = Actor::of(&auth);
+    let rows = templates::sync(&state.pool, &state.templates, wechat.get()?, actor).await?;
     Ok(respond(&state, rows))
 }
