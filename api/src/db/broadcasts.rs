@@ -120,6 +120,19 @@ pub fn create(conn: &mut PgConnection, new: &NewBroadcast) -> QueryResult<Create
             ))
             .returning(Broadcast::as_returning())
             .get_result(conn)?;
+        crate::audit::record(
+            conn,
+            crate::audit::Actor::User(new.sender_id),
+            crate::audit::Action::BroadcastCreated,
+            Some(&new.id.to_string()),
+            serde_json::json!({
+                "template_id": new.template_id,
+                "all_bound": matches!(new.recipients, Recipients::AllBound),
+                "total": tally.total,
+                "queued": tally.queued,
+                "send_at": new.send_at,
+            }),
+        )?;
         if tally.queued > 0 {
             diesel::sql_query("SELECT pg_notify('wxbind_messages', '')").execute(conn)?;
         }

@@ -113,7 +113,7 @@ pub fn enqueue_many(
              FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) WITH ORDINALITY
                  AS v (id, sender_id, user_id, template_id, url, data, idempotency_key,
                        miniprogram, send_at, urgent, ord)
-         ), {RANKS}
+         ), {RANKS}, ins AS (
          INSERT INTO messages
              (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
               send_at, urgent, held, next_attempt_at, fair_rank)
@@ -128,7 +128,16 @@ pub fn enqueue_many(
          JOIN users u ON u.id = v.user_id AND u.openid IS NOT NULL
          JOIN users s ON s.id = v.sender_id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING *"
+         RETURNING *
+         ), audit AS (
+             -- Only admins and keys may send to others: each such send is audited with it.
+             INSERT INTO audit_log (actor_id, actor, action, target, details)
+             SELECT i.sender_id, s.username, 'message.sent_to_other', i.id::text,
+                    jsonb_build_object('user_id', i.user_id, 'template_id', i.template_id)
+             FROM ins i JOIN users s ON s.id = i.sender_id
+             WHERE i.sender_id <> i.user_id
+         )
+         SELECT * FROM ins"
         )
     });
     let insert = diesel::sql_query(SQL.as_str())
@@ -195,7 +204,7 @@ pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queu
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH v AS (SELECT $2::BIGINT AS sender_id,
-                           coalesce($9::TIMESTAMPTZ > now(), false) AS held), {RANKS}
+                           coalesce($9::TIMESTAMPTZ > now(), false) AS held), {RANKS}, ins AS (
          INSERT INTO messages
              (id, sender_id, user_id, template_id, url, data, idempotency_key, miniprogram,
               send_at, urgent, held, next_attempt_at, fair_rank)
@@ -205,7 +214,16 @@ pub fn enqueue(conn: &mut PgConnection, new: &QueuedRequest) -> QueryResult<Queu
          FROM users u, users s, starts t, v
          WHERE u.id = $3 AND u.openid IS NOT NULL AND s.id = $2 AND t.sender_id = s.id
          ON CONFLICT (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING *"
+         RETURNING *
+         ), audit AS (
+             -- Only admins and keys may send to others: each such send is audited with it.
+             INSERT INTO audit_log (actor_id, actor, action, target, details)
+             SELECT i.sender_id, s.username, 'message.sent_to_other', i.id::text,
+                    jsonb_build_object('user_id', i.user_id, 'template_id', i.template_id)
+             FROM ins i JOIN users s ON s.id = i.sender_id
+             WHERE i.sender_id <> i.user_id
+         )
+         SELECT * FROM ins"
         )
     });
     let inserted: Option<Message> = diesel::sql_query(SQL.as_str())

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -445,7 +446,17 @@ pub async fn cancel_broadcast(
     let b = visible(&state, &auth, &id).await?;
     let id = b.id;
     let (cancelled, b, rows) = db::run(&state.pool, move |conn| {
-        let n = db::broadcasts::cancel(conn, id)?;
+        let n = conn.transaction(|conn| {
+            let n = db::broadcasts::cancel(conn, id)?;
+            crate::audit::record_for(
+                conn,
+                &auth,
+                crate::audit::Action::BroadcastCancelled,
+                Some(&id.to_string()),
+                serde_json::json!({"cancelled": n}),
+            )?;
+            Ok::<_, diesel::result::Error>(n)
+        })?;
         let b = db::broadcasts::find(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
         Ok((n, b, db::broadcasts::counts(conn, id)?))
     })

@@ -4,10 +4,12 @@
 //! recent deliveries. Delivery itself is `webhooks::run` in the worker.
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
+use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::audit;
 use crate::auth::AuthUser;
 use crate::db::{self, webhooks::Webhook};
 use crate::error::{ApiError, ErrorBody};
@@ -150,7 +152,18 @@ pub async fn create_webhook(
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let (id, creator, stored_secret) = (Uuid::new_v4(), auth.id, secret.clone());
     let hook = db::run(&state.pool, move |conn| {
-        db::webhooks::create(conn, id, url.as_str(), &events, &stored_secret, creator)
+        conn.transaction(|conn| {
+            let hook =
+                db::webhooks::create(conn, id, url.as_str(), &events, &stored_secret, creator)?;
+            audit::record_for(
+                conn,
+                &auth,
+                audit::Action::WebhookCreated,
+                Some(&id.to_string()),
+                serde_json::json!({"url": hook.url, "events": hook.events}),
+            )?;
+            Ok(hook)
+        })
     })
     .await?;
     tracing::info!(webhook.id = %hook.id, "webhook endpoint registered");
@@ -231,7 +244,23 @@ pub async fn delete_webhook(
 ) -> Result<HttpResponse, ApiError> {
     admin_only(&auth)?;
     let id = parse_id(&id)?;
-    if !db::run(&state.pool, move |conn| db::webhooks::delete(conn, id)).await? {
+    let deleted = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if !db::webhooks::delete(conn, id)? {
+                return Ok(false);
+            }
+            audit::record_for(
+                conn,
+                &auth,
+                audit::Action::WebhookDeleted,
+                Some(&id.to_string()),
+                serde_json::json!({}),
+            )?;
+            Ok(true)
+        })
+    })
+    .await?;
+    if !deleted {
         return Err(ApiError::WebhookNotFound);
     }
     tracing::info!(webhook.id = %id, "webhook endpoint removed");
@@ -285,10 +314,19 @@ pub async fn test_webhook(
     let config = state.config.webhooks.clone();
     let lease_ms = i64::try_from((config.timeout * 2).as_millis()).unwrap_or(i64::MAX);
     let due = db::run(&state.pool, move |conn| {
-        if db::webhooks::find(conn, id)?.is_none() {
-            return Ok(None);
-        }
-        db::webhooks::insert_test(conn, id, event_id, &payload, lease_ms).map(Some)
+        conn.transaction(|conn| {
+            if db::webhooks::find(conn, id)?.is_none() {
+                return Ok(None);
+            }
+            audit::record_for(
+                conn,
+                &auth,
+                audit::Action::WebhookTested,
+                Some(&id.to_string()),
+                serde_json::json!({"event_id": event_id}),
+            )?;
+            db::webhooks::insert_test(conn, id, event_id, &payload, lease_ms).map(Some)
+        })
     })
     .await?
     .ok_or(ApiError::WebhookNotFound)?;
