@@ -7,6 +7,9 @@ use wxbind::audit::{self, Action, Actor};
 use wxbind::db::schema::audit_log;
 use wxbind_tests::{SendReply, TestApp, assert_error, spawn_app};
 
+/// actor_id, actor, action, target, details.
+type AuditRow = (Option<i64>, String, String, Option<String>, Value);
+
 async fn post_as(
     app: &TestApp,
     token: &str,
@@ -190,7 +193,7 @@ async fn the_command_line_is_recorded_as_cli_and_an_unknown_actor_writes_nothing
     assert!(wxbind::keys::revoke_audited(&mut conn, "nightly", Actor::Cli).expect("revoke"));
     assert!(!wxbind::keys::revoke_audited(&mut conn, "nightly", Actor::Cli).expect("again"));
 
-    let rows: Vec<(Option<i64>, String, String, Option<String>, Value)> = audit_log::table
+    let rows: Vec<AuditRow> = audit_log::table
         .order(audit_log::id)
         .select((
             audit_log::actor_id,
