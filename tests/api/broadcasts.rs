@@ -120,6 +120,17 @@ async fn a_broadcast_reaches_every_bound_follower_and_counts_the_rest_as_skipped
         .await
         .expect("json");
     assert_eq!(log["messages"].as_array().expect("list").len(), 2);
+
+    // The audit log has the broadcast, by the key.
+    let audit: Value = app
+        .get_as(&admin.token, "/api/audit?action=broadcast.created")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(audit["items"][0]["actor"], "key:backend", "{audit}");
+    assert_eq!(audit["items"][0]["target"], id.as_str());
+    assert_eq!(audit["items"][0]["details"]["queued"], 2);
 }
 
 #[actix_web::test]

@@ -100,6 +100,18 @@ async fn quiet_hours_hold_messages_unless_an_admin_or_key_marks_them_urgent() {
     let urgent: Value = resp.json().await.expect("json");
     let urgent = urgent["id"].as_str().expect("id");
     app.wait_for_status(&admin.token, urgent, "sent").await;
+    // An admin's send to someone else is audited; a user's own send is not.
+    let audit: Value = app
+        .get_as(&admin.token, "/api/audit?action=message.sent_to_other")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let items = audit["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{audit}");
+    assert_eq!(items[0]["target"], urgent);
+    assert_eq!(items[0]["actor"], "root");
+    assert_eq!(items[0]["details"]["user_id"], alice.id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let waiting: Value = app
         .get_as(&alice.token, &format!("/api/messages/{held}"))

@@ -333,4 +333,24 @@ async fn only_admins_register_http_targets_and_private_ones_are_refused_by_defau
     assert_error(resp, 404, "webhook_not_found").await;
     let resp = app.get_as(&admin.token, "/api/webhooks/not-a-uuid").await;
     assert_error(resp, 404, "webhook_not_found").await;
+
+    // Both changes are in the audit log, by the admin, without the secret.
+    let audit: Value = app
+        .get_as(&admin.token, "/api/audit")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["target"] == id)
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["webhook.deleted", "webhook.created"], "{audit}");
+    assert!(
+        !audit.to_string().contains("whsec_"),
+        "no secret in the audit log"
+    );
 }
