@@ -1,8 +1,8 @@
 // Browser test: the reference page, served from its own origin, against wxbind in sandbox
 // mode, driven in Debian's Chromium by playwright-core. Log in → QR code → open the encoded
 // bind URL and allow → "bound" → follow in the sandbox → the form built from the template's
-// keywords → a refused value marked → send → "sent" and in the inbox → one held for review
-// and approved → "under_review", then "sent".
+// keywords → a refused value marked → send → "sent", its history (queued, sent) and in the
+// inbox → one held for review and approved → "under_review", then "sent".
 // Screenshots of each step go to e2e/screenshots/ (ignored by git).
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
@@ -105,6 +105,13 @@ try {
   await spa.click("#send-button");
   await spa.locator("#message-status", { hasText: "sent" }).waitFor({ timeout: 15_000 });
   assert.equal(await spa.locator("#problems li").count(), 0);
+  // Its history from GET /api/messages/{id}/history: queued, then sent on the first attempt.
+  await spa.locator("#message-history li[data-event=sent]").waitFor({ timeout: 10_000 });
+  const history = await spa.locator("#message-history li").evaluateAll((lis) => lis.map((li) => li.dataset.event));
+  assert.deepEqual(history.slice(0, 2), ["queued", "sent"], history.join(", "));
+  assert.match(await spa.textContent("#message-history li[data-event=sent]"), /attempt 1/);
+  assert.ok(await spa.getAttribute("#message-history li[data-event=queued] time", "datetime"));
+  await spa.locator("#message-history").scrollIntoViewIfNeeded();
   await shot(spa, "sent");
 
   // WeChat holds the next one for review and then approves it: the page says it is under
@@ -121,6 +128,8 @@ try {
   await shot(spa, "under-review");
   await spa.locator("#message-status", { hasText: /^sent$/ }).waitFor({ timeout: 15_000 });
   assert.match(await spa.textContent("#message-note"), /delivered/);
+  await spa.locator("#message-history li[data-event=under_review]").waitFor({ timeout: 10_000 });
+  await spa.locator("#message-history").scrollIntoViewIfNeeded();
   await shot(spa, "approved");
 
   const users = await (await fetch(`${wxbind.base}/sandbox/api/users`)).json();

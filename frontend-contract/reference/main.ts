@@ -1,9 +1,10 @@
 // The reference SPA: log in, show the bind link as a QR code, wait until bound, then send a
-// message built from the template's keywords and show its status. The API base comes from
-// `?api=` (default: this origin).
+// message built from the template's keywords and show its status and, once it is settled,
+// its history. The API base comes from `?api=` (default: this origin).
 import QRCode from "qrcode";
 import {
   createWxbind,
+  type HistoryEvent,
   type KeyProblem,
   type Login,
   type Message,
@@ -105,6 +106,7 @@ async function sendMessage() {
   );
   const template_id = $<HTMLSelectElement>("template").value || undefined;
   $("message-status").textContent = "queued";
+  $("message-history").replaceChildren();
   const queued = await api.sendMessage({ template_id, data }).catch((e: unknown) => {
     $("message-status").textContent = "not sent";
     throw e;
@@ -113,9 +115,31 @@ async function sendMessage() {
     const m = await api.getMessage(queued.id);
     $("message-status").textContent = m.status;
     $("message-note").textContent = explain(m);
-    if (m.status === "sent" || m.status === "failed") return;
+    if (m.status === "sent" || m.status === "failed") break;
     await sleep(500);
   }
+  showHistory((await api.messageHistory(queued.id)).events);
+}
+
+/** The message's history, oldest first: one line per event with its time, attempt and why. */
+function showHistory(events: HistoryEvent[]) {
+  $("message-history").replaceChildren(
+    ...events.map((e) => {
+      const li = document.createElement("li");
+      li.dataset.event = e.event;
+      const at = document.createElement("time");
+      at.dateTime = e.at;
+      at.textContent = new Date(e.at).toLocaleTimeString();
+      li.append(at, ` ${e.event}`, e.attempt > 0 ? ` (attempt ${e.attempt})` : "");
+      if (e.errmsg) {
+        const why = document.createElement("span");
+        why.className = "errmsg";
+        why.textContent = `: ${e.errmsg}`;
+        li.append(why);
+      }
+      return li;
+    }),
+  );
 }
 
 /** What a status means for the person who sent the message. */

@@ -19,6 +19,19 @@ export type MiniprogramPage = components["schemas"]["MiniprogramPage"];
 export type Template = components["schemas"]["TemplateResponse"];
 export type Keyword = components["schemas"]["Keyword"];
 export type KeyProblem = components["schemas"]["KeyProblem"];
+/** A message's history: the message as it is now and its events, oldest first. */
+export type MessageHistory = components["schemas"]["MessageHistory"];
+/** One step of a message's history (`queued`, `retry_scheduled`, `sent`, `failed`, …). */
+export type HistoryEvent = components["schemas"]["HistoryEvent"];
+export type NewBroadcast = components["schemas"]["CreateBroadcastRequest"];
+/** A broadcast with its messages counted by status and by delivery report. */
+export type Broadcast = components["schemas"]["BroadcastResponse"];
+export type NewWebhook = components["schemas"]["CreateWebhookRequest"];
+export type Webhook = components["schemas"]["WebhookResponse"];
+/** A new webhook endpoint with its signing secret (shown this once). */
+export type CreatedWebhook = components["schemas"]["CreatedWebhookResponse"];
+export type WebhookTest = components["schemas"]["WebhookTestResponse"];
+export type WebhookDelivery = components["schemas"]["DeliveryResponse"];
 
 /**
  * An API error: the `{error: {code, message, details?}}` body plus the HTTP status. `details`
@@ -100,6 +113,10 @@ export function createWxbind(baseUrl: string) {
     /** Admins (all) and API keys (their own): the message log, newest first, in pages. */
     messages: (query: NonNullable<paths["/api/messages"]["get"]["parameters"]["query"]> = {}) =>
       authed(() => api.GET("/api/messages", { params: { query } })),
+    /** A message's history, oldest first: queued, retries, its outcome, WeChat's delivery
+     * report (whoever may see the message). */
+    messageHistory: (id: string) =>
+      authed(() => api.GET("/api/messages/{id}/history", { params: { path: { id } } })),
     /** Admins only: queues a failed message again (same id, fresh attempts). */
     retryMessage: (id: string) =>
       authed(() => api.POST("/api/messages/{id}/retry", { params: { path: { id } } })),
@@ -122,6 +139,39 @@ export function createWxbind(baseUrl: string) {
     /** Admins only: revokes an API key. */
     revokeKey: (name: string) =>
       authed(() => api.DELETE("/api/keys/{name}", { params: { path: { name } } })),
+    /** Admins and API keys: one message per recipient (`{user_ids}` or `{all_bound: true}`);
+     * unknown, unbound and unfollowed recipients are counted in `skipped_reasons`. */
+    createBroadcast: (broadcast: NewBroadcast) =>
+      authed(() => api.POST("/api/broadcasts", { body: broadcast })),
+    /** Admins and its sender: a broadcast, its messages counted by status and delivery. */
+    getBroadcast: (id: string) =>
+      authed(() => api.GET("/api/broadcasts/{id}", { params: { path: { id } } })),
+    /** Admins and its sender: a broadcast's messages, newest first, in pages. */
+    broadcastMessages: (
+      id: string,
+      query: NonNullable<paths["/api/broadcasts/{id}/messages"]["get"]["parameters"]["query"]> = {},
+    ) => authed(() => api.GET("/api/broadcasts/{id}/messages", { params: { path: { id }, query } })),
+    /** Admins and its sender: its queued messages end `failed` (reason `cancelled`). */
+    cancelBroadcast: (id: string) =>
+      authed(() => api.POST("/api/broadcasts/{id}/cancel", { params: { path: { id } } })),
+    /** Admins only: registers a webhook endpoint (`secret` is shown this once). */
+    createWebhook: (webhook: NewWebhook) => authed(() => api.POST("/api/webhooks", { body: webhook })),
+    /** Admins only: every webhook endpoint (never their secrets), newest first. */
+    webhooks: () => authed(() => api.GET("/api/webhooks")),
+    /** Admins only: one webhook endpoint. */
+    getWebhook: (id: string) =>
+      authed(() => api.GET("/api/webhooks/{id}", { params: { path: { id } } })),
+    /** Admins only: removes a webhook endpoint and its undelivered events. */
+    deleteWebhook: (id: string) =>
+      authed(() => api.DELETE("/api/webhooks/{id}", { params: { path: { id } } })),
+    /** Admins only: sends a signed `webhook.test` now and says what the endpoint answered. */
+    testWebhook: (id: string) =>
+      authed(() => api.POST("/api/webhooks/{id}/test", { params: { path: { id } } })),
+    /** Admins only: an endpoint's recent deliveries, newest first, in pages. */
+    webhookDeliveries: (
+      id: string,
+      query: NonNullable<paths["/api/webhooks/{id}/deliveries"]["get"]["parameters"]["query"]> = {},
+    ) => authed(() => api.GET("/api/webhooks/{id}/deliveries", { params: { path: { id }, query } })),
     /** Admins (users and admin keys): the audit log of admin and key actions, newest first,
      * in pages; pass `next_cursor` back as `cursor`. */
     audit: (query: NonNullable<paths["/api/audit"]["get"]["parameters"]["query"]> = {}) =>

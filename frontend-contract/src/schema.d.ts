@@ -85,6 +85,85 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/broadcasts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Queue a broadcast: one message per recipient (admins and API keys).
+         * @description Validated once against the template (each recipient's `data_by_user` fields merged over
+         *     `data` too) and queued in one transaction: all of it or none. Recipients that are unknown,
+         *     not bound, or known to have unfollowed are counted in `skipped_reasons`, not failed. The
+         *     messages are delivered at the account's pace, fairly with other senders, within the quota
+         *     rules, quiet hours and the daily cap per user.
+         */
+        post: operations["create_broadcast"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/broadcasts/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A broadcast with its messages counted by status and delivery (admins, and its sender). */
+        get: operations["get_broadcast"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/broadcasts/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel what of a broadcast has not been sent (admins, and its sender).
+         * @description Its queued messages end `failed` with reason `cancelled`; those being sent at this moment
+         *     finish. Cancelling again changes nothing.
+         */
+        post: operations["cancel_broadcast"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/broadcasts/{id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A broadcast's messages, in pages (admins, and its sender). */
+        get: operations["list_broadcast_messages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/callback": {
         parameters: {
             query?: never;
@@ -289,6 +368,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/messages/{id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A message's history: when it was queued, each attempt that will be retried, its outcome,
+         *     retries by an admin and WeChat's delivery report.
+         * @description Visible to whoever may see the message (its sender, its recipient, admins).
+         */
+        get: operations["message_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/messages/{id}/retry": {
         parameters: {
             query?: never;
@@ -480,6 +580,89 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every webhook endpoint, newest first (admins). */
+        get: operations["list_webhooks"];
+        put?: never;
+        /**
+         * Register a webhook endpoint (admins).
+         * @description Events are written to an outbox in the transaction of the change that causes them and
+         *     delivered at least once, in order per message (and per user), signed with the secret;
+         *     a 2xx answer is delivered, 410 disables the endpoint, anything else is retried with
+         *     backoff for up to 24 hours.
+         */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One webhook endpoint (admins). */
+        get: operations["get_webhook"];
+        put?: never;
+        post?: never;
+        /** Remove a webhook endpoint and its undelivered events (admins). */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An endpoint's recent deliveries, newest first (admins).
+         * @description Finished deliveries are kept for 7 days.
+         */
+        get: operations["list_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a signed `webhook.test` event to the endpoint now (admins).
+         * @description Answers with what the endpoint answered; the attempt shows in its deliveries. A ping is
+         *     not retried.
+         */
+        post: operations["test_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/wechat/events": {
         parameters: {
             query?: never;
@@ -581,6 +764,76 @@ export interface components {
              */
             url: string;
         };
+        /** @description A broadcast and where its messages are. */
+        BroadcastResponse: {
+            /**
+             * Format: date-time
+             * @description When it was cancelled.
+             */
+            cancelled_at?: string | null;
+            /** @description By status. */
+            counts: components["schemas"]["StatusCounts"];
+            /**
+             * Format: date-time
+             * @description When it was queued.
+             */
+            created_at: string;
+            /** @description By delivery report. */
+            delivery: components["schemas"]["DeliveryCounts"];
+            /**
+             * Format: uuid
+             * @description Its id.
+             */
+            id: string;
+            /**
+             * Format: date-time
+             * @description Not sent before this time.
+             */
+            send_at?: string | null;
+            /** @description Why recipients were skipped. */
+            skipped_reasons: components["schemas"]["SkippedReasons"];
+            /**
+             * @description `scheduled` (waiting for `send_at`), `sending` (messages not finished), `done` or
+             *     `cancelled`.
+             * @example sending
+             */
+            status: string;
+            /** @description The template. */
+            template_id: string;
+            /**
+             * Format: int64
+             * @description Recipients asked for (after removing duplicates): queued messages plus skipped.
+             */
+            total: number;
+            /** @description Sent during quiet hours too. */
+            urgent: boolean;
+        };
+        /** @description A broadcast to queue. */
+        CreateBroadcastRequest: {
+            /** @description Every recipient's template fields (as `POST /api/messages` takes them). */
+            data: Record<string, never>;
+            /**
+             * @description Per-recipient fields over `data`: user id → fields that replace (or add to) the
+             *     common ones for that recipient.
+             */
+            data_by_user?: Record<string, never> | null;
+            /** @description Makes retries safe: the same key from the same sender returns the first broadcast. */
+            idempotency_key?: string | null;
+            miniprogram?: null | components["schemas"]["MiniprogramPage"];
+            /** @description The recipients. */
+            recipients: components["schemas"]["RecipientsRequest"];
+            /**
+             * Format: date-time
+             * @description Not sent before this time (RFC 3339, at most 30 days ahead).
+             */
+            send_at?: string | null;
+            /** @description Template to use; omitted means the server's `WECHAT_TEMPLATE_ID`. */
+            template_id?: string | null;
+            /** @description Sent during quiet hours too. */
+            urgent?: boolean;
+            /** @description Page every message opens (as for `POST /api/messages`). */
+            url?: string | null;
+        };
         /** @description A key to make. */
         CreateKeyRequest: {
             /**
@@ -626,10 +879,17 @@ export interface components {
             idempotency_key?: string | null;
             miniprogram?: null | components["schemas"]["MiniprogramPage"];
             /**
+             * Format: date-time
+             * @description Not sent before this time (RFC 3339, at most 30 days ahead; a past time means now).
+             */
+            send_at?: string | null;
+            /**
              * @description Template to use: 1-128 letters, digits, `_` or `-`; omitted means the server's
              *     `WECHAT_TEMPLATE_ID`.
              */
             template_id?: string | null;
+            /** @description Sent during quiet hours (`WXBIND_QUIET_HOURS`) too. Admins and API keys only. */
+            urgent?: boolean;
             /**
              * @description Page the message opens when tapped: an absolute http(s) URL of at most 1024 bytes,
              *     without credentials, spaces or control characters.
@@ -642,6 +902,31 @@ export interface components {
              */
             user_id?: number | null;
         };
+        /** @description An endpoint to register. */
+        CreateWebhookRequest: {
+            /**
+             * @description The events to send (at least one): `message.sent`, `message.failed`,
+             *     `message.under_review`, `message.delivered`, `message.blocked`, `binding.created`,
+             *     `binding.removed`, `user.followed`, `user.unfollowed`.
+             * @example [
+             *       "message.sent",
+             *       "message.failed"
+             *     ]
+             */
+            events: string[];
+            /**
+             * @description The signing secret, 16-128 printable ASCII characters without spaces; generated
+             *     (`whsec_…`) when omitted.
+             */
+            secret?: string | null;
+            /**
+             * @description Where events are POSTed: an absolute http(s) URL (at most 2048 bytes, no
+             *     credentials). Private, loopback and link-local addresses are refused unless the server
+             *     runs with `WXBIND_WEBHOOK_ALLOW_PRIVATE=1`.
+             * @example https://backend.example.com/wxbind/events
+             */
+            url: string;
+        };
         /** @description A new key, shown this once. */
         CreatedKeyResponse: components["schemas"]["KeyResponse"] & {
             /**
@@ -650,6 +935,83 @@ export interface components {
              * @example wxk_a1B2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0
              */
             key: string;
+        };
+        /** @description A new endpoint with its secret, shown this once. */
+        CreatedWebhookResponse: components["schemas"]["WebhookResponse"] & {
+            /**
+             * @description The signing secret: verify `Wxbind-Webhook-Signature` with it. Not shown again.
+             * @example whsec_a1B2c3d4e5f6g7h8i9j0k1l2m3n4o5p6
+             */
+            secret: string;
+        };
+        /** @description Messages of a broadcast by WeChat's delivery report. */
+        DeliveryCounts: {
+            /** Format: int64 */
+            blocked: number;
+            /** Format: int64 */
+            delivered: number;
+            /** Format: int64 */
+            failed: number;
+            /** Format: int64 */
+            unknown: number;
+        };
+        /** @description One page of deliveries. */
+        DeliveryPage: {
+            /** @description Newest first. */
+            items: components["schemas"]["DeliveryResponse"][];
+            /** @description Pass as `cursor` for the next page; null on the last. */
+            next_cursor?: string | null;
+        };
+        /** @description One event's delivery to the endpoint. */
+        DeliveryResponse: {
+            /**
+             * Format: int32
+             * @description Attempts so far.
+             */
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description When the event happened.
+             */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @description The event id (`Wxbind-Webhook-Id`, and the body's `id`).
+             */
+            event_id: string;
+            /**
+             * @description The event type.
+             * @example message.sent
+             */
+            event_type: string;
+            /**
+             * Format: date-time
+             * @description When it was delivered or given up.
+             */
+            finished_at?: string | null;
+            /**
+             * Format: date-time
+             * @description When it was last tried.
+             */
+            last_attempt_at?: string | null;
+            /** @description Why the last attempt did not count as delivered. */
+            last_error?: string | null;
+            /**
+             * Format: int32
+             * @description The endpoint's HTTP status at the last attempt; null if it did not answer.
+             */
+            last_status_code?: number | null;
+            /**
+             * Format: date-time
+             * @description When it will be tried next (while pending).
+             */
+            next_attempt_at?: string | null;
+            /**
+             * @description `pending` (not delivered yet; retried at `next_attempt_at`), `delivered` or `failed`
+             *     (not delivered within 24 hours, or the endpoint was disabled or is gone).
+             * @example delivered
+             */
+            state: string;
         };
         /** @description The body of every error response. */
         ErrorBody: {
@@ -690,6 +1052,33 @@ export interface components {
             version: string;
             /** @description Whether WeChat credentials are configured (the sandbox's count). */
             wechat_configured: boolean;
+        };
+        /** @description One step of a message's history. */
+        HistoryEvent: {
+            /**
+             * Format: date-time
+             * @description When it happened.
+             */
+            at: string;
+            /**
+             * Format: int32
+             * @description The attempt it concerns (0 before the first).
+             */
+            attempt: number;
+            /**
+             * Format: int32
+             * @description WeChat's errcode, for failures that have one.
+             */
+            errcode?: number | null;
+            /** @description Why, for failures and retries. */
+            errmsg?: string | null;
+            /**
+             * @description `queued` (at creation, or again by a retry), `retry_scheduled` (an attempt failed and
+             *     will be retried), `sent`, `under_review`, `failed`, and WeChat's delivery report:
+             *     `delivered`, `blocked` or `delivery_failed`.
+             * @example sent
+             */
+            event: string;
         };
         /** @description One thing wrong with a message's `data`. */
         KeyProblem: {
@@ -785,6 +1174,13 @@ export interface components {
             /** @description The logged-in user. */
             user: components["schemas"]["UserResponse"];
         };
+        /** @description A message's history. */
+        MessageHistory: {
+            /** @description Oldest first. */
+            events: components["schemas"]["HistoryEvent"][];
+            /** @description The message as it is now. */
+            message: components["schemas"]["MessageResponse"];
+        };
         /** @description One page of the log. */
         MessagePage: {
             /** @description Newest first. */
@@ -799,6 +1195,11 @@ export interface components {
              * @description Send attempts so far.
              */
             attempts: number;
+            /**
+             * Format: uuid
+             * @description The broadcast it belongs to.
+             */
+            broadcast_id?: string | null;
             /**
              * Format: date-time
              * @description When it was queued.
@@ -831,6 +1232,18 @@ export interface components {
              */
             msgid?: number | null;
             /**
+             * @description Why wxbind itself ended it `failed`: `frequency_cap` (the recipient had
+             *     `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY` messages that day) or `cancelled` (its broadcast
+             *     was cancelled); null otherwise (WeChat's refusals have `errcode` and `errmsg`).
+             * @example null
+             */
+            reason?: string | null;
+            /**
+             * Format: date-time
+             * @description Not sent before this time.
+             */
+            send_at?: string | null;
+            /**
              * Format: date-time
              * @description When WeChat accepted it (or took it for review).
              */
@@ -844,6 +1257,8 @@ export interface components {
             status: components["schemas"]["MessageStatus"];
             /** @description Template used. */
             template_id: string;
+            /** @description Sent during quiet hours too. */
+            urgent: boolean;
             /** @description Page the message opens. */
             url?: string | null;
             /**
@@ -936,6 +1351,14 @@ export interface components {
              */
             status: string;
         };
+        /** @description Who a broadcast goes to: `{"user_ids": [...]}` or `{"all_bound": true}`. */
+        RecipientsRequest: {
+            /** @description The recipients. */
+            user_ids: number[];
+        } | {
+            /** @description Must be true. */
+            all_bound: boolean;
+        };
         /**
          * @description A user's role.
          * @enum {string}
@@ -946,6 +1369,39 @@ export interface components {
          * @enum {string}
          */
         Scope: "send" | "admin";
+        /** @description Recipients left out, by reason. */
+        SkippedReasons: {
+            /**
+             * Format: int64
+             * @description The user has no WeChat binding.
+             */
+            not_bound?: number;
+            /**
+             * Format: int64
+             * @description The user unfollowed the official account (WeChat would refuse the message).
+             */
+            not_following?: number;
+            /**
+             * Format: int64
+             * @description No such user.
+             */
+            user_not_found?: number;
+        };
+        /** @description Messages of a broadcast by status; `skipped` recipients got none. */
+        StatusCounts: {
+            /** Format: int64 */
+            failed: number;
+            /** Format: int64 */
+            queued: number;
+            /** Format: int64 */
+            sending: number;
+            /** Format: int64 */
+            sent: number;
+            /** Format: int64 */
+            skipped: number;
+            /** Format: int64 */
+            under_review: number;
+        };
         /**
          * @description Whether a template is a category template (typed keys) or an old industry-library one.
          * @enum {string}
@@ -1046,6 +1502,52 @@ export interface components {
             username: string;
             /** @description Whether a WeChat account is bound. */
             wechat_bound: boolean;
+        };
+        /** @description The endpoints. */
+        WebhookList: {
+            /** @description Newest first. */
+            items: components["schemas"]["WebhookResponse"][];
+        };
+        /** @description An endpoint as listed (never its secret). */
+        WebhookResponse: {
+            /**
+             * Format: date-time
+             * @description When it was registered.
+             */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When it was disabled (it answered 410 Gone); null while it works.
+             */
+            disabled_at?: string | null;
+            /** @description Why it was disabled. */
+            disabled_reason?: string | null;
+            /** @description The events it gets. */
+            events: string[];
+            /**
+             * Format: uuid
+             * @description Its id.
+             */
+            id: string;
+            /** @description Where events go. */
+            url: string;
+        };
+        /** @description What a test ping got. */
+        WebhookTestResponse: {
+            /** @description Whether the endpoint answered 2xx. */
+            delivered: boolean;
+            /** @description Why it does not count as delivered. */
+            error?: string | null;
+            /**
+             * Format: uuid
+             * @description The ping's event id (`Wxbind-Webhook-Id`).
+             */
+            event_id: string;
+            /**
+             * Format: int32
+             * @description The endpoint's HTTP status; null when there was no answer.
+             */
+            status_code?: number | null;
         };
     };
     responses: never;
@@ -1218,6 +1720,270 @@ export interface operations {
             };
             /** @description `unauthorized` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_broadcast: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateBroadcastRequest"];
+            };
+        };
+        responses: {
+            /** @description Already queued under this idempotency key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BroadcastResponse"];
+                };
+            };
+            /** @description Queued */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BroadcastResponse"];
+                };
+            };
+            /** @description `invalid_request`: bad data, template, url, recipients, time or key (the message names the field); `invalid_template_data`: the data does not fit the template; `unknown_template` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins and API keys broadcast */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: body over 32 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests`: the sender has `WXBIND_MAX_QUEUED_PER_SENDER` messages waiting */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `wechat_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_broadcast: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Broadcast id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The broadcast */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BroadcastResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins and API keys broadcast */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `broadcast_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_broadcast: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Broadcast id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cancelled; the counts after it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BroadcastResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins and API keys broadcast */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `broadcast_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_broadcast_messages: {
+        parameters: {
+            query?: {
+                /** @description Only messages with this status. */
+                status?: components["schemas"]["MessageStatus"];
+                /** @description The previous page's `next_cursor`. */
+                cursor?: string;
+                /** @description Messages per page, 1-200 (50 when omitted). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Broadcast id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessagePage"];
+                };
+            };
+            /** @description `invalid_request`: a bad status, cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins and API keys broadcast */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `broadcast_not_found` */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1621,6 +2387,8 @@ export interface operations {
                 created_after?: string;
                 /** @description Only messages queued before this time (RFC 3339). */
                 created_before?: string;
+                /** @description Only messages of this broadcast. */
+                broadcast_id?: string;
                 /** @description The previous page's `next_cursor`. */
                 cursor?: string;
                 /** @description Messages per page, 1-200 (50 when omitted). */
@@ -1805,6 +2573,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MessageResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `message_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    message_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The message and its history */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageHistory"];
                 };
             };
             /** @description `unauthorized` */
@@ -2222,6 +3031,325 @@ export interface operations {
                 };
             };
             /** @description `user_not_found`: no account is bound to this unionid */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoints (never their secrets) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description Registered; the secret is shown once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedWebhookResponse"];
+                };
+            };
+            /** @description `invalid_request`: a bad or refused url, an unknown event, no events, or a bad secret */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `webhook_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `webhook_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_deliveries: {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next_cursor`. */
+                cursor?: string;
+                /** @description Deliveries per page, 1-200 (50 when omitted). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryPage"];
+                };
+            };
+            /** @description `invalid_request`: a bad cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `webhook_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    test_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Endpoint id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Sent; `delivered` says whether it answered 2xx */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookTestResponse"];
+                };
+            };
+            /** @description `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: only admins manage webhooks */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `webhook_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -4,7 +4,8 @@
 // healthy sandbox cannot produce (listed below, with the reason).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createServer } from "node:http";
 import { DEMO_PASSWORD, startWxbind } from "./server.mjs";
 import { assertDocumented, documentedResponses, seen } from "./spec.mjs";
 
@@ -22,8 +23,6 @@ const UNREACHABLE = {
   "GET /api/callback 502": "the simulator does not fail",
   "GET /api/callback 503": "sandbox mode always has (simulated) credentials",
   "POST /api/messages 503": "sandbox mode always has (simulated) credentials",
-  "POST /api/messages 429":
-    "the send limits need 30 messages a minute from one user or 100,000 waiting (covered by the Rust integration tests)",
   "POST /api/templates/sync 502": "the simulator does not fail",
   "POST /api/templates/sync 503": "sandbox mode always has (simulated) credentials",
   "GET /api/ready 503": "needs a database outage (covered by the Rust integration tests)",
@@ -34,6 +33,7 @@ const UNREACHABLE = {
   "POST /api/quota/reset 502": "the simulator does not fail",
   "POST /api/quota/reset 503": "sandbox mode always has (simulated) credentials and a database",
   "POST /api/wechat/events 503": "sandbox mode always has a push token",
+  "POST /api/broadcasts 503": "sandbox mode always has (simulated) credentials",
 };
 
 let server;
@@ -43,15 +43,19 @@ before(async () => {
     WXBIND_METRICS_TOKEN: METRICS_TOKEN,
     WXBIND_MINIPROGRAM_APPIDS: MINIPROGRAM,
     WXBIND_REVIEW_SECONDS: "1",
+    // Webhook endpoints are receivers these tests start on 127.0.0.1.
+    WXBIND_WEBHOOK_ALLOW_PRIVATE: "1",
+    WXBIND_WEBHOOK_POLL_MS: "100",
   });
 });
 after(async () => {
   await server?.stop();
 });
 
-/** One documented call: fetch, read the body, validate against the spec. */
-async function call(method, path, { token, json, body, headers = {}, cookie } = {}) {
-  const url = path.startsWith("http") ? path : `${server.base}${path}`;
+/** One documented call: fetch, read the body, validate against the spec. `base` is another
+ * server's (default: the suite's). */
+async function call(method, path, { token, json, body, headers = {}, cookie, base = server.base } = {}) {
+  const url = path.startsWith("http") ? path : `${base}${path}`;
   const h = { ...headers };
   if (token) h.authorization = `Bearer ${token}`;
   if (cookie) h.cookie = cookie;
@@ -69,16 +73,16 @@ async function call(method, path, { token, json, body, headers = {}, cookie } = 
   return { status: response.status, body: parsed, headers: response.headers };
 }
 
-async function login(username) {
-  const r = await call("POST", "/api/login", { json: { username, password: DEMO_PASSWORD } });
+async function login(username, base = server.base) {
+  const r = await call("POST", "/api/login", { json: { username, password: DEMO_PASSWORD }, base });
   assert.equal(r.status, 200);
   const cookie = r.headers.getSetCookie().find((c) => c.startsWith("wxbind_session="));
   return { token: r.body.access_token, user: r.body.user, cookie: cookie.split(";")[0] };
 }
 
 /** Binds `token`'s user to the sandbox WeChat user `wechatUser` through the real flow. */
-async function bind(token, wechatUser) {
-  const { body } = await call("GET", "/api/bind-url", { token });
+async function bind(token, wechatUser, base = server.base) {
+  const { body } = await call("GET", "/api/bind-url", { token, base });
   const authorize = `${body.url.split("#")[0]}&sandbox_user=${wechatUser}&sandbox_decision=allow`;
   const redirect = await fetch(authorize, { redirect: "manual" });
   return call("GET", redirect.headers.get("location"));
@@ -337,6 +341,347 @@ test("message log and retry", async () => {
   );
 });
 
+const NO_SUCH_ID = "00000000-0000-0000-0000-000000000000";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A message's history without WeChat's delivery report (which arrives when it likes). */
+const steps = (history) =>
+  history.events.map((e) => e.event).filter((e) => !["delivered", "blocked", "delivery_failed"].includes(e));
+
+// Before "review and quota": these need messages actually sent.
+test("message history", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  // A past send_at means now; urgent and far-ahead sends are refused.
+  const sent = await call("POST", "/api/messages", {
+    token: demo.token,
+    json: { data: ORDER_DATA, send_at: new Date(Date.now() - 60_000).toISOString() },
+  });
+  assert.equal(sent.status, 202);
+  assert.equal(sent.body.urgent, false);
+  assert.equal(sent.body.broadcast_id, null);
+  assert.equal(sent.body.reason, null);
+  const urgent = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA, urgent: true } });
+  assert.equal(urgent.status, 403);
+  assert.match(urgent.body.error.message, /^urgent/);
+  const farAhead = new Date(Date.now() + 31 * 86_400_000).toISOString();
+  const tooFar = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA, send_at: farAhead } });
+  assert.equal(tooFar.status, 400);
+  assert.match(tooFar.body.error.message, /send_at/);
+
+  await waitFor(demo.token, sent.body.id, (m) => m.status === "sent");
+  const history = `/api/messages/${sent.body.id}/history`;
+  const h = await call("GET", history, { token: demo.token });
+  assert.equal(h.status, 200);
+  assert.equal(h.body.message.id, sent.body.id);
+  assert.equal(h.body.message.status, "sent");
+  assert.deepEqual(steps(h.body), ["queued", "sent"]);
+  assert.deepEqual([h.body.events[0].attempt, h.body.events[1].attempt], [0, 1]);
+  assert.equal((await call("GET", history, { token: admin.token })).status, 200);
+  assert.equal((await call("GET", history)).status, 401);
+  const missing = await call("GET", `/api/messages/${NO_SUCH_ID}/history`, { token: demo.token });
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, "message_not_found");
+
+  // Refused for good, retried by an admin, sent: every step, with WeChat's errcode.
+  await faults({ send_errcodes: [40003] });
+  const m = await call("POST", "/api/messages", { token: admin.token, json: { user_id: demo.user.id, data: ORDER_DATA } });
+  await waitFor(admin.token, m.body.id, (x) => x.status === "failed");
+  assert.equal((await call("POST", `/api/messages/${m.body.id}/retry`, { token: admin.token })).status, 202);
+  await waitFor(admin.token, m.body.id, (x) => x.status === "sent");
+  const retried = (await call("GET", `/api/messages/${m.body.id}/history`, { token: demo.token })).body;
+  assert.deepEqual(steps(retried), ["queued", "failed", "queued", "sent"]);
+  const failed = retried.events.find((e) => e.event === "failed");
+  assert.equal(failed.errcode, 40003);
+  assert.equal(typeof failed.errmsg, "string");
+});
+
+test("broadcasts", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  const me = (await call("GET", "/api/me", { token: demo.token })).body;
+  assert.ok(me.wechat_bound && me.subscribed, "demo is bound (to erin) and following since \"messages\"");
+  const adminMe = (await call("GET", "/api/me", { token: admin.token })).body;
+  assert.equal(adminMe.wechat_bound, false);
+
+  const users = { user_ids: [demo.user.id] };
+  assert.equal((await call("POST", "/api/broadcasts", { json: { data: ORDER_DATA, recipients: users } })).status, 401);
+  const forbidden = await call("POST", "/api/broadcasts", { token: demo.token, json: { data: ORDER_DATA, recipients: users } });
+  assert.equal(forbidden.status, 403);
+  assert.equal(forbidden.body.error.code, "forbidden");
+  for (const [method, path] of [
+    ["GET", `/api/broadcasts/${NO_SUCH_ID}`],
+    ["GET", `/api/broadcasts/${NO_SUCH_ID}/messages`],
+    ["POST", `/api/broadcasts/${NO_SUCH_ID}/cancel`],
+  ]) {
+    assert.equal((await call(method, path)).status, 401, path);
+    assert.equal((await call(method, path, { token: demo.token })).status, 403, path);
+    const missing = await call(method, path, { token: admin.token });
+    assert.equal(missing.status, 404, path);
+    assert.equal(missing.body.error.code, "broadcast_not_found");
+  }
+  const none = await call("POST", "/api/broadcasts", {
+    token: admin.token,
+    json: { data: ORDER_DATA, recipients: { user_ids: [] } },
+  });
+  assert.equal(none.status, 400);
+  assert.match(none.body.error.message, /recipients/);
+  const misfit = await call("POST", "/api/broadcasts", {
+    token: admin.token,
+    json: { data: ORDER_DATA, data_by_user: { [demo.user.id]: { phrase5: { value: "shipped" } } }, recipients: users },
+  });
+  assert.equal(misfit.status, 400);
+  assert.equal(misfit.body.error.code, "invalid_template_data");
+  const notJson = await call("POST", "/api/broadcasts", {
+    token: admin.token,
+    body: JSON.stringify({ data: ORDER_DATA, recipients: users }),
+    headers: { "content-type": "text/plain" },
+  });
+  assert.equal(notJson.status, 415);
+  const huge = { data: { k: { value: "x".repeat(33 * 1024 * 1024) } }, recipients: users };
+  const tooBig = await call("POST", "/api/broadcasts", { token: admin.token, json: huge });
+  assert.equal(tooBig.status, 413);
+  assert.equal(tooBig.body.error.code, "payload_too_large");
+
+  // Duplicates count once; unknown and unbound recipients are skipped, not failed.
+  const request = {
+    data: ORDER_DATA,
+    data_by_user: { [demo.user.id]: { thing1: { value: "broadcast for demo" } } },
+    recipients: { user_ids: [demo.user.id, admin.user.id, 987654, demo.user.id] },
+    idempotency_key: "contract-broadcast-1",
+  };
+  const made = await call("POST", "/api/broadcasts", { token: admin.token, json: request });
+  assert.equal(made.status, 202);
+  assert.equal(made.body.total, 3);
+  assert.deepEqual(made.body.skipped_reasons, { user_not_found: 1, not_bound: 1, not_following: 0 });
+  assert.equal(made.body.counts.skipped, 2);
+  assert.equal(made.body.urgent, false);
+  const again = await call("POST", "/api/broadcasts", { token: admin.token, json: request });
+  assert.equal(again.status, 200);
+  assert.equal(again.body.id, made.body.id);
+
+  const id = made.body.id;
+  let b;
+  for (let i = 0; i < 200; i++) {
+    b = await call("GET", `/api/broadcasts/${id}`, { token: admin.token });
+    if (b.body.status === "done") break;
+    await sleep(50);
+  }
+  assert.equal(b.status, 200);
+  assert.equal(b.body.status, "done");
+  assert.equal(b.body.counts.sent, 1);
+  const listed = await call("GET", `/api/broadcasts/${id}/messages`, { token: admin.token });
+  assert.equal(listed.status, 200);
+  assert.equal(listed.body.messages.length, 1);
+  const [message] = listed.body.messages;
+  assert.deepEqual([message.user_id, message.broadcast_id, message.status], [demo.user.id, id, "sent"]);
+  const byFilter = await call("GET", `/api/messages?broadcast_id=${id}`, { token: admin.token });
+  assert.equal(byFilter.status, 200);
+  assert.deepEqual(byFilter.body.messages.map((m) => m.id), [message.id]);
+  assert.equal((await call("GET", `/api/broadcasts/${id}/messages?status=failed`, { token: admin.token })).body.messages.length, 0);
+  assert.equal((await call("GET", `/api/broadcasts/${id}/messages?limit=0`, { token: admin.token })).status, 400);
+  assert.equal((await call("GET", `/api/broadcasts/${id}/messages?status=lost`, { token: admin.token })).status, 400);
+  // The recipient sees it (and its history) like any message sent to them.
+  assert.equal((await call("GET", `/api/messages/${message.id}/history`, { token: demo.token })).status, 200);
+  const erin = (await (await fetch(`${server.base}/sandbox/api/users`)).json()).find((u) => u.name === "erin");
+  const inbox = await (await fetch(`${server.base}/sandbox/api/inbox?openid=${erin.openid}`)).json();
+  assert.equal(inbox.at(-1).data.thing1.value, "broadcast for demo", "data_by_user over data");
+
+  // A key broadcasts and sees (and cancels) what it sent; another key does not see it.
+  const sender = await call("POST", "/api/keys", { token: admin.token, json: { name: "contract-broadcaster" } });
+  const other = await call("POST", "/api/keys", { token: admin.token, json: { name: "contract-bystander" } });
+  const later = new Date(Date.now() + 3_600_000).toISOString();
+  const scheduled = await call("POST", "/api/broadcasts", {
+    token: sender.body.key,
+    json: { data: ORDER_DATA, recipients: { all_bound: true }, send_at: later, urgent: true },
+  });
+  assert.equal(scheduled.status, 202);
+  assert.equal(scheduled.body.status, "scheduled");
+  assert.equal(scheduled.body.urgent, true);
+  assert.equal(Date.parse(scheduled.body.send_at), Date.parse(later));
+  const sid = scheduled.body.id;
+  assert.ok(scheduled.body.counts.queued >= 1, JSON.stringify(scheduled.body.counts));
+  assert.equal((await call("GET", `/api/broadcasts/${sid}`, { token: sender.body.key })).status, 200);
+  assert.equal((await call("GET", `/api/broadcasts/${sid}`, { token: admin.token })).status, 200);
+  assert.equal((await call("GET", `/api/broadcasts/${sid}`, { token: other.body.key })).status, 404);
+  const waiting = (await call("GET", `/api/broadcasts/${sid}/messages`, { token: sender.body.key })).body.messages;
+  assert.ok(waiting.every((m) => m.status === "queued" && m.urgent && m.send_at), JSON.stringify(waiting));
+
+  const cancelled = await call("POST", `/api/broadcasts/${sid}/cancel`, { token: sender.body.key });
+  assert.equal(cancelled.status, 200);
+  assert.equal(cancelled.body.status, "cancelled");
+  assert.equal(typeof cancelled.body.cancelled_at, "string");
+  assert.equal(cancelled.body.counts.queued, 0);
+  assert.equal(cancelled.body.counts.failed, waiting.length);
+  const ended = (await call("GET", `/api/broadcasts/${sid}/messages?status=failed`, { token: admin.token })).body.messages;
+  assert.equal(ended.length, waiting.length);
+  assert.ok(ended.every((m) => m.reason === "cancelled"), JSON.stringify(ended));
+  const endedHistory = (await call("GET", `/api/messages/${ended[0].id}/history`, { token: admin.token })).body;
+  assert.deepEqual(steps(endedHistory), ["queued", "failed"]);
+  assert.equal((await call("POST", `/api/broadcasts/${sid}/cancel`, { token: admin.token })).body.status, "cancelled");
+  for (const name of ["contract-broadcaster", "contract-bystander"]) {
+    assert.equal((await call("DELETE", `/api/keys/${name}`, { token: admin.token })).status, 204);
+  }
+});
+
+/** A webhook endpoint on 127.0.0.1: records each request and answers `status`. */
+async function receiver() {
+  const got = [];
+  const hook = { got, status: 200 };
+  const srv = createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      got.push({ headers: req.headers, raw: Buffer.concat(chunks) });
+      res.writeHead(hook.status).end();
+    });
+  });
+  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+  hook.url = `http://127.0.0.1:${srv.address().port}/hooks`;
+  hook.close = () => {
+    srv.closeAllConnections();
+    return new Promise((r) => srv.close(r));
+  };
+  return hook;
+}
+
+/** Verifies a delivery as the README tells receivers to, and returns its parsed body. */
+function verified(secret, { headers, raw }) {
+  const ts = headers["wxbind-webhook-timestamp"];
+  const want = `v1=${createHmac("sha256", secret).update(`${ts}.`).update(raw).digest("hex")}`;
+  const got = headers["wxbind-webhook-signature"] ?? "";
+  assert.ok(Math.abs(Date.now() / 1000 - Number(ts)) < 300, `fresh timestamp ${ts}`);
+  assert.ok(got.length === want.length && timingSafeEqual(Buffer.from(got), Buffer.from(want)), "signature verifies");
+  const body = JSON.parse(raw.toString("utf8"));
+  assert.equal(headers["wxbind-webhook-id"], body.id);
+  return body;
+}
+
+test("webhooks", async () => {
+  const demo = await login("demo");
+  const admin = await login("admin");
+  const hook = await receiver();
+  const gone = await receiver();
+  gone.status = 410;
+  try {
+    const routes = [
+      ["POST", "/api/webhooks", { url: hook.url, events: ["message.sent"] }],
+      ["GET", "/api/webhooks"],
+      ["GET", `/api/webhooks/${NO_SUCH_ID}`],
+      ["DELETE", `/api/webhooks/${NO_SUCH_ID}`],
+      ["POST", `/api/webhooks/${NO_SUCH_ID}/test`],
+      ["GET", `/api/webhooks/${NO_SUCH_ID}/deliveries`],
+    ];
+    for (const [method, path, json] of routes) {
+      assert.equal((await call(method, path, { json })).status, 401, `${method} ${path}`);
+      const forbidden = await call(method, path, { token: demo.token, json });
+      assert.equal(forbidden.status, 403, `${method} ${path}`);
+      assert.equal(forbidden.body.error.code, "forbidden");
+      if (path.includes(NO_SUCH_ID)) {
+        const missing = await call(method, path, { token: admin.token });
+        assert.equal(missing.status, 404, `${method} ${path}`);
+        assert.equal(missing.body.error.code, "webhook_not_found");
+      }
+    }
+    for (const [name, json] of [
+      ["no events", { url: hook.url, events: [] }],
+      ["unknown event", { url: hook.url, events: ["message.lost"] }],
+      ["not http", { url: "ftp://127.0.0.1/hooks", events: ["message.sent"] }],
+      ["short secret", { url: hook.url, events: ["message.sent"], secret: "short" }],
+    ]) {
+      const bad = await call("POST", "/api/webhooks", { token: admin.token, json });
+      assert.equal(bad.status, 400, name);
+      assert.equal(bad.body.error.code, "invalid_request", name);
+    }
+    const big = { url: hook.url, events: ["message.sent"], secret: "x".repeat(70 * 1024) };
+    assert.equal((await call("POST", "/api/webhooks", { token: admin.token, json: big })).status, 413);
+    const notJson = await call("POST", "/api/webhooks", {
+      token: admin.token,
+      body: JSON.stringify({ url: hook.url, events: ["message.sent"] }),
+      headers: { "content-type": "text/plain" },
+    });
+    assert.equal(notJson.status, 415);
+
+    const secret = "contract-webhook-secret-0001";
+    const made = await call("POST", "/api/webhooks", {
+      token: admin.token,
+      json: { url: hook.url, events: ["message.sent", "message.sent"], secret },
+    });
+    assert.equal(made.status, 201);
+    assert.deepEqual([made.body.secret, made.body.events, made.body.disabled_at], [secret, ["message.sent"], null]);
+    const generated = await call("POST", "/api/webhooks", { token: admin.token, json: { url: gone.url, events: ["binding.created"] } });
+    assert.equal(generated.status, 201);
+    assert.match(generated.body.secret, /^whsec_/);
+    const id = made.body.id;
+    const listed = await call("GET", "/api/webhooks", { token: admin.token });
+    assert.equal(listed.status, 200);
+    assert.deepEqual(listed.body.items.map((w) => w.id), [generated.body.id, id], "newest first");
+    assert.ok(!JSON.stringify(listed.body).includes(secret), "never the secret");
+    const one = await call("GET", `/api/webhooks/${id}`, { token: admin.token });
+    assert.equal(one.status, 200);
+    assert.equal(one.body.url, hook.url);
+    assert.equal(one.body.secret, undefined);
+
+    // A ping: signed, answered at once, listed among the deliveries.
+    const ping = await call("POST", `/api/webhooks/${id}/test`, { token: admin.token });
+    assert.equal(ping.status, 200);
+    assert.deepEqual([ping.body.delivered, ping.body.status_code, ping.body.error], [true, 200, null]);
+    const pinged = verified(secret, hook.got.at(-1));
+    assert.deepEqual([pinged.id, pinged.type, pinged.data.webhook_id], [ping.body.event_id, "webhook.test", id]);
+
+    // A message sent: its event arrives signed, and shows as delivered.
+    const m = await call("POST", "/api/messages", { token: demo.token, json: { data: ORDER_DATA } });
+    await waitFor(demo.token, m.body.id, (x) => x.status === "sent");
+    let event;
+    for (let i = 0; i < 200 && !event; i++) {
+      event = hook.got.map((r) => verified(secret, r)).find((e) => e.type === "message.sent" && e.data.message_id === m.body.id);
+      if (!event) await sleep(50);
+    }
+    assert.ok(event, "message.sent delivered");
+    // `data` is the message as it is after the change; its id is `message_id` here.
+    assert.deepEqual([event.data.status, event.data.user_id], ["sent", demo.user.id]);
+    let deliveries;
+    for (let i = 0; i < 100; i++) {
+      deliveries = await call("GET", `/api/webhooks/${id}/deliveries`, { token: admin.token });
+      if (deliveries.body.items.find((d) => d.event_id === event.id)?.state === "delivered") break;
+      await sleep(50);
+    }
+    assert.equal(deliveries.status, 200);
+    const delivery = deliveries.body.items.find((d) => d.event_id === event.id);
+    assert.deepEqual([delivery.event_type, delivery.state, delivery.last_status_code], ["message.sent", "delivered", 200]);
+    assert.equal(delivery.next_attempt_at, null);
+    assert.ok(deliveries.body.items.some((d) => d.event_id === ping.body.event_id && d.event_type === "webhook.test"));
+    const first = await call("GET", `/api/webhooks/${id}/deliveries?limit=1`, { token: admin.token });
+    assert.equal(first.body.items.length, 1);
+    assert.equal(typeof first.body.next_cursor, "string");
+    const rest = await call("GET", `/api/webhooks/${id}/deliveries?limit=200&cursor=${first.body.next_cursor}`, { token: admin.token });
+    assert.deepEqual(
+      [...first.body.items, ...rest.body.items].map((d) => d.event_id),
+      deliveries.body.items.map((d) => d.event_id),
+    );
+    for (const q of ["limit=0", "limit=201", "cursor=0"]) {
+      assert.equal((await call("GET", `/api/webhooks/${id}/deliveries?${q}`, { token: admin.token })).status, 400, q);
+    }
+
+    // 410 Gone disables an endpoint.
+    const refused = await call("POST", `/api/webhooks/${generated.body.id}/test`, { token: admin.token });
+    assert.deepEqual([refused.body.delivered, refused.body.status_code], [false, 410]);
+    assert.equal(typeof refused.body.error, "string");
+    const disabled = (await call("GET", `/api/webhooks/${generated.body.id}`, { token: admin.token })).body;
+    assert.equal(typeof disabled.disabled_at, "string");
+    assert.match(disabled.disabled_reason, /410/);
+
+    for (const w of [id, generated.body.id]) {
+      assert.equal((await call("DELETE", `/api/webhooks/${w}`, { token: admin.token })).status, 204);
+      assert.equal((await call("GET", `/api/webhooks/${w}`, { token: admin.token })).status, 404);
+    }
+    assert.equal((await call("GET", `/api/webhooks/${id}/deliveries`, { token: admin.token })).status, 404);
+  } finally {
+    await hook.close();
+    await gone.close();
+  }
+});
+
 test("review and quota", async () => {
   const demo = await login("demo");
   const admin = await login("admin");
@@ -460,6 +805,77 @@ test("audit log", async () => {
     cursor = page.body.next_cursor;
   } while (cursor);
   assert.deepEqual(paged, all.map((e) => e.id));
+});
+
+/** `HH:MM` of `d` in UTC. */
+const hhmm = (d) => d.toISOString().slice(11, 16);
+
+// A server of its own: quiet hours now, a daily cap of one message per user, one waiting
+// message per sender, and webhook targets on private addresses refused.
+test("quiet hours, daily cap and send limits", async () => {
+  const now = Date.now();
+  const own = await startWxbind({
+    WXBIND_QUIET_HOURS: `${hhmm(new Date(now - 7_200_000))}-${hhmm(new Date(now + 7_200_000))}`,
+    WXBIND_TIMEZONE: "UTC",
+    WXBIND_MAX_MESSAGES_PER_USER_PER_DAY: "1",
+    WXBIND_MAX_QUEUED_PER_SENDER: "1",
+  });
+  try {
+    const base = own.base;
+    const demo = await login("demo", base);
+    const admin = await login("admin", base);
+    assert.equal((await bind(demo.token, "hana", base)).status, 200);
+    await fetch(`${base}/sandbox/api/users/hana/follow`, { method: "POST" });
+    const send = (json) => call("POST", "/api/messages", { token: admin.token, json: { user_id: demo.user.id, data: ORDER_DATA, ...json }, base });
+    const settled = async (id, done) => {
+      for (let i = 0; i < 200; i++) {
+        const m = (await call("GET", `/api/messages/${id}`, { token: admin.token, base })).body;
+        if (done(m)) return m;
+        await sleep(50);
+      }
+      assert.fail(`message ${id} never got there`);
+    };
+
+    const private_ = await call("POST", "/api/webhooks", {
+      token: admin.token,
+      json: { url: "http://127.0.0.1:9/hooks", events: ["message.sent"] },
+      base,
+    });
+    assert.equal(private_.status, 400);
+    assert.equal(private_.body.error.code, "invalid_request");
+
+    // Quiet hours hold all but urgent messages; the cap fails the second of the day.
+    const first = await send({ urgent: true });
+    assert.equal(first.status, 202);
+    assert.equal(first.body.urgent, true);
+    await settled(first.body.id, (m) => m.status === "sent");
+    await sleep(1100); // the queue count is read at most once a second
+    const second = await send({ urgent: true });
+    const capped = await settled(second.body.id, (m) => m.status === "failed");
+    assert.deepEqual([capped.reason, capped.errcode], ["frequency_cap", null]);
+    await sleep(1100);
+    const quiet = await send({});
+    assert.equal(quiet.status, 202);
+    await sleep(1500);
+    const held = await call("GET", `/api/messages/${quiet.body.id}/history`, { token: admin.token, base });
+    assert.equal(held.body.message.status, "queued");
+    assert.deepEqual(steps(held.body), ["queued"]);
+
+    // One message waiting is the sender's limit: more are refused until it drains.
+    const full = await send({ urgent: true });
+    assert.equal(full.status, 429);
+    assert.equal(full.body.error.code, "too_many_requests");
+    assert.ok(Number(full.headers.get("retry-after")) > 0);
+    const broadcast = await call("POST", "/api/broadcasts", {
+      token: admin.token,
+      json: { data: ORDER_DATA, recipients: { all_bound: true } },
+      base,
+    });
+    assert.equal(broadcast.status, 429);
+    assert.equal(broadcast.body.error.code, "too_many_requests");
+  } finally {
+    await own.stop();
+  }
 });
 
 test("ops", async () => {
