@@ -140,10 +140,14 @@ pub async fn check_target(raw: &str, allow_private: bool) -> Result<Url, TargetE
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
         Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
-        Some(url::Host::Domain(host)) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|_| TargetError::Unresolvable)?
-            .collect(),
+        Some(url::Host::Domain(host)) => tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        .map_err(|_| TargetError::Unresolvable)?
+        .map_err(|_| TargetError::Unresolvable)?
+        .collect(),
         None => return Err(TargetError::Malformed),
     };
     if addrs.is_empty() {
@@ -288,7 +292,7 @@ pub fn backoff(config: &WebhookConfig, attempt: i32) -> Duration {
 }
 
 /// How long a claimed delivery is leased: well past the request timeout.
-fn lease(config: &WebhookConfig) -> Duration {
+pub fn lease(config: &WebhookConfig) -> Duration {
     config.timeout * 3 + Duration::from_secs(5)
 }
 

@@ -474,14 +474,15 @@ async fn over_daily_cap(deps: &WorkerDeps, m: &Claimed) -> Option<Outcome> {
             template_gone: false,
             reason: Some(FailReason::FrequencyCap),
         }),
-        Err(e) => Some(Outcome::Retry {
-            errcode: None,
-            errmsg: format!(
-                "counting the recipient's messages today failed: {}",
-                ErrorChain(&e)
-            ),
-            class: ErrcodeClass::Transient,
-        }),
+        Err(e) => {
+            // The cause is for the log; the message's history is shown to its recipient.
+            tracing::warn!(error = %ErrorChain(&e), "counting the recipient's messages today failed");
+            Some(Outcome::Retry {
+                errcode: None,
+                errmsg: "counting the recipient's messages today failed; retrying".into(),
+                class: ErrcodeClass::Transient,
+            })
+        }
     }
 }
 

@@ -241,14 +241,25 @@ pub fn cancel(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
             .filter(broadcasts::cancelled_at.is_null())
             .set(broadcasts::cancelled_at.eq(diesel::dsl::now))
             .execute(conn)?;
-        diesel::sql_query(
-            "UPDATE messages
-             SET status = 'failed', reason = $2, lease_until = NULL,
-                 errmsg = 'the broadcast was cancelled before this message was sent'
-             WHERE broadcast_id = $1 AND status = 'queued'",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .bind::<Text, _>(FailReason::Cancelled.as_str())
-        .execute(conn)
+        // In batches: each statement (and its trigger's history and outbox rows) stays well
+        // inside the statement timeout however large the broadcast.
+        let mut cancelled = 0;
+        loop {
+            let n = diesel::sql_query(
+                "UPDATE messages
+                 SET status = 'failed', reason = $2, lease_until = NULL,
+                     errmsg = 'the broadcast was cancelled before this message was sent'
+                 WHERE id IN (SELECT id FROM messages
+                              WHERE broadcast_id = $1 AND status = 'queued'
+                              LIMIT 5000 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .bind::<Text, _>(FailReason::Cancelled.as_str())
+            .execute(conn)?;
+            cancelled += n;
+            if n < 5000 {
+                return Ok(cancelled);
+            }
+        }
     })
 }

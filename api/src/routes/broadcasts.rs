@@ -190,6 +190,27 @@ fn respond(b: Broadcast, rows: &[db::broadcasts::StatusCount]) -> BroadcastRespo
     }
 }
 
+/// An admin or an API key: the caller of a broadcast route. Extracted before the body, so a
+/// caller who may not broadcast is refused before a 32 MiB body is read.
+pub struct Broadcaster(pub AuthUser);
+
+impl actix_web::FromRequest for Broadcaster {
+    type Error = ApiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let auth = AuthUser::from_request(req, payload);
+        Box::pin(async move {
+            let auth = auth.await?;
+            may_broadcast(&auth)?;
+            Ok(Self(auth))
+        })
+    }
+}
+
 fn may_broadcast(auth: &AuthUser) -> Result<(), ApiError> {
     if auth.may_send_to_anyone() {
         Ok(())
@@ -225,15 +246,14 @@ fn may_broadcast(auth: &AuthUser) -> Result<(), ApiError> {
     )
 )]
 #[post("")]
-#[tracing::instrument(skip_all, fields(user.id = %auth.id))]
+#[tracing::instrument(skip_all)]
 pub async fn create_broadcast(
     state: web::Data<AppState>,
     wechat: web::Data<Wechat>,
-    auth: AuthUser,
+    Broadcaster(auth): Broadcaster,
     body: web::Json<CreateBroadcastRequest>,
 ) -> Result<HttpResponse, ApiError> {
     wechat.get()?;
-    may_broadcast(&auth)?;
     let req = body.into_inner();
     let bad = |e: crate::domain::DomainError| ApiError::InvalidRequest(e.0);
     let default_template = state
@@ -286,11 +306,27 @@ pub async fn create_broadcast(
     check_timing(&auth, req.send_at, req.urgent)?;
     let data = TemplateData::parse(req.data.clone()).map_err(bad)?;
     state.templates.check(template_id.as_ref(), &data)?;
+    let by_user = req.data_by_user.unwrap_or_default();
+    if by_user.len() > MAX_USER_IDS {
+        return Err(ApiError::invalid(
+            "data_by_user may name at most 100000 users",
+        ));
+    }
     let mut overrides = Vec::new();
-    for (user, fields) in req.data_by_user.unwrap_or_default() {
-        let user_id: i64 = user.parse().map_err(|_| {
-            ApiError::InvalidRequest(format!("data_by_user: {user:?} is not a user id"))
-        })?;
+    let mut seen = std::collections::HashSet::new();
+    for (user, fields) in by_user {
+        let user_id: i64 = user
+            .parse()
+            .ok()
+            .filter(|id: &i64| id.to_string() == user)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("data_by_user: {user:?} is not a user id"))
+            })?;
+        if !seen.insert(user_id) {
+            return Err(ApiError::InvalidRequest(format!(
+                "data_by_user: user {user_id} is named twice"
+            )));
+        }
         let mut merged = req.data.clone();
         merged.extend(fields.clone());
         let merged = TemplateData::parse(merged)

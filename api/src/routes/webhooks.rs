@@ -312,7 +312,7 @@ pub async fn test_webhook(
         "data": {"webhook_id": id},
     });
     let config = state.config.webhooks.clone();
-    let lease_ms = i64::try_from((config.timeout * 2).as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = i64::try_from(webhooks::lease(&config).as_millis()).unwrap_or(i64::MAX);
     let due = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             if db::webhooks::find(conn, id)?.is_none() {
