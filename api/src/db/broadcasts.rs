@@ -79,8 +79,13 @@ struct Tally {
 
 /// Queues `new`: its row and one message per recipient that is bound and not known to have
 /// unfollowed, in one transaction; the others are counted as skipped by reason.
+/// The unit of work of a broadcast may take this long (a 100,000-recipient insert on a busy
+/// machine takes seconds); its statements are allowed as much.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn create(conn: &mut PgConnection, new: &NewBroadcast) -> QueryResult<Created> {
     conn.transaction(|conn| {
+        diesel::sql_query("SET LOCAL statement_timeout = '60s'").execute(conn)?;
         let inserted: Option<Broadcast> = diesel::insert_into(broadcasts::table)
             .values((
                 broadcasts::id.eq(new.id),
@@ -237,6 +242,7 @@ pub fn counts(conn: &mut PgConnection, id: Uuid) -> QueryResult<Vec<StatusCount>
 /// with reason `cancelled`. Returns how many.
 pub fn cancel(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
     conn.transaction(|conn| {
+        diesel::sql_query("SET LOCAL statement_timeout = '60s'").execute(conn)?;
         diesel::update(broadcasts::table.find(id))
             .filter(broadcasts::cancelled_at.is_null())
             .set(broadcasts::cancelled_at.eq(diesel::dsl::now))

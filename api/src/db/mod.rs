@@ -189,6 +189,18 @@ where
     T: Send + 'static,
     E: From<DbError> + Send + 'static,
 {
+    run_within(pool, WORK_DEADLINE, f).await
+}
+
+/// [`run_with`] with a deadline of its own, for the few units of work that are large by
+/// design (a broadcast to 100,000 users); they raise their statements' timeout to match with
+/// `SET LOCAL statement_timeout` inside their transaction.
+pub async fn run_within<T, E, F>(pool: &PgPool, deadline: Duration, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
     let pool = pool.clone();
     let span = tracing::Span::current();
     let work = actix_web::web::block(move || {
@@ -196,7 +208,7 @@ where
         let mut conn = pool.get().map_err(DbError::from)?;
         f(&mut conn)
     });
-    match tokio::time::timeout(WORK_DEADLINE, work).await {
+    match tokio::time::timeout(deadline, work).await {
         Ok(done) => done.map_err(|e| E::from(DbError::Task(e)))?,
         Err(_) => Err(E::from(DbError::Timeout)),
     }

@@ -353,7 +353,10 @@ pub async fn create_broadcast(
         send_at: req.send_at,
         urgent: req.urgent,
     };
-    let created = db::run(&state.pool, move |conn| db::broadcasts::create(conn, &new)).await?;
+    let created = db::run_within(&state.pool, db::broadcasts::DEADLINE, move |conn| {
+        db::broadcasts::create(conn, &new).map_err(db::DbError::from)
+    })
+    .await?;
     let (broadcast, fresh) = match created {
         Created::New(b) => (b, true),
         Created::Existing(b) => (b, false),
@@ -481,7 +484,7 @@ pub async fn cancel_broadcast(
     may_broadcast(&auth)?;
     let b = visible(&state, &auth, &id).await?;
     let id = b.id;
-    let (cancelled, b, rows) = db::run(&state.pool, move |conn| {
+    let (cancelled, b, rows) = db::run_within(&state.pool, db::broadcasts::DEADLINE, move |conn| {
         let n = conn.transaction(|conn| {
             let n = db::broadcasts::cancel(conn, id)?;
             crate::audit::record_for(
@@ -494,7 +497,7 @@ pub async fn cancel_broadcast(
             Ok::<_, diesel::result::Error>(n)
         })?;
         let b = db::broadcasts::find(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
-        Ok((n, b, db::broadcasts::counts(conn, id)?))
+        Ok::<_, db::DbError>((n, b, db::broadcasts::counts(conn, id)?))
     })
     .await?;
     tracing::info!(broadcast.id = %id, cancelled, "broadcast cancelled");
