@@ -122,6 +122,9 @@ pub async fn purge_messages(pool: &PgPool, before: DateTime<Utc>) -> usize {
     total
 }
 
+/// How long the audit log keeps a row (deleted 10,000 a round, oldest first).
+pub const AUDIT_RETENTION: TimeDelta = TimeDelta::days(365);
+
 /// How long finished webhook deliveries are kept (`GET /api/webhooks/{id}/deliveries`).
 pub const WEBHOOK_DELIVERY_RETENTION: TimeDelta = TimeDelta::days(7);
 
@@ -152,7 +155,11 @@ pub async fn purge(pool: &PgPool) {
     });
     // Finished webhook deliveries are shown for a week; a batch a round keeps it short.
     let deliveries = db::run(pool, move |conn| {
+        db::webhooks::fail_abandoned_pings(conn)?;
         db::webhooks::purge_finished_batch(conn, now - WEBHOOK_DELIVERY_RETENTION, 10_000)
+    });
+    let audit = db::run(pool, move |conn| {
+        db::audit_log::purge_before(conn, now - AUDIT_RETENTION, 10_000)
     });
     for (what, purged) in [
         ("bind states", states.await),
@@ -163,6 +170,7 @@ pub async fn purge(pool: &PgPool) {
         ("send counts", send_rate.await),
         ("daily send counts", daily_sends.await),
         ("webhook deliveries", deliveries.await),
+        ("audit log rows", audit.await),
     ] {
         match purged {
             Ok(0) => {}

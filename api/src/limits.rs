@@ -73,6 +73,19 @@ impl SenderLimits {
     /// Admits one more message from `sender`, or says why not. A non-admin's admission counts
     /// against their minute (also when the request fails later, like an attempt would).
     pub async fn admit(&self, pool: &PgPool, sender: i64, admin: bool) -> Result<(), LimitError> {
+        self.admit_many(pool, sender, admin, 1).await
+    }
+
+    /// Admits `n` more messages from `sender` at once (a broadcast), or says why not: refused
+    /// when they would take the sender's waiting messages past `WXBIND_MAX_QUEUED_PER_SENDER`.
+    pub async fn admit_many(
+        &self,
+        pool: &PgPool,
+        sender: i64,
+        admin: bool,
+        n: i64,
+    ) -> Result<(), LimitError> {
+        let cap = self.max_queued;
         let cached = self
             .counts()
             .get(&sender)
@@ -82,7 +95,7 @@ impl SenderLimits {
             Some(e) => e.queued,
             None => {
                 let queued = db::run(pool, move |conn| {
-                    db::messages::waiting_estimate(conn, sender)
+                    db::messages::waiting_estimate(conn, sender, cap)
                 })
                 .await?;
                 let mut counts = self.counts();
@@ -99,7 +112,7 @@ impl SenderLimits {
                 queued
             }
         };
-        if queued >= self.max_queued {
+        if queued.saturating_add(n) > self.max_queued {
             crate::metrics::rate_limited(crate::metrics::Limit::QueueFull);
             return Err(LimitError::Refused {
                 retry_after: QUEUE_FULL_RETRY_SECS,
@@ -126,8 +139,13 @@ impl SenderLimits {
 
     /// Counts a message this process accepted, until the next read of the sender's queue.
     pub fn accepted(&self, sender: i64) {
+        self.accepted_many(sender, 1);
+    }
+
+    /// Counts `n` messages this process accepted at once.
+    pub fn accepted_many(&self, sender: i64, n: i64) {
         if let Some(e) = self.counts().get_mut(&sender) {
-            e.queued += 1;
+            e.queued += n;
         }
     }
 }

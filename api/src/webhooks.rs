@@ -159,12 +159,16 @@ pub async fn check_target(raw: &str, allow_private: bool) -> Result<Url, TargetE
     Ok(url)
 }
 
-/// Resolves webhook hosts for the HTTP client and drops every address that is not public, so
-/// a name that resolved to a public address when the endpoint was made cannot be pointed at
-/// an internal one later (DNS rebinding). IP-literal hosts never reach a resolver; the
-/// delivery checks those itself.
+/// Resolves webhook hosts for the HTTP client and (unless `allow_private`) drops every address
+/// that is not public, so a name that resolved to a public address when the endpoint was made
+/// cannot be pointed at an internal one later (DNS rebinding). IPv4 literals never reach a
+/// resolver (the delivery checks those itself); IPv6 literals do, in brackets, which the
+/// default resolver cannot read.
 #[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver;
+pub struct GuardedResolver {
+    /// Keep private addresses too (`WXBIND_WEBHOOK_ALLOW_PRIVATE=1`).
+    pub allow_private: bool,
+}
 
 impl actix_tls::connect::Resolve for GuardedResolver {
     fn lookup<'a>(
@@ -173,10 +177,22 @@ impl actix_tls::connect::Resolve for GuardedResolver {
         port: u16,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> + 'a>>
     {
+        let allow_private = self.allow_private;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-                .await?
-                .filter(|a| is_public(a.ip()))
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::lookup_host((host, port)),
+                )
+                .await
+                .map_err(|_| "resolving the host timed out")??
+                .collect(),
+            };
+            let addrs: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allow_private || is_public(a.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err("the host resolves to no public address".into());
@@ -187,18 +203,17 @@ impl actix_tls::connect::Resolve for GuardedResolver {
 }
 
 /// The HTTP client deliveries use: no redirects (a 3xx is an answer, not a new target), a
-/// timeout, and with `allow_private` off the [`GuardedResolver`].
+/// timeout, and the [`GuardedResolver`].
 pub fn client(config: &WebhookConfig) -> awc::Client {
     let builder = awc::Client::builder()
         .timeout(config.timeout)
         .disable_redirects()
         .add_default_header(("User-Agent", "wxbind-webhooks/1"));
-    if config.allow_private {
-        return builder.finish();
-    }
     let tcp =
-        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardedResolver))
-            .service();
+        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardedResolver {
+            allow_private: config.allow_private,
+        }))
+        .service();
     builder
         .connector(awc::Connector::new().connector(tcp).timeout(config.timeout))
         .finish()

@@ -446,20 +446,17 @@ async fn deliver(deps: &WorkerDeps, wechat: &Connected, sent: &SentSender, m: Cl
     record(deps, sent, &m, outcome).await;
 }
 
-/// With `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY`, counts a message's first attempt against its
-/// recipient's day (in the account's time zone, shared by every process) and fails it with
-/// `frequency_cap` when the day's count is full; `None` means send it.
+/// With `WXBIND_MAX_MESSAGES_PER_USER_PER_DAY`, counts a message once against its recipient's
+/// day (in the account's time zone, shared by every process; a message counted before is not
+/// counted again, whatever its attempt) and fails it with `frequency_cap` when the day's count
+/// is full; `None` means send it.
 async fn over_daily_cap(deps: &WorkerDeps, m: &Claimed) -> Option<Outcome> {
     let cap = deps.config.schedule.max_per_user_per_day?;
-    // A retry or a retaken lease was counted by the first attempt.
-    if m.attempts != 1 {
-        return None;
-    }
     let day = deps.config.schedule.day(Utc::now());
     let limit = i32::try_from(cap).unwrap_or(i32::MAX);
-    let user_id = m.user_id;
+    let (id, user_id) = (m.id, m.user_id);
     match db::run(&deps.pool, move |conn| {
-        db::messages::count_daily_send(conn, user_id, day, limit)
+        db::messages::count_daily_send(conn, id, user_id, day, limit)
     })
     .await
     {

@@ -306,7 +306,13 @@ pub async fn broadcast(mut args: impl Iterator<Item = String>) -> Res<()> {
     .execute(&mut db.conn())?;
     diesel::sql_query("VACUUM ANALYZE users").execute(&mut db.conn())?;
     let seed_time = seeded.elapsed();
-    let (service, base) = start_role("serve", &db, &wechat, &[])?;
+    // Every run's messages wait at once: let the sender have them all.
+    let (service, base) = start_role(
+        "serve",
+        &db,
+        &wechat,
+        &[("WXBIND_MAX_QUEUED_PER_SENDER", "10000000")],
+    )?;
     let http = reqwest::Client::builder().build()?;
     wait_ready(&http, &base).await?;
     let token = login(&http, &base, "bench-admin").await?;

@@ -1074,8 +1074,9 @@ export interface components {
             errmsg?: string | null;
             /**
              * @description `queued` (at creation, or again by a retry), `retry_scheduled` (an attempt failed and
-             *     will be retried), `sent`, `under_review`, `failed`, and WeChat's delivery report:
-             *     `delivered`, `blocked` or `delivery_failed`.
+             *     will be retried), `requeued` (handed back unspent: the account's quota ran out),
+             *     `sent`, `under_review`, `failed`, and WeChat's delivery report: `delivered`, `blocked`
+             *     or `delivery_failed`.
              * @example sent
              */
             event: string;
@@ -1805,7 +1806,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `too_many_requests`: the sender has `WXBIND_MAX_QUEUED_PER_SENDER` messages waiting */
+            /** @description `too_many_requests`: the broadcast would take the sender past `WXBIND_MAX_QUEUED_PER_SENDER` messages waiting (scheduled ones included) */
             429: {
                 headers: {
                     /** @description Seconds to wait */

@@ -241,3 +241,42 @@ async fn cancelling_fails_what_was_not_sent_with_reason_cancelled() {
     assert_eq!(page["messages"][0]["reason"], "cancelled");
     assert!(app.wechat.sends().is_empty());
 }
+
+#[actix_web::test]
+async fn a_broadcast_is_admitted_with_its_size_and_scheduled_messages_count() {
+    let app = wxbind_tests::spawn_app_with(|c| c.delivery.max_queued_per_sender = 2).await;
+    let admin = app.admin("root").await;
+    let mut ids = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let u = app.user(name).await;
+        app.bind(&u, &format!("openid-{name}")).await;
+        ids.push(u.id);
+    }
+    let body = json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"user_ids": ids}});
+    let resp = broadcast(&app, &admin.token, &body).await;
+    assert_eq!(resp.status(), 429, "3 recipients past a limit of 2");
+    assert!(resp.headers().get("retry-after").is_some());
+    let resp = broadcast(&app, &admin.token, &json!({"template_id": "TEMPLATE_X", "data": {"k": {"value": "v"}}, "recipients": {"all_bound": true}})).await;
+    assert_eq!(resp.status(), 429, "all 3 bound users past a limit of 2");
+
+    // Two scheduled messages fill the sender's allowance: a third is refused.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    for to in &ids[..2] {
+        let resp = app
+            .post_message(
+                &admin.token,
+                &json!({"user_id": to, "data": {"k": {"value": "later"}}, "send_at": later}),
+            )
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    // The limit reads the queue at most once a second per sender and process.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let resp = app
+        .post_message(
+            &admin.token,
+            &json!({"user_id": ids[2], "data": {"k": {"value": "later"}}, "send_at": later}),
+        )
+        .await;
+    assert_error(resp, 429, "too_many_requests").await;
+}

@@ -354,3 +354,30 @@ async fn only_admins_register_http_targets_and_private_ones_are_refused_by_defau
         "no secret in the audit log"
     );
 }
+
+#[actix_web::test]
+async fn a_slow_endpoint_holds_a_few_delivery_slots_and_the_others_keep_flowing() {
+    let app = spawn_app().await;
+    let admin = app.admin("root").await;
+    let alice = app.user("alice").await;
+    app.bind(&alice, "openid-alice").await;
+    // Slower than the test app's 2 s delivery timeout: every attempt there ties up a slot.
+    let slow = Receiver::start_slow(std::time::Duration::from_secs(3)).await;
+    let fast = Receiver::start().await;
+    register(&app, &admin.token, &slow, &["message.sent"]).await;
+    register(&app, &admin.token, &fast, &["message.sent"]).await;
+    let ids = app.queue_many(&alice, 24).await;
+    for id in &ids {
+        app.wait_for_status(&alice.token, id, "sent").await;
+    }
+    fast.wait_for("every message.sent", |r| r.len() >= ids.len())
+        .await;
+    // The fast endpoint got all 24 while the slow one, answering nothing within the timeout,
+    // had at most 4 in flight at a time (without the cap it would have taken all 16 slots at
+    // once, and the fast one would have waited for them).
+    let slow_attempts = slow.received().len();
+    assert!(
+        (1..=8).contains(&slow_attempts),
+        "the slow endpoint got {slow_attempts} attempts by the time the fast one had all"
+    );
+}

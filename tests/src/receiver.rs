@@ -55,7 +55,7 @@ struct State {
     received: Vec<Received>,
 }
 
-struct Recorder(Arc<Mutex<State>>);
+struct Recorder(Arc<Mutex<State>>, Duration);
 
 impl Respond for Recorder {
     fn respond(&self, req: &Request) -> ResponseTemplate {
@@ -76,7 +76,7 @@ impl Respond for Recorder {
             json: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
             answered: status,
         });
-        ResponseTemplate::new(status)
+        ResponseTemplate::new(status).set_delay(self.1)
     }
 }
 
@@ -89,10 +89,15 @@ pub struct Receiver {
 impl Receiver {
     /// Starts one on a random loopback port.
     pub async fn start() -> Self {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// Starts one that answers each delivery only after `delay`.
+    pub async fn start_slow(delay: Duration) -> Self {
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(State::default()));
         Mock::given(method("POST"))
-            .respond_with(Recorder(Arc::clone(&state)))
+            .respond_with(Recorder(Arc::clone(&state), delay))
             .mount(&server)
             .await;
         Self { server, state }

@@ -85,3 +85,18 @@ pub fn page(
     }
     q.order(audit_log::id.desc()).limit(limit).load(conn)
 }
+
+/// Deletes up to `limit` rows recorded before `before`, oldest first. Returns how many.
+pub fn purge_before(
+    conn: &mut PgConnection,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM audit_log WHERE id IN (
+             SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+}

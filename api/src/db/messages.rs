@@ -339,24 +339,44 @@ pub fn release_held(conn: &mut PgConnection, limit: i64) -> QueryResult<i64> {
     Ok(row.n)
 }
 
-/// Counts a first attempt against the recipient's messages of `day` unless `cap` are counted
-/// already (every process shares the count). Returns whether it was counted.
+#[derive(QueryableByName)]
+struct DailyCount {
+    #[diesel(sql_type = BigInt)]
+    first: i64,
+    #[diesel(sql_type = BigInt)]
+    counted: i64,
+}
+
+/// Counts message `id` against its recipient's messages of `day`, once per message (whatever
+/// its attempt), unless `cap` are counted already; every process shares the count. Returns
+/// false only when the day's count is full.
 pub fn count_daily_send(
     conn: &mut PgConnection,
+    id: Uuid,
     user_id: i64,
     day: chrono::NaiveDate,
     cap: i32,
 ) -> QueryResult<bool> {
-    diesel::sql_query(
-        "INSERT INTO user_day_sends (user_id, day, sends) VALUES ($1, $2, 1)
-         ON CONFLICT (user_id, day) DO UPDATE SET sends = user_day_sends.sends + 1
-         WHERE user_day_sends.sends < $3",
+    let row: DailyCount = diesel::sql_query(
+        "WITH m AS (
+             UPDATE messages SET counted_day = $2 WHERE id = $4 AND counted_day IS NULL
+             RETURNING 1
+         ), slot AS (
+             INSERT INTO user_day_sends (user_id, day, sends)
+             SELECT $1, $2, 1 WHERE EXISTS (SELECT 1 FROM m)
+             ON CONFLICT (user_id, day) DO UPDATE SET sends = user_day_sends.sends + 1
+             WHERE user_day_sends.sends < $3
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM m) AS first, (SELECT count(*) FROM slot) AS counted",
     )
     .bind::<BigInt, _>(user_id)
     .bind::<diesel::sql_types::Date, _>(day)
     .bind::<Int4, _>(cap)
-    .execute(conn)
-    .map(|n| n == 1)
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .get_result(conn)?;
+    // Counted before (`first` 0), or counted now.
+    Ok(row.first == 0 || row.counted == 1)
 }
 
 /// Deletes daily send counts of days before `before`.
@@ -741,12 +761,17 @@ pub fn taken_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult
 /// How many messages of `sender` wait for their first attempt, from their fair-queueing ranks
 /// (consecutive per sender): the last minus the first plus one. Exact but for messages queued
 /// by two processes at the same instant (which may share a rank) and handed-back ones.
-pub fn waiting_estimate(conn: &mut PgConnection, sender: i64) -> QueryResult<i64> {
+///
+/// Held (scheduled) messages count too, up to `cap` of them (`messages_held_by_sender`).
+pub fn waiting_estimate(conn: &mut PgConnection, sender: i64, cap: i64) -> QueryResult<i64> {
     let row: Count = diesel::sql_query(
-        "SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) AS n FROM messages
-         WHERE sender_id = $1 AND status = 'queued' AND attempts = 0 AND NOT held",
+        "SELECT (SELECT coalesce(max(fair_rank) - min(fair_rank) + 1, 0) FROM messages
+                 WHERE sender_id = $1 AND status = 'queued' AND attempts = 0 AND NOT held)
+              + (SELECT count(*) FROM (SELECT 1 FROM messages
+                 WHERE sender_id = $1 AND status = 'queued' AND held LIMIT $2) h) AS n",
     )
     .bind::<BigInt, _>(sender)
+    .bind::<BigInt, _>(cap)
     .get_result(conn)?;
     Ok(row.n)
 }
@@ -920,7 +945,7 @@ pub fn retry_failed(conn: &mut PgConnection, id: Uuid) -> QueryResult<Retried> {
             "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = now(),
                  lease_until = NULL, errcode = NULL, errmsg = NULL, delivery = NULL,
                  review_record_id = NULL, sent_at = NULL, msgid = NULL, review_ref = NULL,
-                 review_openid = NULL, reason = NULL, held = false,
+                 review_openid = NULL, reason = NULL, held = false, counted_day = NULL,
                  fair_rank = coalesce((SELECT min(q.fair_rank) FROM messages q
                                        WHERE q.status = 'queued' AND q.attempts = 0
                                          AND NOT q.held), 0)

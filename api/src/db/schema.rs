@@ -106,6 +106,7 @@ diesel::table! {
         held -> Bool,
         urgent -> Bool,
         reason -> Nullable<Text>,
+        counted_day -> Nullable<Date>,
     }
 }
 

@@ -170,3 +170,11 @@ pub fn unbind(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
 pub fn any(conn: &mut PgConnection) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(users::table.select(users::id))).get_result(conn)
 }
+
+/// How many users are bound (the size of a broadcast to all of them).
+pub fn count_bound(conn: &mut PgConnection) -> QueryResult<i64> {
+    users::table
+        .filter(users::openid.is_not_null())
+        .count()
+        .get_result(conn)
+}

@@ -88,23 +88,40 @@ pub struct Due {
     pub secret: String,
 }
 
+/// Deliveries of one endpoint in flight at once, in all processes together: one endpoint that
+/// answers slowly (or not at all) holds at most this many of the delivery slots.
+pub const PER_ENDPOINT: i64 = 4;
+
 /// Claims up to `limit` due deliveries of enabled endpoints: each the oldest pending one of its
 /// (endpoint, ordering key), so a message's events go out one at a time and in order (a later
-/// event waits while an earlier one is in flight or backing off).
+/// event waits while an earlier one is in flight or backing off), and at most
+/// [`PER_ENDPOINT`] in flight per endpoint. Test pings are never claimed: the request that
+/// made one delivers it.
 pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryResult<Vec<Due>> {
     super::Prepared(
         diesel::sql_query(
             "WITH due AS (
-                 SELECT d.id FROM webhook_deliveries d
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-                   AND (d.lease_until IS NULL OR d.lease_until <= now())
-                   AND NOT EXISTS (
-                       SELECT 1 FROM webhook_deliveries e
-                       WHERE e.webhook_id = d.webhook_id AND e.ordering_key = d.ordering_key
-                         AND e.state = 'pending' AND e.id < d.id)
-                 ORDER BY d.next_attempt_at
+                 SELECT c.id FROM webhooks w
+                 CROSS JOIN LATERAL (
+                     SELECT d.id FROM webhook_deliveries d
+                     WHERE d.webhook_id = w.id
+                       AND d.state = 'pending' AND d.next_attempt_at <= now()
+                       AND (d.lease_until IS NULL OR d.lease_until <= now())
+                       AND d.event_type <> 'webhook.test'
+                       AND NOT EXISTS (
+                           SELECT 1 FROM webhook_deliveries e
+                           WHERE e.webhook_id = d.webhook_id
+                             AND e.ordering_key = d.ordering_key
+                             AND e.state = 'pending' AND e.id < d.id)
+                     ORDER BY d.next_attempt_at
+                     LIMIT greatest(0, $3 - (
+                         SELECT count(*) FROM webhook_deliveries l
+                         WHERE l.webhook_id = w.id AND l.state = 'pending'
+                           AND l.lease_until > now()))
+                     FOR UPDATE OF d SKIP LOCKED
+                 ) c
+                 WHERE w.disabled_at IS NULL
                  LIMIT $1
-                 FOR UPDATE SKIP LOCKED
              )
              UPDATE webhook_deliveries w
              SET attempts = w.attempts + 1,
@@ -116,9 +133,21 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryRes
                        h.url, h.secret",
         )
         .bind::<BigInt, _>(limit)
-        .bind::<BigInt, _>(lease_ms),
+        .bind::<BigInt, _>(lease_ms)
+        .bind::<BigInt, _>(PER_ENDPOINT),
     )
     .load(conn)
+}
+
+/// Ends test pings whose request went away before it recorded the answer.
+pub fn fail_abandoned_pings(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE webhook_deliveries
+         SET state = 'failed', finished_at = now(), lease_until = NULL,
+             last_error = coalesce(last_error, 'the request that sent the ping went away')
+         WHERE event_type = 'webhook.test' AND state = 'pending' AND lease_until < now()",
+    )
+    .execute(conn)
 }
 
 /// What one attempt got back.

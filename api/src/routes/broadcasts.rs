@@ -240,7 +240,7 @@ fn may_broadcast(auth: &AuthUser) -> Result<(), ApiError> {
         (status = 403, description = "`forbidden`: only admins and API keys broadcast", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 32 MiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 429, description = "`too_many_requests`: the sender has `WXBIND_MAX_QUEUED_PER_SENDER` messages waiting", body = ErrorBody,
+        (status = 429, description = "`too_many_requests`: the broadcast would take the sender past `WXBIND_MAX_QUEUED_PER_SENDER` messages waiting (scheduled ones included)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`wechat_not_configured`", body = ErrorBody),
     )
@@ -336,9 +336,14 @@ pub async fn create_broadcast(
             .map_err(|e| ApiError::InvalidRequest(format!("data_by_user.{user_id}: {}", e.0)))?;
         overrides.push((user_id, own.to_json()));
     }
+    // Admitted with its size: a broadcast may not take the sender past its waiting limit.
+    let size = match &recipients {
+        Recipients::Users(ids) => i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        Recipients::AllBound => db::run(&state.pool, db::users::count_bound).await?,
+    };
     state
         .limits
-        .admit(&state.pool, auth.id, auth.may_send_to_anyone())
+        .admit_many(&state.pool, auth.id, true, size)
         .await?;
     let new = NewBroadcast {
         id: Uuid::new_v4(),
@@ -367,6 +372,7 @@ pub async fn create_broadcast(
     if !fresh {
         return Ok(HttpResponse::Ok().json(body));
     }
+    state.limits.accepted_many(auth.id, body.counts.queued);
     state.wake_worker.notify_one();
     tracing::info!(
         broadcast.id = %body.id,

@@ -158,8 +158,9 @@ pub struct HistoryEvent {
     /// When it happened.
     pub at: DateTime<Utc>,
     /// `queued` (at creation, or again by a retry), `retry_scheduled` (an attempt failed and
-    /// will be retried), `sent`, `under_review`, `failed`, and WeChat's delivery report:
-    /// `delivered`, `blocked` or `delivery_failed`.
+    /// will be retried), `requeued` (handed back unspent: the account's quota ran out),
+    /// `sent`, `under_review`, `failed`, and WeChat's delivery report: `delivered`, `blocked`
+    /// or `delivery_failed`.
     #[schema(example = "sent")]
     pub event: String,
     /// The attempt it concerns (0 before the first).

@@ -1,0 +1,60 @@
+-- The history function as 2026-12-05-000100_backends defined it.
+CREATE OR REPLACE FUNCTION messages_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    events JSONB;
+BEGIN
+    -- History: every change of status (but the claim) and every delivery report.
+    INSERT INTO message_events (message_id, event, attempt, errcode, errmsg)
+    SELECT n.id, c.event, n.attempts,
+           CASE WHEN c.ord = 1 THEN n.errcode END, CASE WHEN c.ord = 1 THEN n.errmsg END
+    FROM new_rows n
+    JOIN old_rows o ON o.id = n.id
+    CROSS JOIN LATERAL (VALUES
+        (1, CASE WHEN n.status IS DISTINCT FROM o.status AND n.status <> 'sending' THEN
+                 CASE WHEN n.status = 'queued' AND o.status = 'sending' THEN 'retry_scheduled'
+                      ELSE n.status END
+            END),
+        (2, CASE WHEN n.delivery IS DISTINCT FROM o.delivery AND n.delivery IS NOT NULL THEN
+                 CASE WHEN n.delivery = 'failed' THEN 'delivery_failed' ELSE n.delivery END
+            END)
+    ) AS c (ord, event)
+    WHERE c.event IS NOT NULL
+    ORDER BY n.id, c.ord;
+
+    IF NOT EXISTS (SELECT 1 FROM webhooks WHERE disabled_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_agg(jsonb_build_object(
+               'event_id', gen_random_uuid(),
+               'type', c.type,
+               'ordering_key', 'message:' || n.id,
+               'data', jsonb_build_object(
+                   'message_id', n.id, 'user_id', n.user_id, 'template_id', n.template_id,
+                   'status', n.status, 'delivery', coalesce(n.delivery, 'unknown'),
+                   'attempts', n.attempts, 'msgid', n.msgid, 'errcode', n.errcode,
+                   'errmsg', n.errmsg, 'reason', n.reason, 'broadcast_id', n.broadcast_id,
+                   'idempotency_key', n.idempotency_key, 'created_at', n.created_at,
+                   'sent_at', n.sent_at))
+           ORDER BY n.id, c.ord)
+    INTO events
+    FROM new_rows n
+    JOIN old_rows o ON o.id = n.id
+    CROSS JOIN LATERAL (VALUES
+        (1, CASE WHEN n.status IS DISTINCT FROM o.status
+                      AND n.status IN ('sent', 'failed', 'under_review')
+                 THEN 'message.' || n.status END),
+        (2, CASE WHEN n.delivery IS DISTINCT FROM o.delivery
+                      AND n.delivery IN ('delivered', 'blocked')
+                 THEN 'message.' || n.delivery END)
+    ) AS c (ord, type)
+    WHERE c.type IS NOT NULL;
+    IF events IS NOT NULL THEN
+        PERFORM webhook_fan_out(events);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+DROP INDEX webhook_deliveries_leased;
+DROP INDEX messages_held_by_sender;
+ALTER TABLE messages DROP COLUMN counted_day;
