@@ -868,7 +868,8 @@ test("quiet hours, daily cap and send limits", async () => {
     assert.ok(Number(full.headers.get("retry-after")) > 0);
     const broadcast = await call("POST", "/api/broadcasts", {
       token: admin.token,
-      json: { data: ORDER_DATA, recipients: { all_bound: true } },
+      // One recipient (existing or not): one more than the one waiting allows.
+      json: { data: ORDER_DATA, recipients: { user_ids: [1] } },
       base,
     });
     assert.equal(broadcast.status, 429);

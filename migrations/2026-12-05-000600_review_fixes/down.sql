@@ -55,6 +55,7 @@ BEGIN
 END;
 $$;
 
+DROP INDEX webhook_deliveries_endpoint_due;
 DROP INDEX webhook_deliveries_leased;
 DROP INDEX messages_held_by_sender;
 ALTER TABLE messages DROP COLUMN counted_day;

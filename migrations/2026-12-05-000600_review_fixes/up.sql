@@ -11,6 +11,9 @@ CREATE INDEX messages_held_by_sender ON messages (sender_id) WHERE status = 'que
 -- Deliveries in flight per endpoint, so one slow endpoint cannot take every delivery slot.
 CREATE INDEX webhook_deliveries_leased ON webhook_deliveries (webhook_id)
     WHERE state = 'pending' AND lease_until IS NOT NULL;
+-- The claim takes each endpoint's due deliveries in due order.
+CREATE INDEX webhook_deliveries_endpoint_due ON webhook_deliveries (webhook_id, next_attempt_at)
+    WHERE state = 'pending';
 
 -- A message handed back unspent (the account's quota ran out: its attempt is given back) is
 -- `requeued` in its history, not `retry_scheduled`: no attempt was spent. The function as

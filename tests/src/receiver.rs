@@ -25,6 +25,8 @@ pub struct Received {
     pub json: Value,
     /// The status it was answered with.
     pub answered: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -75,6 +77,7 @@ impl Respond for Recorder {
             body: req.body.clone(),
             json: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
             answered: status,
+            at: std::time::Instant::now(),
         });
         ResponseTemplate::new(status).set_delay(self.1)
     }

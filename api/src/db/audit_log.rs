@@ -93,8 +93,11 @@ pub fn purge_before(
     limit: i64,
 ) -> QueryResult<usize> {
     diesel::sql_query(
+        // The oldest rows by id (the primary key), then those among them old enough: an index
+        // scan of `limit` rows whatever the table holds.
         "DELETE FROM audit_log WHERE id IN (
-             SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+             SELECT id FROM (SELECT id, at FROM audit_log ORDER BY id LIMIT $2) o
+             WHERE o.at < $1)",
     )
     .bind::<diesel::sql_types::Timestamptz, _>(before)
     .bind::<BigInt, _>(limit)

@@ -77,15 +77,19 @@ struct Tally {
     not_following: i64,
 }
 
+/// The unit of work of a broadcast may take this long (a 100,000-recipient insert on a busy
+/// machine takes seconds, and the pool wait counts too); its statements get
+/// [`STATEMENT_TIMEOUT`], less, so a statement is cancelled (and its transaction rolled back)
+/// before the caller stops waiting, never committed after the caller was told it failed.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The statement timeout of a broadcast's transaction.
+const STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = '45s'";
+
 /// Queues `new`: its row and one message per recipient that is bound and not known to have
 /// unfollowed, in one transaction; the others are counted as skipped by reason.
-/// The unit of work of a broadcast may take this long (a 100,000-recipient insert on a busy
-/// machine takes seconds); its statements are allowed as much.
-pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub fn create(conn: &mut PgConnection, new: &NewBroadcast) -> QueryResult<Created> {
     conn.transaction(|conn| {
-        diesel::sql_query("SET LOCAL statement_timeout = '60s'").execute(conn)?;
+        diesel::sql_query(STATEMENT_TIMEOUT).execute(conn)?;
         let inserted: Option<Broadcast> = diesel::insert_into(broadcasts::table)
             .values((
                 broadcasts::id.eq(new.id),
@@ -242,7 +246,7 @@ pub fn counts(conn: &mut PgConnection, id: Uuid) -> QueryResult<Vec<StatusCount>
 /// with reason `cancelled`. Returns how many.
 pub fn cancel(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        diesel::sql_query("SET LOCAL statement_timeout = '60s'").execute(conn)?;
+        diesel::sql_query(STATEMENT_TIMEOUT).execute(conn)?;
         diesel::update(broadcasts::table.find(id))
             .filter(broadcasts::cancelled_at.is_null())
             .set(broadcasts::cancelled_at.eq(diesel::dsl::now))

@@ -358,17 +358,23 @@ pub fn count_daily_send(
     cap: i32,
 ) -> QueryResult<bool> {
     let row: DailyCount = diesel::sql_query(
+        // The message is marked only when it got a slot: one refused stays unmarked, so a
+        // retaken attempt is refused again rather than sent past the cap.
         "WITH m AS (
-             UPDATE messages SET counted_day = $2 WHERE id = $4 AND counted_day IS NULL
-             RETURNING 1
+             SELECT 1 FROM messages WHERE id = $4 AND counted_day IS NULL
          ), slot AS (
              INSERT INTO user_day_sends (user_id, day, sends)
              SELECT $1, $2, 1 WHERE EXISTS (SELECT 1 FROM m)
              ON CONFLICT (user_id, day) DO UPDATE SET sends = user_day_sends.sends + 1
              WHERE user_day_sends.sends < $3
              RETURNING 1
+         ), mark AS (
+             UPDATE messages SET counted_day = $2
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM slot)
+             RETURNING 1
          )
-         SELECT (SELECT count(*) FROM m) AS first, (SELECT count(*) FROM slot) AS counted",
+         SELECT (SELECT count(*) FROM m) AS first,
+                (SELECT count(*) FROM mark) AS counted",
     )
     .bind::<BigInt, _>(user_id)
     .bind::<diesel::sql_types::Date, _>(day)

@@ -88,8 +88,9 @@ pub struct Due {
     pub secret: String,
 }
 
-/// Deliveries of one endpoint in flight at once, in all processes together: one endpoint that
-/// answers slowly (or not at all) holds at most this many of the delivery slots.
+/// Deliveries of one endpoint in flight at once: one endpoint that answers slowly (or not at
+/// all) holds at most this many of the delivery slots. Counted from the leases every process
+/// committed, so instances claiming at the same instant may briefly exceed it together.
 pub const PER_ENDPOINT: i64 = 4;
 
 /// Claims up to `limit` due deliveries of enabled endpoints: each the oldest pending one of its
@@ -103,7 +104,7 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryRes
             "WITH due AS (
                  SELECT c.id FROM webhooks w
                  CROSS JOIN LATERAL (
-                     SELECT d.id FROM webhook_deliveries d
+                     SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
                      WHERE d.webhook_id = w.id
                        AND d.state = 'pending' AND d.next_attempt_at <= now()
                        AND (d.lease_until IS NULL OR d.lease_until <= now())
@@ -121,6 +122,7 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> QueryRes
                      FOR UPDATE OF d SKIP LOCKED
                  ) c
                  WHERE w.disabled_at IS NULL
+                 ORDER BY c.next_attempt_at
                  LIMIT $1
              )
              UPDATE webhook_deliveries w

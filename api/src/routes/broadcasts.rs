@@ -341,6 +341,13 @@ pub async fn create_broadcast(
         Recipients::Users(ids) => i64::try_from(ids.len()).unwrap_or(i64::MAX),
         Recipients::AllBound => db::run(&state.pool, db::users::count_bound).await?,
     };
+    if size > state.config.delivery.max_queued_per_sender {
+        // Waiting would never help: say so instead of 429.
+        return Err(ApiError::InvalidRequest(format!(
+            "recipients: {size} messages exceed WXBIND_MAX_QUEUED_PER_SENDER ({}); split the broadcast or raise the limit",
+            state.config.delivery.max_queued_per_sender
+        )));
+    }
     state
         .limits
         .admit_many(&state.pool, auth.id, true, size)
