@@ -7,7 +7,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 use wxbind::wechat::crypto::{MsgCrypt, signature};
 use wxbind_tests::{
     CodeReply, OAUTH_ACCESS_TOKEN, OAUTH_REFRESH_TOKEN, TEST_APP_ID, TestApp, push_config,
@@ -280,6 +280,43 @@ async fn no_secret_of_a_whole_flow_reaches_the_debug_json_log() {
             .into_iter()
             .map(|t| ("WeChat access token", t)),
     );
+
+    // A backend's key broadcasts, and a signed webhook reports the sends: neither the key,
+    // nor the webhook's secret, nor a delivery's signature is logged.
+    let admin = app.admin("leakcheck-admin").await;
+    let key = app.api_key(&admin.token, "leakcheck-backend", "send").await;
+    let receiver = wxbind_tests::Receiver::start().await;
+    let hook_secret = "LeakCheck-webhook-secret-5f1e9a7c";
+    let hook = app
+        .post_json(
+            &admin.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url(), "events": ["message.sent"], "secret": hook_secret}),
+        )
+        .await;
+    assert_eq!(hook.status(), 201);
+    let broadcast = app
+        .post_json(
+            &key,
+            "/api/broadcasts",
+            &json!({"data": {"k": {"value": "leak check"}}, "recipients": {"user_ids": [user_id]}}),
+        )
+        .await;
+    assert_eq!(broadcast.status(), 202);
+    let delivered = receiver
+        .wait_for("a signed message.sent", |r| !r.is_empty())
+        .await;
+    secrets.extend([
+        ("API key", key.clone()),
+        ("webhook secret", hook_secret.to_owned()),
+        ("admin token", admin.token.clone()),
+    ]);
+    secrets.extend(delivered.iter().map(|d| {
+        (
+            "webhook signature",
+            d.signature.trim_start_matches("v1=").to_owned(),
+        )
+    }));
 
     // Logout ends the session.
     let logout = app
