@@ -29,6 +29,78 @@ pub struct SendRequest<'a> {
     pub miniprogram: Option<&'a Miniprogram>,
 }
 
+/// What every way of sending (one message, a broadcast) names besides its recipients and
+/// data, checked for shape.
+#[derive(Debug, Clone)]
+pub struct Content {
+    /// The template (the server's default when none was named).
+    pub template_id: TemplateId,
+    /// The link, if any.
+    pub url: Option<MessageUrl>,
+    /// The mini-program page, if any.
+    pub miniprogram: Option<Miniprogram>,
+}
+
+impl Content {
+    /// Checks a request's template, link and mini-program page (`(appid, pagepath)`).
+    pub fn parse(
+        template_id: Option<&str>,
+        default_template: Option<&str>,
+        url: Option<&str>,
+        miniprogram: Option<(&str, &str)>,
+    ) -> Result<Self, ApiError> {
+        let bad = |e: crate::domain::DomainError| ApiError::InvalidRequest(e.0);
+        let template_id = match template_id.or(default_template) {
+            Some(t) => TemplateId::parse(t).map_err(bad)?,
+            None => {
+                return Err(ApiError::invalid(
+                    "template_id is required: none given and the server has no WECHAT_TEMPLATE_ID",
+                ));
+            }
+        };
+        Ok(Self {
+            template_id,
+            url: url.map(MessageUrl::parse).transpose().map_err(bad)?,
+            miniprogram: miniprogram
+                .map(|(appid, pagepath)| Miniprogram::parse(appid, pagepath))
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
+/// Checks an idempotency key: 1-128 printable ASCII characters, no spaces.
+pub fn check_idempotency_key(key: Option<&str>) -> Result<(), ApiError> {
+    match key {
+        Some(k) if k.is_empty() || k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => {
+            Err(ApiError::invalid(
+                "idempotency_key must be 1-128 printable ASCII characters",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How far ahead `send_at` may be.
+pub const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Checks `send_at` (at most [`MAX_SCHEDULE_AHEAD`] from now) and `urgent` (admins and keys).
+pub fn check_timing(
+    caller: &AuthUser,
+    send_at: Option<chrono::DateTime<chrono::Utc>>,
+    urgent: bool,
+) -> Result<(), ApiError> {
+    if send_at.is_some_and(|at| at > chrono::Utc::now() + MAX_SCHEDULE_AHEAD) {
+        return Err(ApiError::invalid("send_at must be at most 30 days ahead"));
+    }
+    if urgent && !(caller.is_admin() || caller.key.is_some()) {
+        return Err(ApiError::Forbidden(
+            "urgent: only admins and API keys may send during quiet hours",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses what the caller may not send, naming the field.
 pub fn authorize(
     caller: &AuthUser,

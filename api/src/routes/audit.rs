@@ -2,7 +2,6 @@
 //! and key actions newest first, in cursor pages, filtered by action or actor. What is
 //! recorded, and when, lives in `audit`.
 use actix_web::{HttpResponse, get, web};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,9 +12,9 @@ use crate::db::{self, audit_log::AuditFilter, audit_log::AuditRow};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
+use super::paging;
+
 /// Rows per page when `limit` is not given, and at most.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 /// The longest `actor` recorded: `key:` and a 64-character key name.
 const MAX_ACTOR_LEN: usize = 128;
 
@@ -86,15 +85,11 @@ pub struct AuditPage {
 }
 
 fn encode_cursor(id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("a.{id}"))
+    paging::seal(&format!("a.{id}"))
 }
 
 fn decode_cursor(raw: &str) -> Option<i64> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let id: i64 = text.strip_prefix("a.")?.parse().ok()?;
+    let id: i64 = paging::unseal(raw)?.strip_prefix("a.")?.parse().ok()?;
     (id > 0).then_some(id)
 }
 
@@ -123,17 +118,8 @@ pub async fn list_audit(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_admin("only admins read the audit log")?;
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 200"));
-    }
-    let before = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
-        ),
-    };
+    let limit = paging::limit(q.limit)?;
+    let before = paging::cursor(q.cursor.as_deref(), decode_cursor)?;
     if let Some(a) = &q.actor {
         // PostgreSQL text holds no U+0000: such a filter would fail the query, not match.
         if a.is_empty() || a.chars().count() > MAX_ACTOR_LEN || a.contains('\0') {
@@ -147,16 +133,11 @@ pub async fn list_audit(
         actor: q.actor,
         before,
     };
-    let mut rows = db::run(&state.pool, move |conn| {
+    let rows = db::run(&state.pool, move |conn| {
         db::audit_log::page(conn, &filter, limit + 1)
     })
     .await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = more
-        .then(|| rows.last().map(|r| encode_cursor(r.id)))
-        .flatten();
+    let (rows, next_cursor) = paging::split(rows, limit, |r| encode_cursor(r.id));
     Ok(HttpResponse::Ok().json(AuditPage {
         items: rows.into_iter().map(AuditEntry::from).collect(),
         next_cursor,
@@ -172,7 +153,7 @@ mod tests {
         for id in [1, 42, i64::MAX] {
             assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         }
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let b64 = paging::seal;
         for bad in [
             String::new(),
             "abc".into(),

@@ -12,17 +12,16 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::message_log::MessagePage;
-use super::messages::{MiniprogramPage, check_timing};
+use super::messages::MiniprogramPage;
 use crate::auth::AuthUser;
 use crate::db::{
     self,
     broadcasts::{Broadcast, Created, NewBroadcast, Recipients},
     messages::LogFilter,
 };
-use crate::domain::{
-    MessageStatus, MessageUrl, Miniprogram, TemplateData, TemplateId, TemplateValue,
-};
+use crate::domain::{MessageStatus, Miniprogram, TemplateData, TemplateValue};
 use crate::error::{ApiError, ErrorBody};
+use crate::sending::{self, Content};
 use crate::state::AppState;
 use crate::wechat::Wechat;
 
@@ -219,6 +218,48 @@ fn may_broadcast(auth: &AuthUser) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the common `data` and every recipient's fields merged over it against the template;
+/// returns the common data and each recipient's own fields (user id, fields).
+fn check_data(
+    templates: &crate::templates::Registry,
+    template_id: &str,
+    data: BTreeMap<String, TemplateValue>,
+    by_user: BTreeMap<String, BTreeMap<String, TemplateValue>>,
+) -> Result<(TemplateData, Vec<(i64, serde_json::Value)>), ApiError> {
+    if by_user.len() > MAX_USER_IDS {
+        return Err(ApiError::invalid(
+            "data_by_user may name at most 100000 users",
+        ));
+    }
+    let common = TemplateData::parse(data.clone()).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    templates.check(template_id, &common)?;
+    let mut overrides = Vec::with_capacity(by_user.len());
+    let mut seen = std::collections::HashSet::new();
+    for (user, fields) in by_user {
+        let user_id: i64 = user
+            .parse()
+            .ok()
+            .filter(|id: &i64| id.to_string() == user)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("data_by_user: {user:?} is not a user id"))
+            })?;
+        if !seen.insert(user_id) {
+            return Err(ApiError::InvalidRequest(format!(
+                "data_by_user: user {user_id} is named twice"
+            )));
+        }
+        let bad = |e: crate::domain::DomainError| {
+            ApiError::InvalidRequest(format!("data_by_user.{user_id}: {}", e.0))
+        };
+        let own = TemplateData::parse(fields.clone()).map_err(bad)?;
+        let mut merged = data.clone();
+        merged.extend(fields);
+        templates.check(template_id, &TemplateData::parse(merged).map_err(bad)?)?;
+        overrides.push((user_id, own.to_json()));
+    }
+    Ok((common, overrides))
+}
+
 /// Queue a broadcast: one message per recipient (admins and API keys).
 ///
 /// Validated once against the template (each recipient's `data_by_user` fields merged over
@@ -255,31 +296,19 @@ pub async fn create_broadcast(
 ) -> Result<HttpResponse, ApiError> {
     wechat.get()?;
     let req = body.into_inner();
-    let bad = |e: crate::domain::DomainError| ApiError::InvalidRequest(e.0);
     let default_template = state
         .config
         .wechat
         .as_ref()
         .and_then(|w| w.default_template_id.as_deref());
-    let template_id = match req.template_id.as_deref().or(default_template) {
-        Some(t) => TemplateId::parse(t).map_err(bad)?,
-        None => {
-            return Err(ApiError::invalid(
-                "template_id is required: none given and the server has no WECHAT_TEMPLATE_ID",
-            ));
-        }
-    };
-    let url = req
-        .url
-        .as_deref()
-        .map(MessageUrl::parse)
-        .transpose()
-        .map_err(bad)?;
-    let miniprogram = req
-        .miniprogram
-        .map(|m| Miniprogram::parse(&m.appid, &m.pagepath))
-        .transpose()
-        .map_err(bad)?;
+    let content = Content::parse(
+        req.template_id.as_deref(),
+        default_template,
+        req.url.as_deref(),
+        req.miniprogram
+            .as_ref()
+            .map(|m| (m.appid.as_str(), m.pagepath.as_str())),
+    )?;
     let recipients = match req.recipients {
         RecipientsRequest::UserIds { user_ids } => {
             if user_ids.is_empty() || user_ids.len() > MAX_USER_IDS {
@@ -296,46 +325,19 @@ pub async fn create_broadcast(
             ));
         }
     };
-    if let Some(key) = &req.idempotency_key {
-        if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ApiError::invalid(
-                "idempotency_key must be 1-128 printable ASCII characters",
-            ));
-        }
-    }
-    check_timing(&auth, req.send_at, req.urgent)?;
-    let data = TemplateData::parse(req.data.clone()).map_err(bad)?;
-    state.templates.check(template_id.as_ref(), &data)?;
+    sending::check_idempotency_key(req.idempotency_key.as_deref())?;
+    sending::check_timing(&auth, req.send_at, req.urgent)?;
+    // Up to 100,000 recipients' fields to check: on the blocking pool, not on the thread that
+    // serves requests.
+    let templates = std::sync::Arc::clone(&state.templates);
+    let template_id = content.template_id.as_ref().to_owned();
     let by_user = req.data_by_user.unwrap_or_default();
-    if by_user.len() > MAX_USER_IDS {
-        return Err(ApiError::invalid(
-            "data_by_user may name at most 100000 users",
-        ));
-    }
-    let mut overrides = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (user, fields) in by_user {
-        let user_id: i64 = user
-            .parse()
-            .ok()
-            .filter(|id: &i64| id.to_string() == user)
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!("data_by_user: {user:?} is not a user id"))
-            })?;
-        if !seen.insert(user_id) {
-            return Err(ApiError::InvalidRequest(format!(
-                "data_by_user: user {user_id} is named twice"
-            )));
-        }
-        let mut merged = req.data.clone();
-        merged.extend(fields.clone());
-        let merged = TemplateData::parse(merged)
-            .map_err(|e| ApiError::InvalidRequest(format!("data_by_user.{user_id}: {}", e.0)))?;
-        state.templates.check(template_id.as_ref(), &merged)?;
-        let own = TemplateData::parse(fields)
-            .map_err(|e| ApiError::InvalidRequest(format!("data_by_user.{user_id}: {}", e.0)))?;
-        overrides.push((user_id, own.to_json()));
-    }
+    let (data, overrides) =
+        web::block(move || check_data(&templates, &template_id, req.data, by_user))
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("checking a broadcast's data: {e}"))
+            })??;
     // Admitted with its size: a broadcast may not take the sender past its waiting limit.
     let size = match &recipients {
         Recipients::Users(ids) => i64::try_from(ids.len()).unwrap_or(i64::MAX),
@@ -355,9 +357,9 @@ pub async fn create_broadcast(
     let new = NewBroadcast {
         id: Uuid::new_v4(),
         sender_id: auth.id,
-        template_id: template_id.as_ref().to_owned(),
-        url: url.as_ref().map(|u| u.as_ref().to_owned()),
-        miniprogram: miniprogram.as_ref().map(Miniprogram::to_json),
+        template_id: content.template_id.as_ref().to_owned(),
+        url: content.url.as_ref().map(|u| u.as_ref().to_owned()),
+        miniprogram: content.miniprogram.as_ref().map(Miniprogram::to_json),
         data: data.to_json(),
         overrides,
         recipients,
@@ -365,16 +367,18 @@ pub async fn create_broadcast(
         send_at: req.send_at,
         urgent: req.urgent,
     };
-    let created = db::run_within(&state.pool, db::broadcasts::DEADLINE, move |conn| {
-        db::broadcasts::create(conn, &new).map_err(db::DbError::from)
+    let (created, rows) = db::run_within(&state.pool, db::broadcasts::DEADLINE, move |conn| {
+        let created = db::broadcasts::create(conn, &new)?;
+        let id = match &created {
+            Created::New(b) | Created::Existing(b) => b.id,
+        };
+        Ok::<_, db::DbError>((created, db::broadcasts::counts(conn, id)?))
     })
     .await?;
     let (broadcast, fresh) = match created {
         Created::New(b) => (b, true),
         Created::Existing(b) => (b, false),
     };
-    let id = broadcast.id;
-    let rows = db::run(&state.pool, move |conn| db::broadcasts::counts(conn, id)).await?;
     let body = respond(broadcast, &rows);
     if !fresh {
         return Ok(HttpResponse::Ok().json(body));
@@ -395,8 +399,13 @@ async fn visible(state: &AppState, auth: &AuthUser, raw: &str) -> Result<Broadca
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::BroadcastNotFound)?;
     db::run(&state.pool, move |conn| db::broadcasts::find(conn, id))
         .await?
-        .filter(|b| auth.is_admin() || b.sender_id == auth.id)
+        .filter(|b| sees(auth, b))
         .ok_or(ApiError::BroadcastNotFound)
+}
+
+/// Admins see every broadcast, others their own.
+fn sees(auth: &AuthUser, b: &Broadcast) -> bool {
+    auth.is_admin() || b.sender_id == auth.id
 }
 
 /// A broadcast with its messages counted by status and delivery (admins, and its sender).
@@ -419,9 +428,15 @@ pub async fn get_broadcast(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     may_broadcast(&auth)?;
-    let b = visible(&state, &auth, &id).await?;
-    let id = b.id;
-    let rows = db::run(&state.pool, move |conn| db::broadcasts::counts(conn, id)).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BroadcastNotFound)?;
+    let (b, rows) = db::run(&state.pool, move |conn| {
+        let Some(b) = db::broadcasts::find(conn, id)?.filter(|b| sees(&auth, b)) else {
+            return Ok(None);
+        };
+        Ok(Some((b, db::broadcasts::counts(conn, id)?)))
+    })
+    .await?
+    .ok_or(ApiError::BroadcastNotFound)?;
     Ok(HttpResponse::Ok().json(respond(b, &rows)))
 }
 

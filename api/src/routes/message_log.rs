@@ -2,7 +2,6 @@
 //! filters and cursor pages, newest first; `POST /api/messages/{id}/retry` (admins) queues a
 //! failed message again.
 use actix_web::{HttpResponse, get, post, web};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use diesel::Connection;
 use serde::{Deserialize, Serialize};
@@ -10,16 +9,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::messages::MessageResponse;
+use super::paging;
 use crate::audit::{self, Action};
 use crate::auth::AuthUser;
 use crate::db::{self, messages::LogFilter, messages::Retried};
 use crate::domain::MessageStatus;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-
-/// Messages per page when `limit` is not given, and at most.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 /// The log's filters.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,15 +52,11 @@ pub struct MessagePage {
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}.{id}", at.timestamp_micros()))
+    paging::seal(&format!("{}.{id}", at.timestamp_micros()))
 }
 
 fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
+    let text = paging::unseal(raw)?;
     let (micros, id) = text.split_once('.')?;
     let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
     // Within what PostgreSQL's timestamptz holds: a forged far date would fail the query.
@@ -126,26 +118,13 @@ pub async fn page(
     cursor: Option<&str>,
     limit: Option<i64>,
 ) -> Result<MessagePage, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 200"));
-    }
-    filter.after = match cursor {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
-        ),
-    };
-    let mut rows = db::run(&state.pool, move |conn| {
+    let limit = paging::limit(limit)?;
+    filter.after = paging::cursor(cursor, decode_cursor)?;
+    let rows = db::run(&state.pool, move |conn| {
         db::messages::log_page(conn, &filter, limit + 1)
     })
     .await?;
-    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more
-        .then(|| rows.last().map(|m| encode_cursor(m.created_at, m.id)))
-        .flatten();
+    let (rows, next_cursor) = paging::split(rows, limit, |m| encode_cursor(m.created_at, m.id));
     Ok(MessagePage {
         messages: rows.into_iter().map(MessageResponse::from).collect(),
         next_cursor,
@@ -292,8 +271,7 @@ mod tests {
         let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("time");
         let id = Uuid::new_v4();
         assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
-        let far = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{}.{id}", i64::MAX / 2));
+        let far = paging::seal(&format!("{}.{id}", i64::MAX / 2));
         for bad in ["", "abc", "bm90LWEtY3Vyc29y", far.as_str()] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }

@@ -14,7 +14,7 @@ use crate::domain::{
     Delivery, MessageStatus, MessageUrl, Miniprogram, TemplateData, TemplateId, TemplateValue,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::sending::{self, SendRequest, SendRules};
+use crate::sending::{self, Content, SendRequest, SendRules};
 use crate::state::AppState;
 use crate::wechat::Wechat;
 
@@ -56,28 +56,6 @@ pub struct CreateMessageRequest {
     /// Sent during quiet hours (`WXBIND_QUIET_HOURS`) too. Admins and API keys only.
     #[serde(default)]
     pub urgent: bool,
-}
-
-/// How far ahead `send_at` may be.
-pub const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
-
-/// Checks `send_at` (at most [`MAX_SCHEDULE_AHEAD`] from now) and `urgent` (admins and keys).
-pub fn check_timing(
-    caller: &AuthUser,
-    send_at: Option<DateTime<Utc>>,
-    urgent: bool,
-) -> Result<(), ApiError> {
-    if let Some(at) = send_at {
-        if at > Utc::now() + MAX_SCHEDULE_AHEAD {
-            return Err(ApiError::invalid("send_at must be at most 30 days ahead"));
-        }
-    }
-    if urgent && !(caller.is_admin() || caller.key.is_some()) {
-        return Err(ApiError::Forbidden(
-            "urgent: only admins and API keys may send during quiet hours",
-        ));
-    }
-    Ok(())
 }
 
 /// The schema of `data`: 1-32 fields named by 1-32 letters, digits or `_`, each a
@@ -234,39 +212,21 @@ impl ValidMessage {
         caller: i64,
         default_template: Option<&str>,
     ) -> Result<Self, ApiError> {
-        let bad = |e: crate::domain::DomainError| ApiError::InvalidRequest(e.0);
-        let template_id = match req.template_id.as_deref().or(default_template) {
-            Some(t) => TemplateId::parse(t).map_err(bad)?,
-            None => {
-                return Err(ApiError::invalid(
-                    "template_id is required: none given and the server has no WECHAT_TEMPLATE_ID",
-                ));
-            }
-        };
-        let url = req
-            .url
-            .as_deref()
-            .map(MessageUrl::parse)
-            .transpose()
-            .map_err(bad)?;
-        let miniprogram = req
-            .miniprogram
-            .map(|m| Miniprogram::parse(&m.appid, &m.pagepath))
-            .transpose()
-            .map_err(bad)?;
-        let data = TemplateData::parse(req.data).map_err(bad)?;
-        if let Some(key) = &req.idempotency_key {
-            if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(ApiError::invalid(
-                    "idempotency_key must be 1-128 printable ASCII characters",
-                ));
-            }
-        }
+        let content = Content::parse(
+            req.template_id.as_deref(),
+            default_template,
+            req.url.as_deref(),
+            req.miniprogram
+                .as_ref()
+                .map(|m| (m.appid.as_str(), m.pagepath.as_str())),
+        )?;
+        let data = TemplateData::parse(req.data).map_err(|e| ApiError::InvalidRequest(e.0))?;
+        sending::check_idempotency_key(req.idempotency_key.as_deref())?;
         Ok(Self {
             user_id: req.user_id.unwrap_or(caller),
-            template_id,
-            url,
-            miniprogram,
+            template_id: content.template_id,
+            url: content.url,
+            miniprogram: content.miniprogram,
             data,
             idempotency_key: req.idempotency_key,
             send_at: req.send_at,
@@ -343,7 +303,7 @@ pub async fn create_message(
             miniprogram_appids: &state.config.http.miniprogram_appids,
         },
     )?;
-    check_timing(&auth, msg.send_at, msg.urgent)?;
+    sending::check_timing(&auth, msg.send_at, msg.urgent)?;
     // After authorize: a caller who may not use a template learns nothing about it.
     state.templates.check(msg.template_id.as_ref(), &msg.data)?;
     state

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod me;
 pub mod message_log;
 pub mod messages;
+pub mod paging;
 pub mod quota;
 pub mod templates;
 pub mod users;

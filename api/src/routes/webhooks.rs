@@ -16,6 +16,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::webhooks;
 
+use super::paging;
+
 /// An endpoint to register.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -421,19 +423,10 @@ pub async fn list_deliveries(
     admin_only(&auth)?;
     let id = parse_id(&id)?;
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 200"));
-    }
-    let before = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server gave"))?,
-        ),
-    };
+    let limit = paging::limit(q.limit)?;
+    let before = paging::cursor(q.cursor.as_deref(), |c| {
+        c.parse::<i64>().ok().filter(|n| *n > 0)
+    })?;
     let rows = db::run(&state.pool, move |conn| {
         if db::webhooks::find(conn, id)?.is_none() {
             return Ok(None);
@@ -442,12 +435,7 @@ pub async fn list_deliveries(
     })
     .await?
     .ok_or(ApiError::WebhookNotFound)?;
-    let mut rows = rows;
-    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more
-        .then(|| rows.last().map(|d| d.id.to_string()))
-        .flatten();
+    let (rows, next_cursor) = paging::split(rows, limit, |d| d.id.to_string());
     Ok(HttpResponse::Ok().json(DeliveryPage {
         items: rows
             .into_iter()
